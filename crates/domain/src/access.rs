@@ -1,0 +1,178 @@
+//! Who may do what: GitLab's project access levels, token scopes and the cluster abilities that
+//! the agent API checks.
+
+use std::fmt;
+
+/// A project member's role, with GitLab's numeric values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AccessLevel {
+    Guest,
+    Reporter,
+    Developer,
+    Maintainer,
+    Owner,
+}
+
+/// An `access_level` that is not one of 10, 20, 30, 40 or 50.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("access level {0} is not one of 10, 20, 30, 40, 50")]
+pub struct InvalidAccessLevel(pub i64);
+
+impl AccessLevel {
+    pub fn from_value(value: i64) -> Result<AccessLevel, InvalidAccessLevel> {
+        match value {
+            10 => Ok(AccessLevel::Guest),
+            20 => Ok(AccessLevel::Reporter),
+            30 => Ok(AccessLevel::Developer),
+            40 => Ok(AccessLevel::Maintainer),
+            50 => Ok(AccessLevel::Owner),
+            other => Err(InvalidAccessLevel(other)),
+        }
+    }
+
+    pub fn value(self) -> i64 {
+        match self {
+            AccessLevel::Guest => 10,
+            AccessLevel::Reporter => 20,
+            AccessLevel::Developer => 30,
+            AccessLevel::Maintainer => 40,
+            AccessLevel::Owner => 50,
+        }
+    }
+}
+
+/// A personal access token scope. Only the two that the agent API distinguishes are supported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Full read and write access.
+    Api,
+    /// GET and HEAD only.
+    ReadApi,
+}
+
+/// A scope name that agentreg does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scope {0:?}")]
+pub struct UnknownScope(pub String);
+
+impl Scope {
+    pub fn parse(name: &str) -> Result<Scope, UnknownScope> {
+        match name {
+            "api" => Ok(Scope::Api),
+            "read_api" => Ok(Scope::ReadApi),
+            other => Err(UnknownScope(other.to_owned())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Api => "api",
+            Scope::ReadApi => "read_api",
+        }
+    }
+
+    /// Whether a token with this scope may call a route that writes.
+    pub fn allows_write(self) -> bool {
+        match self {
+            Scope::Api => true,
+            Scope::ReadApi => false,
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the caller is to one project: an administrator, a member with a role, or nobody.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectRole {
+    Admin,
+    Member(AccessLevel),
+    NonMember,
+}
+
+impl ProjectRole {
+    /// `read_project`: members of any role and administrators see a (private) project.
+    pub fn can_read_project(self) -> bool {
+        match self {
+            ProjectRole::Admin | ProjectRole::Member(_) => true,
+            ProjectRole::NonMember => false,
+        }
+    }
+
+    /// `read_cluster_agent` / `read_cluster`: Developer and above.
+    pub fn can_read_cluster(self) -> bool {
+        self.at_least(AccessLevel::Developer)
+    }
+
+    /// `create_cluster` / `admin_cluster`: Maintainer and above.
+    pub fn can_admin_cluster(self) -> bool {
+        self.at_least(AccessLevel::Maintainer)
+    }
+
+    /// `admin_project_member`: Maintainer and above may add members.
+    pub fn can_admin_members(self) -> bool {
+        self.at_least(AccessLevel::Maintainer)
+    }
+
+    fn at_least(self, level: AccessLevel) -> bool {
+        match self {
+            ProjectRole::Admin => true,
+            ProjectRole::Member(own) => own >= level,
+            ProjectRole::NonMember => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_levels_round_trip_through_their_values() {
+        for value in [10, 20, 30, 40, 50] {
+            assert_eq!(AccessLevel::from_value(value).unwrap().value(), value);
+        }
+    }
+
+    #[test]
+    fn unknown_access_level_is_rejected() {
+        assert_eq!(AccessLevel::from_value(35), Err(InvalidAccessLevel(35)));
+    }
+
+    #[test]
+    fn developer_reads_but_does_not_administer_clusters() {
+        let role = ProjectRole::Member(AccessLevel::Developer);
+        assert!(role.can_read_cluster());
+        assert!(!role.can_admin_cluster());
+    }
+
+    #[test]
+    fn reporter_cannot_read_clusters() {
+        assert!(!ProjectRole::Member(AccessLevel::Reporter).can_read_cluster());
+        assert!(ProjectRole::Member(AccessLevel::Reporter).can_read_project());
+    }
+
+    #[test]
+    fn maintainer_and_admin_administer_clusters() {
+        assert!(ProjectRole::Member(AccessLevel::Maintainer).can_admin_cluster());
+        assert!(ProjectRole::Admin.can_admin_cluster());
+    }
+
+    #[test]
+    fn non_member_sees_nothing() {
+        assert!(!ProjectRole::NonMember.can_read_project());
+        assert!(!ProjectRole::NonMember.can_read_cluster());
+    }
+
+    #[test]
+    fn read_api_scope_cannot_write() {
+        assert!(!Scope::ReadApi.allows_write());
+        assert!(Scope::Api.allows_write());
+        assert_eq!(Scope::parse("read_api"), Ok(Scope::ReadApi));
+        assert!(Scope::parse("sudo").is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! Secret tokens and the agent-token limit: how personal access tokens and agent tokens look,
+//! how they are generated from a caller-supplied RNG, and the rule that an agent has at most
+//! [`MAX_ACTIVE_AGENT_TOKENS`] active tokens.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::{CryptoRng, RngCore};
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// At most this many of an agent's tokens are active at once, so that a token can be rotated
+/// (create the new one, roll it out, revoke the old one) but not multiplied.
+pub const MAX_ACTIVE_AGENT_TOKENS: usize = 2;
+
+/// Random bytes in a token's lookup handle (16 URL-safe characters).
+const HANDLE_BYTES: usize = 12;
+/// Random bytes in a token's secret part (43 URL-safe characters).
+const SECRET_BYTES: usize = 32;
+/// Characters of the encoded handle.
+const HANDLE_CHARS: usize = 16;
+
+/// The kinds of secret token agentreg issues, each with GitLab's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A personal access token: `glpat-…`.
+    PersonalAccess,
+    /// A Kubernetes agent token: `glagent-…`.
+    Agent,
+}
+
+impl TokenKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            TokenKind::PersonalAccess => "glpat-",
+            TokenKind::Agent => "glagent-",
+        }
+    }
+}
+
+/// The public part of a token that lets the store find its record without scanning.
+/// It is not secret on its own: the record is only accepted after the whole token verifies.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TokenHandle(String);
+
+impl TokenHandle {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TokenHandle").field(&self.0).finish()
+    }
+}
+
+/// A freshly generated token: its handle and its plaintext, to be shown exactly once.
+pub struct GeneratedToken {
+    pub handle: TokenHandle,
+    pub plaintext: SecretString,
+}
+
+impl fmt::Debug for GeneratedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeneratedToken")
+            .field("handle", &self.handle)
+            .field("plaintext", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Generates `<prefix><16-char handle><43-char secret>`, all URL-safe, from `rng`.
+/// An agent token is therefore `glagent-` and 59 characters, over GitLab's minimum of 50.
+pub fn generate_token<R: RngCore + CryptoRng + ?Sized>(kind: TokenKind, rng: &mut R) -> GeneratedToken {
+    let mut handle_bytes = [0u8; HANDLE_BYTES];
+    let mut secret_bytes = [0u8; SECRET_BYTES];
+    rng.fill_bytes(&mut handle_bytes);
+    rng.fill_bytes(&mut secret_bytes);
+    let handle = URL_SAFE_NO_PAD.encode(handle_bytes);
+    let plaintext = format!("{}{handle}{}", kind.prefix(), URL_SAFE_NO_PAD.encode(secret_bytes));
+    GeneratedToken {
+        handle: TokenHandle(handle),
+        plaintext: SecretString::from(plaintext),
+    }
+}
+
+/// The handle of a presented token, or `None` if it cannot be a token of `kind` (wrong prefix,
+/// wrong length or alphabet). Rejecting malformed tokens here keeps them away from argon2.
+pub fn token_handle(kind: TokenKind, presented: &str) -> Option<TokenHandle> {
+    let rest = presented.strip_prefix(kind.prefix())?;
+    let well_formed = rest.len() == HANDLE_CHARS + 43
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return None;
+    }
+    Some(TokenHandle(rest[..HANDLE_CHARS].to_owned()))
+}
+
+/// The handle of a personal access token that need not have the generated shape (an
+/// administrator may choose the root token). A well-formed token uses its embedded handle; any
+/// other string gets one derived from its SHA-256, which reveals nothing about the token.
+pub fn personal_access_token_handle(presented: &str) -> TokenHandle {
+    token_handle(TokenKind::PersonalAccess, presented).unwrap_or_else(|| {
+        let digest = Sha256::digest(presented.as_bytes());
+        TokenHandle(format!("~{}", URL_SAFE_NO_PAD.encode(&digest[..HANDLE_BYTES])))
+    })
+}
+
+/// Refusal to activate a token beyond [`MAX_ACTIVE_AGENT_TOKENS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("An agent can have only two active tokens at a time")]
+pub struct TokenLimitReached {
+    pub active: usize,
+}
+
+/// The ids of one agent's tokens, split by status. It owns the active-token limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentTokenSet {
+    active: Vec<u64>,
+    revoked: Vec<u64>,
+}
+
+impl AgentTokenSet {
+    /// Rebuilds a set from stored ids. Stored data was produced by this type, so the limit holds.
+    pub fn from_parts(active: Vec<u64>, revoked: Vec<u64>) -> AgentTokenSet {
+        AgentTokenSet { active, revoked }
+    }
+
+    /// Checks the limit without changing anything, so a caller can fail fast before paying for
+    /// hashing; [`AgentTokenSet::activate`] checks again atomically.
+    pub fn check_capacity(&self) -> Result<(), TokenLimitReached> {
+        if self.active.len() >= MAX_ACTIVE_AGENT_TOKENS {
+            return Err(TokenLimitReached {
+                active: self.active.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a new active token, unless the agent already has the maximum.
+    pub fn activate(&mut self, token_id: u64) -> Result<(), TokenLimitReached> {
+        self.check_capacity()?;
+        self.active.push(token_id);
+        Ok(())
+    }
+
+    /// Marks a token revoked. Returns `false` if it is not one of this agent's tokens. Revoking
+    /// a revoked token is a no-op that succeeds, as GitLab's revoke is idempotent.
+    pub fn revoke(&mut self, token_id: u64) -> bool {
+        if let Some(position) = self.active.iter().position(|id| *id == token_id) {
+            self.active.remove(position);
+            self.revoked.push(token_id);
+            return true;
+        }
+        self.revoked.contains(&token_id)
+    }
+
+    pub fn is_active(&self, token_id: u64) -> bool {
+        self.active.contains(&token_id)
+    }
+
+    pub fn contains(&self, token_id: u64) -> bool {
+        self.is_active(token_id) || self.revoked.contains(&token_id)
+    }
+
+    pub fn active(&self) -> &[u64] {
+        &self.active
+    }
+
+    pub fn revoked(&self) -> &[u64] {
+        &self.revoked
+    }
+
+    /// Every token id, active first.
+    pub fn all(&self) -> impl Iterator<Item = u64> + '_ {
+        self.active.iter().chain(self.revoked.iter()).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn agent_token_has_prefix_and_at_least_50_url_safe_chars() {
+        let token = generate_token(TokenKind::Agent, &mut StdRng::seed_from_u64(7));
+        let plaintext = token.plaintext.expose_secret();
+        let rest = plaintext.strip_prefix("glagent-").unwrap();
+        assert!(rest.len() >= 50, "{} chars", rest.len());
+        assert!(rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+
+    #[test]
+    fn handle_is_recovered_from_a_generated_token() {
+        let token = generate_token(TokenKind::PersonalAccess, &mut StdRng::seed_from_u64(1));
+        let handle = token_handle(TokenKind::PersonalAccess, token.plaintext.expose_secret());
+        assert_eq!(handle, Some(token.handle));
+    }
+
+    #[test]
+    fn malformed_or_foreign_tokens_have_no_handle() {
+        let agent = generate_token(TokenKind::Agent, &mut StdRng::seed_from_u64(2));
+        assert_eq!(token_handle(TokenKind::PersonalAccess, agent.plaintext.expose_secret()), None);
+        assert_eq!(token_handle(TokenKind::Agent, "glagent-short"), None);
+        assert_eq!(token_handle(TokenKind::Agent, "NONEXISTENT"), None);
+        let spaced = format!("glagent-{}", " ".repeat(59));
+        assert_eq!(token_handle(TokenKind::Agent, &spaced), None);
+    }
+
+    #[test]
+    fn chosen_tokens_get_a_stable_derived_handle() {
+        let chosen = personal_access_token_handle("my-own-root-token-of-some-length");
+        assert_eq!(chosen, personal_access_token_handle("my-own-root-token-of-some-length"));
+        assert_ne!(chosen, personal_access_token_handle("another-root-token-of-some-length"));
+        let generated = generate_token(TokenKind::PersonalAccess, &mut StdRng::seed_from_u64(5));
+        assert_eq!(
+            personal_access_token_handle(generated.plaintext.expose_secret()),
+            generated.handle
+        );
+    }
+
+    #[test]
+    fn different_rng_states_give_different_tokens() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let a = generate_token(TokenKind::Agent, &mut rng);
+        let b = generate_token(TokenKind::Agent, &mut rng);
+        assert_ne!(a.plaintext.expose_secret(), b.plaintext.expose_secret());
+    }
+
+    #[test]
+    fn debug_output_hides_the_plaintext() {
+        let token = generate_token(TokenKind::Agent, &mut StdRng::seed_from_u64(4));
+        let debug = format!("{token:?}");
+        assert!(!debug.contains(token.plaintext.expose_secret()));
+    }
+
+    #[test]
+    fn third_active_token_is_rejected() {
+        let mut tokens = AgentTokenSet::default();
+        tokens.activate(1).unwrap();
+        tokens.activate(2).unwrap();
+        assert_eq!(tokens.activate(3), Err(TokenLimitReached { active: 2 }));
+        assert_eq!(tokens.active(), &[1, 2]);
+    }
+
+    #[test]
+    fn revoking_frees_exactly_one_slot() {
+        let mut tokens = AgentTokenSet::from_parts(vec![1, 2], vec![]);
+        assert!(tokens.revoke(1));
+        tokens.activate(3).unwrap();
+        assert!(tokens.activate(4).is_err());
+        assert!(tokens.contains(1) && !tokens.is_active(1));
+    }
+
+    #[test]
+    fn revoking_twice_succeeds_and_unknown_tokens_are_refused() {
+        let mut tokens = AgentTokenSet::from_parts(vec![1], vec![]);
+        assert!(tokens.revoke(1));
+        assert!(tokens.revoke(1));
+        assert!(!tokens.revoke(9));
+        assert_eq!(tokens.all().collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn limit_message_is_gitlabs() {
+        assert_eq!(
+            TokenLimitReached { active: 2 }.to_string(),
+            "An agent can have only two active tokens at a time"
+        );
+    }
+}

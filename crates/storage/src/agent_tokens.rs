@@ -1,0 +1,412 @@
+//! Agent tokens: creation under the active-token limit, revocation that keeps the record, lookup
+//! by handle for authentication, and last-use times.
+
+use crate::hashing::SecretHash;
+use crate::records::{encode, v1};
+use crate::schema::{self, IdKind, id_key};
+use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
+use agentreg_domain::names::{TokenDescription, TokenName};
+use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, TokenLimitReached};
+use sled::Transactional;
+use std::cmp::Reverse;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentToken {
+    pub id: u64,
+    pub agent_id: u64,
+    pub project_id: u64,
+    pub name: String,
+    pub description: Option<String>,
+    pub revoked: bool,
+    pub created_by_user_id: Option<u64>,
+    pub created_at_ms: i64,
+    pub secret_hash: SecretHash,
+    pub last_used_at_ms: Option<i64>,
+}
+
+/// What a new agent token is made of; the secret is already hashed.
+#[derive(Debug)]
+pub struct NewAgentToken<'a> {
+    pub name: &'a TokenName,
+    pub description: Option<&'a TokenDescription>,
+    pub handle: &'a TokenHandle,
+    pub secret_hash: SecretHash,
+    pub created_by_user_id: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateAgentTokenError {
+    #[error("agent not found")]
+    AgentNotFound,
+    #[error(transparent)]
+    LimitReached(#[from] TokenLimitReached),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeAgentTokenError {
+    #[error("agent token not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// The agent's token set, if the agent exists in the project. Used to refuse a create early,
+    /// before paying for hashing; [`Store::create_agent_token`] checks the limit again atomically.
+    pub fn agent_token_set(
+        &self,
+        project_id: u64,
+        agent_id: u64,
+    ) -> Result<Option<AgentTokenSet>, StoreError> {
+        if self.agent(project_id, agent_id)?.is_none() {
+            return Ok(None);
+        }
+        let Some(bytes) = self.trees.agent_token_sets.get(id_key(agent_id)).map_err(engine)? else {
+            return Ok(Some(AgentTokenSet::default()));
+        };
+        let record: v1::AgentTokenSet = decode(schema::AGENT_TOKEN_SETS, &bytes)?;
+        Ok(Some(AgentTokenSet::from_parts(record.active, record.revoked)))
+    }
+
+    /// Creates an active token. The limit check and the insert happen in one transaction over
+    /// the agent's token set, so concurrent creates can never exceed the limit.
+    pub fn create_agent_token(
+        &self,
+        project_id: u64,
+        agent_id: u64,
+        new: NewAgentToken<'_>,
+        now_ms: i64,
+    ) -> Result<AgentToken, CreateAgentTokenError> {
+        let id = self.next_id(IdKind::AgentToken)?;
+        let record = v1::AgentToken {
+            agent_id,
+            project_id,
+            name: new.name.as_str().to_owned(),
+            description: new.description.map(|d| d.as_str().to_owned()),
+            revoked: false,
+            created_by_user_id: new.created_by_user_id,
+            created_at_ms: now_ms,
+            handle: new.handle.as_str().to_owned(),
+            secret_hash: new.secret_hash.as_str().to_owned(),
+        };
+        let encoded = encode(&record);
+        let handle_key = new.handle.as_str().as_bytes().to_vec();
+        let trees = &self.trees;
+        finish_tx(
+            (
+                &trees.agents,
+                &trees.agent_token_sets,
+                &trees.agent_tokens,
+                &trees.agent_token_handles,
+            )
+                .transaction(|(agents, token_sets, tokens, handles)| {
+                    let Some(agent_bytes) = agents.get(id_key(agent_id))? else {
+                        return Err(abort(CreateAgentTokenError::AgentNotFound));
+                    };
+                    let agent: v1::Agent = decode_in_tx(schema::AGENTS, &agent_bytes)?;
+                    if agent.project_id != project_id {
+                        return Err(abort(CreateAgentTokenError::AgentNotFound));
+                    }
+                    let stored: v1::AgentTokenSet = match token_sets.get(id_key(agent_id))? {
+                        Some(bytes) => decode_in_tx(schema::AGENT_TOKEN_SETS, &bytes)?,
+                        None => v1::AgentTokenSet::default(),
+                    };
+                    let mut token_set = AgentTokenSet::from_parts(stored.active, stored.revoked);
+                    token_set.activate(id).map_err(|limit| abort(limit.into()))?;
+                    token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
+                    tokens.insert(&id_key(id), encoded.as_slice())?;
+                    handles.insert(handle_key.as_slice(), &id_key(id))?;
+                    Ok(())
+                }),
+        )?;
+        self.flush()?;
+        Ok(token_from_record(id, record, None))
+    }
+
+    /// The agent's active tokens, most recently used first, never-used last, then by id.
+    pub fn active_agent_tokens(
+        &self,
+        project_id: u64,
+        agent_id: u64,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError> {
+        let Some(token_set) = self.agent_token_set(project_id, agent_id)? else {
+            return Ok(None);
+        };
+        let mut tokens = Vec::with_capacity(token_set.active().len());
+        for token_id in token_set.active() {
+            let token = self.agent_token_by_id(*token_id)?.ok_or(StoreError::Dangling {
+                tree: schema::AGENT_TOKEN_SETS,
+            })?;
+            tokens.push(token);
+        }
+        tokens.sort_by_key(|token| (token.last_used_at_ms.is_none(), Reverse(token.last_used_at_ms), token.id));
+        Ok(Some(tokens))
+    }
+
+    /// One of the agent's tokens, active or revoked.
+    pub fn agent_token(
+        &self,
+        project_id: u64,
+        agent_id: u64,
+        token_id: u64,
+    ) -> Result<Option<AgentToken>, StoreError> {
+        let Some(token) = self.agent_token_by_id(token_id)? else {
+            return Ok(None);
+        };
+        if token.agent_id != agent_id || token.project_id != project_id {
+            return Ok(None);
+        }
+        Ok(Some(token))
+    }
+
+    /// Marks a token revoked; the record stays. Revoking a revoked token succeeds.
+    pub fn revoke_agent_token(
+        &self,
+        project_id: u64,
+        agent_id: u64,
+        token_id: u64,
+    ) -> Result<AgentToken, RevokeAgentTokenError> {
+        let trees = &self.trees;
+        let record = finish_tx((&trees.agent_token_sets, &trees.agent_tokens).transaction(
+            |(token_sets, tokens)| {
+                let Some(bytes) = tokens.get(id_key(token_id))? else {
+                    return Err(abort(RevokeAgentTokenError::NotFound));
+                };
+                let mut record: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                if record.agent_id != agent_id || record.project_id != project_id {
+                    return Err(abort(RevokeAgentTokenError::NotFound));
+                }
+                let Some(set_bytes) = token_sets.get(id_key(agent_id))? else {
+                    return Err(abort(RevokeAgentTokenError::NotFound));
+                };
+                let stored: v1::AgentTokenSet = decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
+                let mut token_set = AgentTokenSet::from_parts(stored.active, stored.revoked);
+                if !token_set.revoke(token_id) {
+                    return Err(abort(RevokeAgentTokenError::NotFound));
+                }
+                token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
+                record.revoked = true;
+                tokens.insert(&id_key(token_id), encode(&record))?;
+                Ok(record)
+            },
+        ))?;
+        self.flush()?;
+        let last_used = self.last_used(token_id)?;
+        Ok(token_from_record(token_id, record, last_used))
+    }
+
+    /// The token a handle names, if any. The caller verifies the secret and the status.
+    pub fn agent_token_by_handle(&self, handle: &TokenHandle) -> Result<Option<AgentToken>, StoreError> {
+        let Some(id_bytes) = self
+            .trees
+            .agent_token_handles
+            .get(handle.as_str().as_bytes())
+            .map_err(engine)?
+        else {
+            return Ok(None);
+        };
+        let token_id = schema::decode_u64(&id_bytes).ok_or(StoreError::Dangling {
+            tree: schema::AGENT_TOKEN_HANDLES,
+        })?;
+        self.agent_token_by_id(token_id)
+    }
+
+    /// Records when tokens were last used. Tokens deleted meanwhile are skipped. This write is
+    /// not flushed on its own: last-use times are advisory, and the next flush (at most half a
+    /// second later, or at shutdown) makes them durable.
+    pub fn record_agent_token_use(&self, uses: &[(u64, i64)]) -> Result<(), StoreError> {
+        let trees = &self.trees;
+        finish_tx::<_, StoreError>(
+            (&trees.agent_tokens, &trees.agent_token_last_used).transaction(|(tokens, last_used)| {
+                for (token_id, used_at_ms) in uses {
+                    if tokens.get(id_key(*token_id))?.is_some() {
+                        last_used.insert(&id_key(*token_id), &used_at_ms.to_be_bytes())?;
+                    }
+                }
+                Ok(())
+            }),
+        )
+    }
+
+    /// The number of active agent tokens across all agents, for metrics.
+    pub fn count_active_agent_tokens(&self) -> Result<usize, StoreError> {
+        let mut n_active = 0;
+        for entry in self.trees.agent_token_sets.iter() {
+            let (_, bytes) = entry.map_err(engine)?;
+            let record: v1::AgentTokenSet = decode(schema::AGENT_TOKEN_SETS, &bytes)?;
+            n_active += record.active.len();
+        }
+        Ok(n_active)
+    }
+
+    fn agent_token_by_id(&self, token_id: u64) -> Result<Option<AgentToken>, StoreError> {
+        let Some(bytes) = self.trees.agent_tokens.get(id_key(token_id)).map_err(engine)? else {
+            return Ok(None);
+        };
+        let record: v1::AgentToken = decode(schema::AGENT_TOKENS, &bytes)?;
+        let last_used = self.last_used(token_id)?;
+        Ok(Some(token_from_record(token_id, record, last_used)))
+    }
+
+    fn last_used(&self, token_id: u64) -> Result<Option<i64>, StoreError> {
+        let bytes = self
+            .trees
+            .agent_token_last_used
+            .get(id_key(token_id))
+            .map_err(engine)?;
+        Ok(bytes.as_deref().and_then(schema::decode_i64))
+    }
+}
+
+fn token_set_record(token_set: &AgentTokenSet) -> v1::AgentTokenSet {
+    v1::AgentTokenSet {
+        active: token_set.active().to_vec(),
+        revoked: token_set.revoked().to_vec(),
+    }
+}
+
+fn token_from_record(id: u64, record: v1::AgentToken, last_used_at_ms: Option<i64>) -> AgentToken {
+    AgentToken {
+        id,
+        agent_id: record.agent_id,
+        project_id: record.project_id,
+        name: record.name,
+        description: record.description,
+        revoked: record.revoked,
+        created_by_user_id: record.created_by_user_id,
+        created_at_ms: record.created_at_ms,
+        secret_hash: SecretHash::from_stored(record.secret_hash),
+        last_used_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SecretHasher;
+    use crate::fixtures;
+    use agentreg_domain::names::AgentName;
+    use agentreg_domain::tokens::{TokenKind, generate_token};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn new_token(store: &Store, project_id: u64, agent_id: u64, seed: u64) -> Result<AgentToken, CreateAgentTokenError> {
+        let generated = generate_token(TokenKind::Agent, &mut StdRng::seed_from_u64(seed));
+        let hash = SecretHasher::insecure_for_tests().hash(&generated.plaintext).unwrap();
+        let name = TokenName::parse("t").unwrap();
+        let new = NewAgentToken {
+            name: &name,
+            description: None,
+            handle: &generated.handle,
+            secret_hash: hash,
+            created_by_user_id: None,
+        };
+        store.create_agent_token(project_id, agent_id, new, seed as i64)
+    }
+
+    fn agent(store: &Store) -> (u64, u64) {
+        let (_, project_id) = fixtures::project(store);
+        let agent = store
+            .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1)
+            .unwrap();
+        (project_id, agent.id)
+    }
+
+    #[test]
+    fn third_active_token_is_refused_and_revoking_frees_a_slot() {
+        let store = fixtures::store();
+        let (project_id, agent_id) = agent(&store);
+        let first = new_token(&store, project_id, agent_id, 1).unwrap();
+        new_token(&store, project_id, agent_id, 2).unwrap();
+        assert!(matches!(
+            new_token(&store, project_id, agent_id, 3),
+            Err(CreateAgentTokenError::LimitReached(_))
+        ));
+        let revoked = store.revoke_agent_token(project_id, agent_id, first.id).unwrap();
+        assert!(revoked.revoked);
+        new_token(&store, project_id, agent_id, 4).unwrap();
+        assert_eq!(store.active_agent_tokens(project_id, agent_id).unwrap().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn concurrent_creates_never_exceed_the_limit() {
+        let store = fixtures::store();
+        let (project_id, agent_id) = agent(&store);
+        let n_created = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..12)
+                .map(|seed| {
+                    let store = &store;
+                    scope.spawn(move || new_token(store, project_id, agent_id, seed).is_ok())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|ok| *ok)
+                .count()
+        });
+        assert_eq!(n_created, 2);
+        assert_eq!(store.count_active_agent_tokens().unwrap(), 2);
+    }
+
+    #[test]
+    fn revoking_twice_succeeds_and_foreign_tokens_are_not_found() {
+        let store = fixtures::store();
+        let (project_id, agent_id) = agent(&store);
+        let token = new_token(&store, project_id, agent_id, 1).unwrap();
+        store.revoke_agent_token(project_id, agent_id, token.id).unwrap();
+        store.revoke_agent_token(project_id, agent_id, token.id).unwrap();
+        assert!(matches!(
+            store.revoke_agent_token(project_id, agent_id + 1, token.id),
+            Err(RevokeAgentTokenError::NotFound)
+        ));
+        assert_eq!(store.agent_token(project_id, agent_id + 1, token.id).unwrap(), None);
+    }
+
+    #[test]
+    fn tokens_are_listed_by_last_use_with_never_used_last() {
+        let store = fixtures::store();
+        let (project_id, agent_id) = agent(&store);
+        let never = new_token(&store, project_id, agent_id, 1).unwrap();
+        let used = new_token(&store, project_id, agent_id, 2).unwrap();
+        store.record_agent_token_use(&[(used.id, 50)]).unwrap();
+        let ids: Vec<_> = store
+            .active_agent_tokens(project_id, agent_id)
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(ids, vec![used.id, never.id]);
+    }
+
+    #[test]
+    fn deleting_the_agent_removes_its_tokens_and_handles() {
+        let store = fixtures::store();
+        let (project_id, agent_id) = agent(&store);
+        let generated = generate_token(TokenKind::Agent, &mut StdRng::seed_from_u64(9));
+        let name = TokenName::parse("t").unwrap();
+        let hash = SecretHasher::insecure_for_tests().hash(&generated.plaintext).unwrap();
+        let token = store
+            .create_agent_token(
+                project_id,
+                agent_id,
+                NewAgentToken {
+                    name: &name,
+                    description: None,
+                    handle: &generated.handle,
+                    secret_hash: hash,
+                    created_by_user_id: None,
+                },
+                1,
+            )
+            .unwrap();
+        let deleted = store.delete_agent(project_id, agent_id, None).unwrap();
+        assert_eq!(deleted.token_ids, vec![token.id]);
+        assert_eq!(store.agent_token_by_handle(&generated.handle).unwrap(), None);
+        store.record_agent_token_use(&[(token.id, 5)]).unwrap();
+        assert_eq!(store.last_used(token.id).unwrap(), None);
+    }
+}

@@ -1,0 +1,357 @@
+//! Kubernetes agents: registration with a name unique in its project, the name-ordered index
+//! that pages the list, the per-project count, and deletion that cascades to everything the
+//! agent owns.
+
+use crate::records::{encode, v1};
+use crate::schema::{self, IdKind, agent_name_key, id_key};
+use crate::{Page, PageWindow, Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
+use agentreg_domain::names::AgentName;
+use sled::Transactional;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub id: u64,
+    pub project_id: u64,
+    pub name: String,
+    pub created_by_user_id: Option<u64>,
+    pub created_at_ms: i64,
+    /// Changes when the agent's URL configuration is created or deleted.
+    pub updated_at_ms: i64,
+    pub url_configuration_id: Option<u64>,
+}
+
+impl Agent {
+    /// Whether the agent has a URL configuration (GitLab's `is_receptive`).
+    pub fn is_receptive(&self) -> bool {
+        self.url_configuration_id.is_some()
+    }
+}
+
+/// A precondition for a delete: refuse it if the record changed after this instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnmodifiedSince {
+    /// The last modification time that still satisfies the precondition, unix milliseconds.
+    pub latest_allowed_ms: i64,
+}
+
+impl UnmodifiedSince {
+    pub(crate) fn holds_for(self, modified_at_ms: i64) -> bool {
+        modified_at_ms <= self.latest_allowed_ms
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateAgentError {
+    #[error("name has already been taken")]
+    NameTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteAgentError {
+    #[error("agent not found")]
+    NotFound,
+    #[error("agent was modified after the given time")]
+    PreconditionFailed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a deleted agent took with it, so that caches can forget it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedAgent {
+    pub agent: Agent,
+    pub token_ids: Vec<u64>,
+}
+
+impl Store {
+    /// Registers an agent. Name uniqueness is enforced atomically by the name index.
+    pub fn create_agent(
+        &self,
+        project_id: u64,
+        name: &AgentName,
+        created_by_user_id: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Agent, CreateAgentError> {
+        let id = self.next_id(IdKind::Agent)?;
+        let record = v1::Agent {
+            project_id,
+            name: name.as_str().to_owned(),
+            created_by_user_id,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            url_configuration_id: None,
+        };
+        let encoded = encode(&record);
+        let token_set = encode(&v1::AgentTokenSet::default());
+        let name_key = agent_name_key(project_id, name.as_str());
+        let trees = &self.trees;
+        finish_tx(
+            (
+                &trees.agents,
+                &trees.agent_names,
+                &trees.project_agent_counts,
+                &trees.agent_token_sets,
+            )
+                .transaction(|(agents, names, counts, token_sets)| {
+                    if names.get(&name_key)?.is_some() {
+                        return Err(abort(CreateAgentError::NameTaken));
+                    }
+                    let count = counts
+                        .get(id_key(project_id))?
+                        .as_deref()
+                        .and_then(schema::decode_u64)
+                        .unwrap_or(0);
+                    names.insert(name_key.as_slice(), &id_key(id))?;
+                    counts.insert(&id_key(project_id), &(count + 1).to_be_bytes())?;
+                    agents.insert(&id_key(id), encoded.as_slice())?;
+                    token_sets.insert(&id_key(id), token_set.as_slice())?;
+                    Ok(())
+                }),
+        )?;
+        self.flush()?;
+        Ok(agent_from_record(id, record))
+    }
+
+    /// The agent with this id, if it belongs to `project_id`.
+    pub fn agent(&self, project_id: u64, agent_id: u64) -> Result<Option<Agent>, StoreError> {
+        let Some(bytes) = self.trees.agents.get(id_key(agent_id)).map_err(engine)? else {
+            return Ok(None);
+        };
+        let record: v1::Agent = decode(schema::AGENTS, &bytes)?;
+        if record.project_id != project_id {
+            return Ok(None);
+        }
+        Ok(Some(agent_from_record(agent_id, record)))
+    }
+
+    /// A page of a project's agents ordered by name. It walks the name index from the start of
+    /// the project's range, skipping `offset` index entries without decoding them, and reads only
+    /// the records on the page; the total comes from the per-project counter.
+    pub fn agents_page(&self, project_id: u64, window: PageWindow) -> Result<Page<Agent>, StoreError> {
+        let total = self
+            .trees
+            .project_agent_counts
+            .get(id_key(project_id))
+            .map_err(engine)?
+            .as_deref()
+            .and_then(schema::decode_u64)
+            .unwrap_or(0);
+        let offset = usize::try_from(window.offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(window.limit).unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        for entry in self
+            .trees
+            .agent_names
+            .scan_prefix(id_key(project_id))
+            .skip(offset)
+            .take(limit)
+        {
+            let (_, id_bytes) = entry.map_err(engine)?;
+            let agent_id = schema::decode_u64(&id_bytes).ok_or(StoreError::Dangling {
+                tree: schema::AGENT_NAMES,
+            })?;
+            let agent = self.agent(project_id, agent_id)?.ok_or(StoreError::Dangling {
+                tree: schema::AGENT_NAMES,
+            })?;
+            items.push(agent);
+        }
+        Ok(Page { items, total })
+    }
+
+    /// Deletes an agent with its tokens (active and revoked), their last-use times and its URL
+    /// configuration, in one transaction.
+    pub fn delete_agent(
+        &self,
+        project_id: u64,
+        agent_id: u64,
+        precondition: Option<UnmodifiedSince>,
+    ) -> Result<DeletedAgent, DeleteAgentError> {
+        let trees = &self.trees;
+        let deleted = finish_tx(
+            (
+                &trees.agents,
+                &trees.agent_names,
+                &trees.project_agent_counts,
+                &trees.agent_token_sets,
+                &trees.agent_tokens,
+                &trees.agent_token_handles,
+                &trees.agent_token_last_used,
+                &trees.url_configurations,
+            )
+                .transaction(
+                    |(agents, names, counts, token_sets, tokens, handles, last_used, url_configs)| {
+                        let Some(bytes) = agents.get(id_key(agent_id))? else {
+                            return Err(abort(DeleteAgentError::NotFound));
+                        };
+                        let record: v1::Agent = decode_in_tx(schema::AGENTS, &bytes)?;
+                        if record.project_id != project_id {
+                            return Err(abort(DeleteAgentError::NotFound));
+                        }
+                        if let Some(precondition) = precondition
+                            && !precondition.holds_for(record.updated_at_ms)
+                        {
+                            return Err(abort(DeleteAgentError::PreconditionFailed));
+                        }
+                        let token_set: v1::AgentTokenSet = match token_sets.get(id_key(agent_id))? {
+                            Some(bytes) => decode_in_tx(schema::AGENT_TOKEN_SETS, &bytes)?,
+                            None => v1::AgentTokenSet::default(),
+                        };
+                        let token_ids: Vec<u64> = token_set
+                            .active
+                            .iter()
+                            .chain(token_set.revoked.iter())
+                            .copied()
+                            .collect();
+                        for token_id in &token_ids {
+                            if let Some(bytes) = tokens.remove(&id_key(*token_id))? {
+                                let token: v1::AgentToken =
+                                    decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                                handles.remove(token.handle.as_bytes())?;
+                            }
+                            last_used.remove(&id_key(*token_id))?;
+                        }
+                        if let Some(url_configuration_id) = record.url_configuration_id {
+                            url_configs.remove(&id_key(url_configuration_id))?;
+                        }
+                        token_sets.remove(&id_key(agent_id))?;
+                        names.remove(agent_name_key(project_id, &record.name))?;
+                        let count = counts
+                            .get(id_key(project_id))?
+                            .as_deref()
+                            .and_then(schema::decode_u64)
+                            .unwrap_or(1);
+                        counts.insert(&id_key(project_id), &count.saturating_sub(1).to_be_bytes())?;
+                        agents.remove(&id_key(agent_id))?;
+                        Ok(DeletedAgent {
+                            agent: agent_from_record(agent_id, record),
+                            token_ids,
+                        })
+                    },
+                ),
+        )?;
+        self.flush()?;
+        Ok(deleted)
+    }
+
+    /// The number of agents in every project together, for metrics.
+    pub fn count_agents(&self) -> usize {
+        self.trees.agents.len()
+    }
+}
+
+pub(crate) fn agent_from_record(id: u64, record: v1::Agent) -> Agent {
+    Agent {
+        id,
+        project_id: record.project_id,
+        name: record.name,
+        created_by_user_id: record.created_by_user_id,
+        created_at_ms: record.created_at_ms,
+        updated_at_ms: record.updated_at_ms,
+        url_configuration_id: record.url_configuration_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    fn name(text: &str) -> AgentName {
+        AgentName::parse(text).unwrap()
+    }
+
+    #[test]
+    fn names_are_unique_within_a_project() {
+        let store = fixtures::store();
+        let (user_id, project_id) = fixtures::project(&store);
+        store
+            .create_agent(project_id, &name("a"), Some(user_id), 1)
+            .unwrap();
+        assert!(matches!(
+            store.create_agent(project_id, &name("a"), Some(user_id), 2),
+            Err(CreateAgentError::NameTaken)
+        ));
+        store
+            .create_agent(project_id + 1, &name("a"), Some(user_id), 2)
+            .unwrap();
+    }
+
+    #[test]
+    fn pages_are_ordered_by_name_with_a_total() {
+        let store = fixtures::store();
+        let (_, project_id) = fixtures::project(&store);
+        for agent_name in ["c", "a", "d", "b"] {
+            store.create_agent(project_id, &name(agent_name), None, 1).unwrap();
+        }
+        let page = store
+            .agents_page(project_id, PageWindow { offset: 1, limit: 2 })
+            .unwrap();
+        let names: Vec<_> = page.items.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, vec!["b", "c"]);
+        assert_eq!(page.total, 4);
+    }
+
+    #[test]
+    fn agents_of_other_projects_are_invisible() {
+        let store = fixtures::store();
+        let (_, project_id) = fixtures::project(&store);
+        let agent = store.create_agent(project_id, &name("a"), None, 1).unwrap();
+        assert_eq!(store.agent(project_id + 1, agent.id).unwrap(), None);
+        assert!(matches!(
+            store.delete_agent(project_id + 1, agent.id, None),
+            Err(DeleteAgentError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn delete_frees_the_name_and_the_count() {
+        let store = fixtures::store();
+        let (_, project_id) = fixtures::project(&store);
+        let agent = store.create_agent(project_id, &name("a"), None, 1).unwrap();
+        store.delete_agent(project_id, agent.id, None).unwrap();
+        assert_eq!(store.agent(project_id, agent.id).unwrap(), None);
+        let page = store
+            .agents_page(project_id, PageWindow { offset: 0, limit: 20 })
+            .unwrap();
+        assert_eq!((page.items.len(), page.total), (0, 0));
+        let again = store.create_agent(project_id, &name("a"), None, 2).unwrap();
+        assert!(again.id > agent.id);
+    }
+
+    #[test]
+    fn delete_honours_the_precondition() {
+        let store = fixtures::store();
+        let (_, project_id) = fixtures::project(&store);
+        let agent = store.create_agent(project_id, &name("a"), None, 1_000).unwrap();
+        let stale = UnmodifiedSince {
+            latest_allowed_ms: 999,
+        };
+        assert!(matches!(
+            store.delete_agent(project_id, agent.id, Some(stale)),
+            Err(DeleteAgentError::PreconditionFailed)
+        ));
+        let fresh = UnmodifiedSince {
+            latest_allowed_ms: 1_000,
+        };
+        store.delete_agent(project_id, agent.id, Some(fresh)).unwrap();
+    }
+
+    #[test]
+    fn concurrent_registrations_of_one_name_create_exactly_one_agent() {
+        let store = fixtures::store();
+        let (_, project_id) = fixtures::project(&store);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| scope.spawn(|| store.create_agent(project_id, &name("same"), None, 1)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+        let page = store
+            .agents_page(project_id, PageWindow { offset: 0, limit: 20 })
+            .unwrap();
+        assert_eq!(page.total, 1);
+    }
+}

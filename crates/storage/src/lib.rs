@@ -1,0 +1,215 @@
+//! agentreg's embedded store. It owns the sled database, the key schema, the versioned records
+//! and every invariant that must hold atomically (unique names, the active-token limit, one URL
+//! configuration per agent, cascading deletes). No sled type appears in its public API.
+//!
+//! Every mutating operation flushes the log before it returns, so a write that a caller has
+//! acknowledged survives a crash. Operations are synchronous and may block on disk: async
+//! callers run them on a blocking thread.
+
+pub mod agent_tokens;
+pub mod agents;
+pub mod audit;
+pub mod hashing;
+pub mod identity;
+mod records;
+mod schema;
+pub mod url_configs;
+
+use records::DecodeError;
+use schema::IdKind;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionResult};
+use std::path::Path;
+
+pub use hashing::{SecretHash, SecretHasher};
+
+/// A failure of the storage engine or of the data it holds, as opposed to a refused operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine failed")]
+    Engine(#[source] EngineError),
+    #[error("a stored {tree} record is unreadable")]
+    Corrupt {
+        tree: &'static str,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("a stored {tree} index points at a missing record")]
+    Dangling { tree: &'static str },
+}
+
+/// The storage engine's own error, kept opaque so that its type does not leak.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct EngineError(sled::Error);
+
+fn engine(error: sled::Error) -> StoreError {
+    StoreError::Engine(EngineError(error))
+}
+
+/// Opening the store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("opening the store at {path} failed")]
+pub struct OpenError {
+    path: String,
+    #[source]
+    source: EngineError,
+}
+
+/// The handle to the database. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    trees: Trees,
+}
+
+#[derive(Clone)]
+struct Trees {
+    meta: sled::Tree,
+    users: sled::Tree,
+    usernames: sled::Tree,
+    user_emails: sled::Tree,
+    pats: sled::Tree,
+    pat_handles: sled::Tree,
+    projects: sled::Tree,
+    project_paths: sled::Tree,
+    members: sled::Tree,
+    agents: sled::Tree,
+    agent_names: sled::Tree,
+    project_agent_counts: sled::Tree,
+    agent_token_sets: sled::Tree,
+    agent_tokens: sled::Tree,
+    agent_token_handles: sled::Tree,
+    agent_token_last_used: sled::Tree,
+    url_configurations: sled::Tree,
+    audit_events: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, OpenError> {
+        let config = sled::Config::new().path(dir);
+        Store::from_config(config).map_err(|source| OpenError {
+            path: dir.display().to_string(),
+            source: EngineError(source),
+        })
+    }
+
+    /// An in-memory database that disappears when dropped, for tests.
+    pub fn temporary() -> Result<Store, OpenError> {
+        let config = sled::Config::new().temporary(true);
+        Store::from_config(config).map_err(|source| OpenError {
+            path: "<temporary>".to_owned(),
+            source: EngineError(source),
+        })
+    }
+
+    fn from_config(config: sled::Config) -> Result<Store, sled::Error> {
+        let db = config.open()?;
+        let trees = Trees {
+            meta: db.open_tree(schema::META)?,
+            users: db.open_tree(schema::USERS)?,
+            usernames: db.open_tree(schema::USERNAMES)?,
+            user_emails: db.open_tree(schema::USER_EMAILS)?,
+            pats: db.open_tree(schema::PATS)?,
+            pat_handles: db.open_tree(schema::PAT_HANDLES)?,
+            projects: db.open_tree(schema::PROJECTS)?,
+            project_paths: db.open_tree(schema::PROJECT_PATHS)?,
+            members: db.open_tree(schema::MEMBERS)?,
+            agents: db.open_tree(schema::AGENTS)?,
+            agent_names: db.open_tree(schema::AGENT_NAMES)?,
+            project_agent_counts: db.open_tree(schema::PROJECT_AGENT_COUNTS)?,
+            agent_token_sets: db.open_tree(schema::AGENT_TOKEN_SETS)?,
+            agent_tokens: db.open_tree(schema::AGENT_TOKENS)?,
+            agent_token_handles: db.open_tree(schema::AGENT_TOKEN_HANDLES)?,
+            agent_token_last_used: db.open_tree(schema::AGENT_TOKEN_LAST_USED)?,
+            url_configurations: db.open_tree(schema::URL_CONFIGURATIONS)?,
+            audit_events: db.open_tree(schema::AUDIT_EVENTS)?,
+        };
+        Ok(Store { db, trees })
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(engine)
+    }
+
+    /// The next id of a kind: monotonic and never reused, even across restarts, because the
+    /// counter is persisted with the writes that use it. Taken before a transaction starts, so
+    /// a refused or re-run transaction leaves a gap rather than a reused id.
+    fn next_id(&self, kind: IdKind) -> Result<u64, StoreError> {
+        let updated = self
+            .trees
+            .meta
+            .update_and_fetch(kind.counter_key(), |current| {
+                let next = current.and_then(schema::decode_u64).unwrap_or(0) + 1;
+                Some(next.to_be_bytes().to_vec())
+            })
+            .map_err(engine)?;
+        updated
+            .as_deref()
+            .and_then(schema::decode_u64)
+            .ok_or(StoreError::Dangling { tree: schema::META })
+    }
+}
+
+/// Decodes a record read outside a transaction.
+fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    records::decode(bytes).map_err(|source| StoreError::Corrupt { tree, source })
+}
+
+/// Decodes a record read inside a transaction, aborting it on failure.
+fn decode_in_tx<T, E>(tree: &'static str, bytes: &[u8]) -> Result<T, ConflictableTransactionError<E>>
+where
+    T: serde::de::DeserializeOwned,
+    E: From<StoreError>,
+{
+    decode(tree, bytes).map_err(|error| ConflictableTransactionError::Abort(E::from(error)))
+}
+
+/// Aborts a transaction with an operation error.
+fn abort<E>(error: E) -> ConflictableTransactionError<E> {
+    ConflictableTransactionError::Abort(error)
+}
+
+/// Unwraps a transaction's outcome into the operation's error type.
+fn finish_tx<T, E: From<StoreError>>(result: TransactionResult<T, E>) -> Result<T, E> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(TransactionError::Abort(error)) => Err(error),
+        Err(TransactionError::Storage(error)) => Err(E::from(engine(error))),
+    }
+}
+
+/// One page of an ordered list, with the total across all pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+/// Which slice of a list to read: skip `offset` items, then take at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageWindow {
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// Test fixtures shared by the storage modules' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use agentreg_domain::names::{ProjectNaming, UserIdentity};
+
+    pub(crate) fn store() -> Store {
+        Store::temporary().unwrap()
+    }
+
+    /// A user `owner` with a project `owner/app`; returns (user id, project id).
+    pub(crate) fn project(store: &Store) -> (u64, u64) {
+        let identity = UserIdentity::parse("owner", "Owner", "owner@example.com").unwrap();
+        let user = store.create_user(&identity, false, 1).unwrap();
+        let naming = ProjectNaming::parse(Some("app"), None).unwrap();
+        let project = store.create_project(user.id, &naming, None, 2).unwrap();
+        (user.id, project.id)
+    }
+}

@@ -1,0 +1,168 @@
+//! The on-disk records. Each value is one version byte followed by the record's JSON. A format
+//! change adds a `v2` module and a migration; a `v1` record is never reinterpreted in place.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The version byte of every record in [`v1`].
+pub(crate) const V1: u8 = 1;
+
+/// Why a stored value could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record has unknown version {0}")]
+    UnknownVersion(u8),
+    #[error("record is empty")]
+    Empty,
+    #[error("record body is malformed")]
+    Malformed(#[source] serde_json::Error),
+}
+
+pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    let mut bytes = vec![V1];
+    // Serializing these plain structs into a Vec cannot fail: they have string keys and no
+    // custom serializers.
+    serde_json::to_writer(&mut bytes, record).unwrap_or_default();
+    bytes
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    match bytes.split_first() {
+        Some((&V1, body)) => serde_json::from_slice(body).map_err(DecodeError::Malformed),
+        Some((&other, _)) => Err(DecodeError::UnknownVersion(other)),
+        None => Err(DecodeError::Empty),
+    }
+}
+
+pub(crate) mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct User {
+        pub(crate) username: String,
+        pub(crate) name: String,
+        pub(crate) email: String,
+        pub(crate) is_admin: bool,
+        pub(crate) created_at_ms: i64,
+    }
+
+    #[derive(Clone, Serialize, Deserialize)]
+    pub(crate) struct PersonalAccessToken {
+        pub(crate) user_id: u64,
+        pub(crate) name: String,
+        pub(crate) scopes: Vec<String>,
+        pub(crate) expires_at: Option<String>,
+        pub(crate) revoked: bool,
+        pub(crate) handle: String,
+        pub(crate) secret_hash: String,
+        pub(crate) created_at_ms: i64,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct Project {
+        pub(crate) name: String,
+        pub(crate) path: String,
+        pub(crate) description: Option<String>,
+        pub(crate) owner_id: u64,
+        pub(crate) created_at_ms: i64,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct Member {
+        pub(crate) access_level: i64,
+        pub(crate) created_at_ms: i64,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct Agent {
+        pub(crate) project_id: u64,
+        pub(crate) name: String,
+        pub(crate) created_by_user_id: Option<u64>,
+        pub(crate) created_at_ms: i64,
+        pub(crate) updated_at_ms: i64,
+        pub(crate) url_configuration_id: Option<u64>,
+    }
+
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    pub(crate) struct AgentTokenSet {
+        pub(crate) active: Vec<u64>,
+        pub(crate) revoked: Vec<u64>,
+    }
+
+    #[derive(Clone, Serialize, Deserialize)]
+    pub(crate) struct AgentToken {
+        pub(crate) agent_id: u64,
+        pub(crate) project_id: u64,
+        pub(crate) name: String,
+        pub(crate) description: Option<String>,
+        pub(crate) revoked: bool,
+        pub(crate) created_by_user_id: Option<u64>,
+        pub(crate) created_at_ms: i64,
+        pub(crate) handle: String,
+        pub(crate) secret_hash: String,
+    }
+
+    #[derive(Clone, Serialize, Deserialize)]
+    pub(crate) enum UrlAuth {
+        Jwt {
+            public_key: Vec<u8>,
+            sealed_private_key: Vec<u8>,
+        },
+        Mtls {
+            client_cert: String,
+            sealed_client_key: Vec<u8>,
+        },
+    }
+
+    #[derive(Clone, Serialize, Deserialize)]
+    pub(crate) struct UrlConfiguration {
+        pub(crate) agent_id: u64,
+        pub(crate) project_id: u64,
+        pub(crate) url: String,
+        pub(crate) ca_cert: Option<String>,
+        pub(crate) tls_host: Option<String>,
+        pub(crate) auth: UrlAuth,
+        pub(crate) created_by_user_id: Option<u64>,
+        pub(crate) created_at_ms: i64,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct AuditEvent {
+        pub(crate) author_id: Option<u64>,
+        pub(crate) entity_id: u64,
+        pub(crate) entity_type: String,
+        pub(crate) details: serde_json::Value,
+        pub(crate) created_at_ms: i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_with_a_version_byte() {
+        let member = v1::Member {
+            access_level: 40,
+            created_at_ms: 5,
+        };
+        let bytes = encode(&member);
+        assert_eq!(bytes[0], V1);
+        let back: v1::Member = decode(&bytes).unwrap();
+        assert_eq!(back.access_level, 40);
+    }
+
+    #[test]
+    fn unknown_versions_are_refused_not_reinterpreted() {
+        let mut bytes = encode(&v1::Member {
+            access_level: 40,
+            created_at_ms: 5,
+        });
+        bytes[0] = 2;
+        assert!(matches!(
+            decode::<v1::Member>(&bytes),
+            Err(DecodeError::UnknownVersion(2))
+        ));
+        assert!(matches!(decode::<v1::Member>(&[]), Err(DecodeError::Empty)));
+    }
+}

@@ -1,0 +1,177 @@
+//! Registering, listing, reading and deleting a project's Kubernetes agents, with GitLab's order
+//! of checks: parameters, then the project, then the role, then the record.
+
+use super::pagination::{PageInfo, Pagination};
+use super::audit::{self, AuditEntry};
+use super::{App, Caller, Error, ProjectAccess, author, now_ms};
+use agentreg_domain::names::AgentName;
+use agentreg_storage::agents::{Agent, CreateAgentError, DeleteAgentError, UnmodifiedSince};
+use agentreg_storage::identity::Project;
+
+/// GitLab's entity type for agents in audit events.
+pub(crate) const AGENT_ENTITY: &str = "Clusters::Agent";
+
+/// An agent with the project it belongs to (GitLab's `config_project`).
+#[derive(Debug, Clone)]
+pub struct AgentDetails {
+    pub agent: Agent,
+    pub project: Project,
+}
+
+/// A delete's `If-Unmodified-Since`, in whole seconds since the epoch as HTTP dates carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnmodifiedSinceSeconds(pub i64);
+
+impl UnmodifiedSinceSeconds {
+    /// HTTP dates have one-second resolution, so a record modified within the named second
+    /// still satisfies the precondition.
+    pub(crate) fn precondition(self) -> UnmodifiedSince {
+        UnmodifiedSince {
+            latest_allowed_ms: self.0.saturating_mul(1000).saturating_add(999),
+        }
+    }
+}
+
+impl App {
+    pub async fn list_agents(
+        &self,
+        caller: &Caller,
+        project_ref: &str,
+        pagination: Pagination,
+    ) -> Result<(Vec<AgentDetails>, PageInfo), Error> {
+        let access = self.project_access(caller, project_ref).await?;
+        if !access.role.can_read_cluster() {
+            return Err(Error::ClusterAgentsNotFound);
+        }
+        let project_id = access.project.id;
+        let page = self
+            .blocking(move |store| store.agents_page(project_id, pagination.window()))
+            .await??;
+        let info = pagination.info(page.total);
+        let agents = page
+            .items
+            .into_iter()
+            .map(|agent| AgentDetails {
+                agent,
+                project: access.project.clone(),
+            })
+            .collect();
+        Ok((agents, info))
+    }
+
+    pub async fn agent(&self, caller: &Caller, project_ref: &str, agent_id: i64) -> Result<AgentDetails, Error> {
+        let access = self.project_access(caller, project_ref).await?;
+        if !access.role.can_read_cluster() {
+            return Err(Error::RecordNotFound);
+        }
+        let agent = self.find_agent(&access, agent_id).await?;
+        Ok(AgentDetails {
+            agent,
+            project: access.project,
+        })
+    }
+
+    /// Registers an agent. `name` is `None` when the parameter was absent.
+    pub async fn create_agent(
+        &self,
+        caller: &Caller,
+        project_ref: &str,
+        name: Option<String>,
+    ) -> Result<AgentDetails, Error> {
+        let Some(name) = name else {
+            return Err(Error::missing("name"));
+        };
+        let access = self.project_access(caller, project_ref).await?;
+        if !access.role.can_admin_cluster() {
+            return Err(Error::Forbidden);
+        }
+        let name = AgentName::parse(&name)?;
+        let project_id = access.project.id;
+        let user_id = author(caller);
+        let now = now_ms();
+        let created = self
+            .blocking(move |store| {
+                let created = store.create_agent(project_id, &name, user_id, now);
+                if let Ok(agent) = &created {
+                    let entry = AuditEntry {
+                        event_name: "cluster_agent_created",
+                        message: format!("Created cluster agent '{}'", agent.name),
+                        entity_type: AGENT_ENTITY,
+                        entity_id: agent.id,
+                        target_details: &agent.name,
+                    };
+                    audit::record(store, project_id, user_id, entry, now)?;
+                }
+                Ok::<_, agentreg_storage::StoreError>(created)
+            })
+            .await??;
+        match created {
+            Ok(agent) => Ok(AgentDetails {
+                agent,
+                project: access.project,
+            }),
+            Err(CreateAgentError::NameTaken) => Err(Error::Invalid(vec![
+                "Name has already been taken".to_owned(),
+            ])),
+            Err(CreateAgentError::Store(error)) => Err(error.into()),
+        }
+    }
+
+    /// Deletes an agent with its tokens and URL configuration. Its tokens stop authenticating
+    /// at once.
+    pub async fn delete_agent(
+        &self,
+        caller: &Caller,
+        project_ref: &str,
+        agent_id: i64,
+        unmodified_since: Option<UnmodifiedSinceSeconds>,
+    ) -> Result<(), Error> {
+        let access = self.project_access(caller, project_ref).await?;
+        if !access.role.can_admin_cluster() {
+            return Err(Error::Forbidden);
+        }
+        let Ok(agent_id) = u64::try_from(agent_id) else {
+            return Err(Error::RecordNotFound);
+        };
+        let project_id = access.project.id;
+        let precondition = unmodified_since.map(UnmodifiedSinceSeconds::precondition);
+        let user_id = author(caller);
+        let now = now_ms();
+        let deleted = self
+            .blocking(move |store| {
+                let deleted = store.delete_agent(project_id, agent_id, precondition);
+                if let Ok(deleted) = &deleted {
+                    let entry = AuditEntry {
+                        event_name: "cluster_agent_deleted",
+                        message: format!("Deleted cluster agent '{}'", deleted.agent.name),
+                        entity_type: AGENT_ENTITY,
+                        entity_id: deleted.agent.id,
+                        target_details: &deleted.agent.name,
+                    };
+                    audit::record(store, project_id, user_id, entry, now)?;
+                }
+                Ok::<_, agentreg_storage::StoreError>(deleted)
+            })
+            .await??;
+        match deleted {
+            Ok(deleted) => {
+                self.inner.agent_tokens.invalidate(&deleted.token_ids);
+                Ok(())
+            }
+            Err(DeleteAgentError::NotFound) => Err(Error::RecordNotFound),
+            Err(DeleteAgentError::PreconditionFailed) => Err(Error::PreconditionFailed),
+            Err(DeleteAgentError::Store(error)) => Err(error.into()),
+        }
+    }
+
+    /// The project's agent with this id, or GitLab's record-not-found.
+    pub(crate) async fn find_agent(&self, access: &ProjectAccess, agent_id: i64) -> Result<Agent, Error> {
+        let Ok(agent_id) = u64::try_from(agent_id) else {
+            return Err(Error::RecordNotFound);
+        };
+        let project_id = access.project.id;
+        self.blocking(move |store| store.agent(project_id, agent_id))
+            .await??
+            .ok_or(Error::RecordNotFound)
+    }
+}

@@ -1,0 +1,145 @@
+//! Authenticating callers by personal access token, GitLab's way: from `PRIVATE-TOKEN`,
+//! `Authorization: Bearer` or `private_token`, with `read_api` tokens refused on writes.
+//! A verified token is cached by digest, so only its first use pays for argon2.
+
+use super::cache::TokenDigest;
+use super::{App, AuthCounters, Error};
+use agentreg_domain::access::Scope;
+use agentreg_domain::tokens::personal_access_token_handle;
+use agentreg_storage::identity::User;
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+use time::Date;
+use time::macros::format_description;
+
+/// A caller's presented token, if any. Edges fill it from headers, query or metadata.
+pub struct Credentials {
+    pub token: Option<SecretString>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// Whether the route reads or writes; writes need the `api` scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    Read,
+    Write,
+}
+
+/// An authenticated user and the scopes of the token they used.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub scopes: Vec<Scope>,
+    /// The first day on which the token no longer works, if it expires.
+    expires_on: Option<Date>,
+}
+
+impl Caller {
+    fn can_write(&self) -> bool {
+        self.scopes.iter().any(|scope| scope.allows_write())
+    }
+
+    fn expired(&self, today: Date) -> bool {
+        self.expires_on.is_some_and(|expires_on| today >= expires_on)
+    }
+}
+
+impl App {
+    /// Authenticates a personal access token, then checks its scope against `intent`.
+    pub async fn authenticate(&self, credentials: Credentials, intent: Intent) -> Result<Caller, Error> {
+        let caller = self.authenticate_token(credentials).await;
+        if caller.is_err() {
+            AuthCounters::bump(&self.inner.counters.failures);
+        }
+        let caller = caller?;
+        if intent == Intent::Write && !caller.can_write() {
+            return Err(Error::InsufficientScope);
+        }
+        Ok(caller)
+    }
+
+    async fn authenticate_token(&self, credentials: Credentials) -> Result<Caller, Error> {
+        let Some(token) = credentials.token else {
+            return Err(Error::Unauthorized);
+        };
+        let today = time::OffsetDateTime::now_utc().date();
+        let digest = TokenDigest::of(&token);
+        let cache = &self.inner.personal_tokens;
+        if let Some(caller) = cache.get(&digest) {
+            if caller.expired(today) {
+                cache.remove(&digest);
+                return Err(Error::Unauthorized);
+            }
+            AuthCounters::bump(&self.inner.counters.cache_hits);
+            return Ok(caller);
+        }
+        let handle = personal_access_token_handle(token.expose_secret());
+        let generation = cache.generation();
+        let app = self.clone();
+        let verified = self
+            .blocking(move |store| -> Result<Option<(u64, Caller)>, Error> {
+                let Some(pat) = store.personal_access_token_by_handle(&handle)? else {
+                    return Ok(None);
+                };
+                if pat.revoked {
+                    return Ok(None);
+                }
+                AuthCounters::bump(&app.inner.counters.argon2_verifications);
+                if !app.inner.hasher.verify(&token, &pat.secret_hash) {
+                    return Ok(None);
+                }
+                let Some(user) = store.user(pat.user_id)? else {
+                    return Ok(None);
+                };
+                let scopes = pat.scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
+                let expires_on = match pat.expires_at.as_deref() {
+                    Some(date) => Some(parse_date(date).ok_or_else(|| {
+                        Error::internal("stored token expiry is malformed", date.to_owned())
+                    })?),
+                    None => None,
+                };
+                Ok(Some((pat.id, Caller { user, scopes, expires_on })))
+            })
+            .await??;
+        let Some((pat_id, caller)) = verified else {
+            return Err(Error::Unauthorized);
+        };
+        if caller.expired(today) {
+            return Err(Error::Unauthorized);
+        }
+        cache.insert(generation, digest, pat_id, caller.clone());
+        Ok(caller)
+    }
+}
+
+/// Parses an ISO date, `YYYY-MM-DD`.
+pub(crate) fn parse_date(text: &str) -> Option<Date> {
+    Date::parse(text, format_description!("[year]-[month]-[day]")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_parse_in_iso_format_only() {
+        assert!(parse_date("2030-01-31").is_some());
+        assert!(parse_date("31/01/2030").is_none());
+        assert!(parse_date("2030-02-30").is_none());
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_token() {
+        let credentials = Credentials {
+            token: Some(SecretString::from("glpat-secret")),
+        };
+        assert!(!format!("{credentials:?}").contains("glpat-secret"));
+    }
+}

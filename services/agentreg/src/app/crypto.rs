@@ -1,0 +1,112 @@
+//! Encryption of private keys at rest: AES-256-GCM under an instance key, with a fresh random
+//! nonce per value. A sealed value is `version byte ‖ 12-byte nonce ‖ ciphertext and tag`.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretBox};
+use std::fmt;
+
+/// The format of sealed values written by this version.
+const SEALED_V1: u8 = 1;
+const NONCE_BYTES: usize = 12;
+/// Binds ciphertexts to their purpose, so one can't be swapped in for another kind of secret.
+const ASSOCIATED_DATA: &[u8] = b"agentreg/v1/url-configuration-private-key";
+
+/// Encrypts and decrypts private keys with the instance key.
+#[derive(Clone)]
+pub struct Sealer {
+    cipher: Aes256Gcm,
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sealer([redacted])")
+    }
+}
+
+/// A sealed value could not be opened: the wrong key, or corrupted data.
+#[derive(Debug, thiserror::Error)]
+#[error("a sealed private key could not be decrypted")]
+pub struct OpenError;
+
+impl Sealer {
+    pub fn new(key: &SecretBox<[u8; 32]>) -> Sealer {
+        let key = Key::<Aes256Gcm>::from_slice(key.expose_secret());
+        Sealer {
+            cipher: Aes256Gcm::new(key),
+        }
+    }
+
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rng().fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: plaintext,
+            aad: ASSOCIATED_DATA,
+        };
+        // AES-GCM encryption only fails for messages over 64 GiB; keys are a few KiB.
+        let ciphertext = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), payload)
+            .unwrap_or_default();
+        let mut sealed = Vec::with_capacity(1 + NONCE_BYTES + ciphertext.len());
+        sealed.push(SEALED_V1);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        sealed
+    }
+
+    pub fn open(&self, sealed: &[u8]) -> Result<SecretBox<Vec<u8>>, OpenError> {
+        let Some((&SEALED_V1, rest)) = sealed.split_first() else {
+            return Err(OpenError);
+        };
+        if rest.len() < NONCE_BYTES {
+            return Err(OpenError);
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
+        let payload = Payload {
+            msg: ciphertext,
+            aad: ASSOCIATED_DATA,
+        };
+        let plaintext = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), payload)
+            .map_err(|_| OpenError)?;
+        Ok(SecretBox::new(Box::new(plaintext)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealer(byte: u8) -> Sealer {
+        Sealer::new(&SecretBox::new(Box::new([byte; 32])))
+    }
+
+    #[test]
+    fn sealed_values_open_with_the_same_key() {
+        let sealer = sealer(7);
+        let sealed = sealer.seal(b"private key");
+        assert!(!sealed.windows(11).any(|w| w == b"private key"));
+        assert_eq!(sealer.open(&sealed).unwrap().expose_secret().as_slice(), b"private key");
+    }
+
+    #[test]
+    fn another_key_or_tampering_fails() {
+        let sealed = sealer(7).seal(b"private key");
+        assert!(sealer(8).open(&sealed).is_err());
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(sealer(7).open(&tampered).is_err());
+        assert!(sealer(7).open(&[]).is_err());
+    }
+
+    #[test]
+    fn the_same_value_seals_differently_each_time() {
+        let sealer = sealer(1);
+        assert_ne!(sealer.seal(b"k"), sealer.seal(b"k"));
+    }
+}

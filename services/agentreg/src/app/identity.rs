@@ -1,0 +1,303 @@
+//! Users, personal access tokens, projects and members: the identity operations the agent API
+//! needs, with GitLab's parameters, permissions and messages.
+
+use super::{App, Caller, Error, ProjectAccess, now_ms};
+use crate::app::auth::parse_date;
+use agentreg_domain::access::{AccessLevel, Scope};
+use agentreg_domain::names::{ProjectNaming, UserIdentity};
+use agentreg_domain::tokens::{TokenKind, generate_token, personal_access_token_handle};
+use agentreg_storage::identity::{
+    AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError, Member,
+    NewPersonalAccessToken, PersonalAccessToken, Project, User,
+};
+use agentreg_domain::validation::ValidationErrors;
+use secrecy::{ExposeSecret, SecretString};
+
+/// The version this service reports as GitLab's, so that clients enable the agent API.
+pub const GITLAB_COMPATIBLE_VERSION: &str = "18.0.0";
+
+/// `GET /version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: &'static str,
+    pub revision: &'static str,
+}
+
+/// `POST /users` parameters as sent.
+#[derive(Debug, Default)]
+pub struct NewUserInput {
+    pub username: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// `POST /users/:id/personal_access_tokens` parameters as sent.
+#[derive(Debug, Default)]
+pub struct NewPersonalAccessTokenInput {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<String>,
+}
+
+/// A personal access token just created, with its secret shown this once.
+pub struct CreatedPersonalAccessToken {
+    pub token: PersonalAccessToken,
+    pub plaintext: SecretString,
+}
+
+/// `POST /projects` parameters as sent.
+#[derive(Debug, Default)]
+pub struct NewProjectInput {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    pub description: Option<String>,
+}
+
+/// `POST /projects/:id/members` parameters as sent.
+#[derive(Debug, Default)]
+pub struct NewMemberInput {
+    pub user_id: Option<i64>,
+    pub username: Option<String>,
+    pub access_level: Option<i64>,
+}
+
+impl App {
+    pub fn version(&self, _caller: &Caller) -> VersionInfo {
+        VersionInfo {
+            version: GITLAB_COMPATIBLE_VERSION,
+            revision: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    /// Creates a user (administrators only).
+    pub async fn create_user(&self, caller: &Caller, input: NewUserInput) -> Result<User, Error> {
+        let missing: Vec<&str> = [
+            ("email", input.email.is_none()),
+            ("name", input.name.is_none()),
+            ("username", input.username.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, absent)| absent.then_some(name))
+        .collect();
+        if !missing.is_empty() {
+            let parts: Vec<String> = missing.iter().map(|name| format!("{name} is missing")).collect();
+            return Err(Error::InvalidParameter(parts.join(", ")));
+        }
+        if !caller.user.is_admin {
+            return Err(Error::Forbidden);
+        }
+        let identity = UserIdentity::parse(
+            input.username.as_deref().unwrap_or_default(),
+            input.name.as_deref().unwrap_or_default(),
+            input.email.as_deref().unwrap_or_default(),
+        )
+        .map_err(Error::InvalidAttributes)?;
+        let now = now_ms();
+        let created = self
+            .blocking(move |store| store.create_user(&identity, false, now))
+            .await?;
+        match created {
+            Ok(user) => Ok(user),
+            Err(CreateUserError::UsernameTaken) => Err(Error::Conflict("Username has already been taken")),
+            Err(CreateUserError::EmailTaken) => Err(Error::Conflict("Email has already been taken")),
+            Err(CreateUserError::Store(error)) => Err(error.into()),
+        }
+    }
+
+    /// Creates a personal access token for a user (administrators only).
+    pub async fn create_personal_access_token(
+        &self,
+        caller: &Caller,
+        user_id: i64,
+        input: NewPersonalAccessTokenInput,
+    ) -> Result<CreatedPersonalAccessToken, Error> {
+        let (Some(name), Some(scopes)) = (input.name.clone(), input.scopes.clone()) else {
+            let parts: Vec<&str> = [
+                input.name.is_none().then_some("name is missing"),
+                input.scopes.is_none().then_some("scopes is missing"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            return Err(Error::InvalidParameter(parts.join(", ")));
+        };
+        let parsed_scopes: Result<Vec<Scope>, _> = scopes.iter().map(|s| Scope::parse(s)).collect();
+        let Ok(parsed_scopes) = parsed_scopes else {
+            return Err(Error::InvalidParameter("scopes does not have a valid value".to_owned()));
+        };
+        if let Some(date) = &input.expires_at
+            && parse_date(date).is_none()
+        {
+            return Err(Error::invalid("expires_at"));
+        }
+        if !caller.user.is_admin {
+            return Err(Error::Forbidden);
+        }
+        let Ok(user_id) = u64::try_from(user_id) else {
+            return Err(Error::UserNotFound);
+        };
+        let mut validator = agentreg_domain::validation::Validator::new();
+        if name.trim().is_empty() {
+            validator.fail("name", "can't be blank");
+        }
+        if parsed_scopes.is_empty() {
+            validator.fail("scopes", "can't be blank");
+        }
+        validator.finish().map_err(|errors: ValidationErrors| Error::Invalid(errors.full_messages()))?;
+
+        let generated = generate_token(TokenKind::PersonalAccess, &mut rand::rng());
+        let plaintext = generated.plaintext;
+        let hasher = self.inner.hasher.clone();
+        let secret = plaintext.clone();
+        let secret_hash = tokio::task::spawn_blocking(move || hasher.hash(&secret))
+            .await
+            .map_err(|error| Error::internal("hashing task failed", error))?
+            .map_err(|error| Error::internal("hashing a token failed", error))?;
+        let now = now_ms();
+        let scope_names: Vec<String> = parsed_scopes.iter().map(|s| s.as_str().to_owned()).collect();
+        let handle = generated.handle;
+        let expires_at = input.expires_at;
+        let created = self
+            .blocking(move |store| {
+                let new = NewPersonalAccessToken {
+                    user_id,
+                    name: &name,
+                    scopes: scope_names,
+                    expires_at,
+                    handle: &handle,
+                    secret_hash,
+                };
+                store.create_personal_access_token(new, now)
+            })
+            .await?;
+        match created {
+            Ok(token) => Ok(CreatedPersonalAccessToken { token, plaintext }),
+            Err(CreatePersonalAccessTokenError::UserNotFound) => Err(Error::UserNotFound),
+            Err(CreatePersonalAccessTokenError::Store(error)) => Err(error.into()),
+        }
+    }
+
+    /// Creates a project in the caller's namespace; the caller becomes its Owner.
+    pub async fn create_project(&self, caller: &Caller, input: NewProjectInput) -> Result<Project, Error> {
+        if input.name.is_none() && input.path.is_none() {
+            return Err(Error::InvalidParameter(
+                "name, path are missing, at least one parameter must be provided".to_owned(),
+            ));
+        }
+        let naming = ProjectNaming::parse(input.name.as_deref(), input.path.as_deref())
+            .map_err(Error::InvalidAttributes)?;
+        let owner_id = caller.user.id;
+        let now = now_ms();
+        let description = input.description;
+        let created = self
+            .blocking(move |store| store.create_project(owner_id, &naming, description.as_deref(), now))
+            .await?;
+        match created {
+            Ok(project) => Ok(project),
+            Err(CreateProjectError::PathTaken) => Err(Error::InvalidAttributes(ValidationErrors::single(
+                "path",
+                "has already been taken",
+            ))),
+            Err(CreateProjectError::Store(error)) => Err(error.into()),
+        }
+    }
+
+    pub async fn project(&self, caller: &Caller, project_ref: &str) -> Result<Project, Error> {
+        Ok(self.project_access(caller, project_ref).await?.project)
+    }
+
+    /// Adds a member (Maintainer and above; only an Owner or admin may grant Owner).
+    pub async fn add_member(
+        &self,
+        caller: &Caller,
+        project_ref: &str,
+        input: NewMemberInput,
+    ) -> Result<Member, Error> {
+        let Some(level) = input.access_level else {
+            return Err(Error::missing("access_level"));
+        };
+        let Ok(level) = AccessLevel::from_value(level) else {
+            return Err(Error::InvalidParameter(
+                "access_level does not have a valid value".to_owned(),
+            ));
+        };
+        if input.user_id.is_none() && input.username.is_none() {
+            return Err(Error::InvalidParameter(
+                "user_id, username are missing, at least one parameter must be provided".to_owned(),
+            ));
+        }
+        let ProjectAccess { project, role, .. } = self.project_access(caller, project_ref).await?;
+        if !role.can_admin_members() {
+            return Err(Error::Forbidden);
+        }
+        let grants_owner = level == AccessLevel::Owner;
+        let may_grant_owner = matches!(
+            role,
+            agentreg_domain::access::ProjectRole::Admin
+                | agentreg_domain::access::ProjectRole::Member(AccessLevel::Owner)
+        );
+        if grants_owner && !may_grant_owner {
+            return Err(Error::Forbidden);
+        }
+        let now = now_ms();
+        let user_id = input.user_id;
+        let username = input.username;
+        let added = self
+            .blocking(move |store| -> Result<Result<Member, AddMemberError>, Error> {
+                let user_id = match (user_id, username) {
+                    (Some(id), _) => u64::try_from(id).ok(),
+                    (None, Some(username)) => store.user_by_username(&username)?.map(|user| user.id),
+                    (None, None) => None,
+                };
+                let Some(user_id) = user_id else {
+                    return Ok(Err(AddMemberError::UserNotFound));
+                };
+                Ok(store.add_member(project.id, user_id, level, now))
+            })
+            .await??;
+        match added {
+            Ok(member) => Ok(member),
+            Err(AddMemberError::UserNotFound) => Err(Error::UserNotFound),
+            Err(AddMemberError::AlreadyMember) => Err(Error::Conflict("Member already exists")),
+            Err(AddMemberError::Store(error)) => Err(error.into()),
+        }
+    }
+
+    /// Creates the administrator on first start: user `root` named `Administrator`, with an
+    /// `api` token. Returns the token, or `None` if users already exist.
+    pub async fn bootstrap_root(&self, token: Option<SecretString>) -> Result<Option<SecretString>, Error> {
+        if self.blocking(|store| store.has_users()).await?? {
+            return Ok(None);
+        }
+        let plaintext = token.unwrap_or_else(|| generate_token(TokenKind::PersonalAccess, &mut rand::rng()).plaintext);
+        let handle = personal_access_token_handle(plaintext.expose_secret());
+        let hasher = self.inner.hasher.clone();
+        let secret = plaintext.clone();
+        let secret_hash = tokio::task::spawn_blocking(move || hasher.hash(&secret))
+            .await
+            .map_err(|error| Error::internal("hashing task failed", error))?
+            .map_err(|error| Error::internal("hashing the root token failed", error))?;
+        let now = now_ms();
+        self.blocking(move |store| -> Result<(), Error> {
+            let identity = UserIdentity::parse("root", "Administrator", "admin@example.com")?;
+            let root = match store.create_user(&identity, true, now) {
+                Ok(root) => root,
+                Err(error) => return Err(Error::internal("creating the root user failed", error)),
+            };
+            let new = NewPersonalAccessToken {
+                user_id: root.id,
+                name: "initial root token",
+                scopes: vec![Scope::Api.as_str().to_owned()],
+                expires_at: None,
+                handle: &handle,
+                secret_hash,
+            };
+            store
+                .create_personal_access_token(new, now)
+                .map_err(|error| Error::internal("creating the root token failed", error))?;
+            Ok(())
+        })
+        .await??;
+        Ok(Some(plaintext))
+    }
+}

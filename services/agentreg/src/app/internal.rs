@@ -1,0 +1,215 @@
+//! The agent-server (KAS) facing operations: authenticating an agent by its token, and listing
+//! receptive agents' configurations. Every call carries a KAS JWT (HS256, issuer `gitlab-kas`,
+//! audience `gitlab`) signed with the shared secret.
+
+use super::cache::TokenDigest;
+use super::{App, AuthCounters, Error, now_ms};
+use agentreg_domain::tokens::{TokenKind, token_handle};
+use agentreg_domain::url_config::Ed25519KeyPair;
+use agentreg_storage::url_configs::StoredUrlAuth;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use std::collections::HashSet;
+use std::fmt;
+
+/// The issuer of agent-server JWTs.
+pub const KAS_ISSUER: &str = "gitlab-kas";
+/// The audience of agent-server JWTs.
+pub const KAS_AUDIENCE: &str = "gitlab";
+
+/// Checks the `Gitlab-Kas-Api-Request` JWT.
+#[derive(Clone)]
+pub struct KasVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl fmt::Debug for KasVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KasVerifier([redacted])")
+    }
+}
+
+impl KasVerifier {
+    /// `secret` is the decoded content of the shared secret file.
+    pub fn new(secret: &SecretBox<Vec<u8>>) -> KasVerifier {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[KAS_ISSUER]);
+        validation.set_audience(&[KAS_AUDIENCE]);
+        // GitLab checks `exp` when present but does not require it.
+        validation.required_spec_claims = HashSet::from(["iss".to_owned(), "aud".to_owned()]);
+        KasVerifier {
+            key: DecodingKey::from_secret(secret.expose_secret()),
+            validation,
+        }
+    }
+
+    fn verify(&self, jwt: Option<&str>) -> Result<(), Error> {
+        let Some(jwt) = jwt.filter(|jwt| !jwt.is_empty()) else {
+            return Err(Error::KasUnauthorized);
+        };
+        jsonwebtoken::decode::<serde_json::Value>(jwt, &self.key, &self.validation)
+            .map(drop)
+            .map_err(|_| Error::KasUnauthorized)
+    }
+}
+
+/// The agent an agent token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedAgent {
+    pub token_id: u64,
+    pub project_id: u64,
+    pub agent_id: u64,
+    pub agent_name: String,
+}
+
+/// How the agent server authenticates to a receptive agent, with the key in clear.
+pub enum ReceptiveAuth {
+    /// Standard base64 of the 32-byte Ed25519 seed.
+    Jwt { private_key: SecretString },
+    Mtls {
+        client_cert: String,
+        client_key: SecretString,
+    },
+}
+
+/// One receptive agent's configuration, as the agent server reads it.
+pub struct ReceptiveAgent {
+    pub agent_id: u64,
+    pub url: String,
+    pub ca_cert: Option<String>,
+    pub tls_host: Option<String>,
+    pub auth: ReceptiveAuth,
+}
+
+impl App {
+    /// Authenticates an agent token for the agent server and records its use.
+    pub async fn authenticate_agent(
+        &self,
+        kas_jwt: Option<&str>,
+        agent_token: Option<SecretString>,
+    ) -> Result<AuthenticatedAgent, Error> {
+        self.inner.kas.verify(kas_jwt)?;
+        let result = self.verify_agent_token(agent_token).await;
+        if result.is_err() {
+            AuthCounters::bump(&self.inner.counters.failures);
+        }
+        let agent = result?;
+        let now = now_ms();
+        let token_id = agent.token_id;
+        self.blocking(move |store| store.record_agent_token_use(&[(token_id, now)]))
+            .await??;
+        Ok(agent)
+    }
+
+    async fn verify_agent_token(&self, agent_token: Option<SecretString>) -> Result<AuthenticatedAgent, Error> {
+        let Some(token) = agent_token else {
+            return Err(Error::Unauthorized);
+        };
+        let digest = TokenDigest::of(&token);
+        let cache = &self.inner.agent_tokens;
+        if let Some(agent) = cache.get(&digest) {
+            AuthCounters::bump(&self.inner.counters.cache_hits);
+            return Ok(agent);
+        }
+        let Some(handle) = token_handle(TokenKind::Agent, token.expose_secret()) else {
+            return Err(Error::Unauthorized);
+        };
+        let generation = cache.generation();
+        let app = self.clone();
+        let verified = self
+            .blocking(move |store| -> Result<Option<AuthenticatedAgent>, Error> {
+                let Some(stored) = store.agent_token_by_handle(&handle)? else {
+                    return Ok(None);
+                };
+                if stored.revoked {
+                    return Ok(None);
+                }
+                AuthCounters::bump(&app.inner.counters.argon2_verifications);
+                if !app.inner.hasher.verify(&token, &stored.secret_hash) {
+                    return Ok(None);
+                }
+                let Some(agent) = store.agent(stored.project_id, stored.agent_id)? else {
+                    return Ok(None);
+                };
+                Ok(Some(AuthenticatedAgent {
+                    token_id: stored.id,
+                    project_id: stored.project_id,
+                    agent_id: agent.id,
+                    agent_name: agent.name,
+                }))
+            })
+            .await??;
+        let Some(agent) = verified else {
+            return Err(Error::Unauthorized);
+        };
+        cache.insert(generation, digest, agent.token_id, agent.clone());
+        Ok(agent)
+    }
+
+    /// Every receptive agent's configuration, keys decrypted, for the agent server.
+    pub async fn receptive_agents(&self, kas_jwt: Option<&str>) -> Result<Vec<ReceptiveAgent>, Error> {
+        self.inner.kas.verify(kas_jwt)?;
+        if !self.inner.config.receptive_agents_enabled {
+            return Err(Error::NotFound);
+        }
+        let configs = self.blocking(|store| store.all_url_configurations()).await??;
+        let sealer = &self.inner.sealer;
+        configs
+            .into_iter()
+            .map(|config| {
+                let auth = match config.auth {
+                    StoredUrlAuth::Jwt {
+                        sealed_private_key, ..
+                    } => {
+                        let seed = sealer
+                            .open(&sealed_private_key)
+                            .map_err(|error| Error::internal("opening a private key failed", error))?;
+                        let seed: [u8; 32] = seed
+                            .expose_secret()
+                            .as_slice()
+                            .try_into()
+                            .map_err(|_| Error::internal("a stored seed has the wrong length", "length"))?;
+                        let key_pair = Ed25519KeyPair::from_seed(seed)
+                            .map_err(|error| Error::internal("a stored seed is unusable", error))?;
+                        ReceptiveAuth::Jwt {
+                            private_key: key_pair.seed_base64(),
+                        }
+                    }
+                    StoredUrlAuth::Mtls {
+                        client_cert,
+                        sealed_client_key,
+                    } => {
+                        let key = sealer
+                            .open(&sealed_client_key)
+                            .map_err(|error| Error::internal("opening a client key failed", error))?;
+                        let key = String::from_utf8(key.expose_secret().clone())
+                            .map_err(|error| Error::internal("a stored client key is not text", error))?;
+                        ReceptiveAuth::Mtls {
+                            client_cert,
+                            client_key: SecretString::from(key),
+                        }
+                    }
+                };
+                Ok(ReceptiveAgent {
+                    agent_id: config.agent_id,
+                    url: config.url,
+                    ca_cert: config.ca_cert,
+                    tls_host: config.tls_host,
+                    auth,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Standard base64, for the KAS secret file's format.
+pub fn decode_kas_secret(text: &str) -> Option<SecretBox<Vec<u8>>> {
+    STANDARD
+        .decode(text.trim())
+        .ok()
+        .filter(|bytes| !bytes.is_empty())
+        .map(|bytes| SecretBox::new(Box::new(bytes)))
+}

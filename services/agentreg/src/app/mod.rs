@@ -1,0 +1,288 @@
+//! The one implementation of every operation. REST and gRPC both call it; it knows neither.
+//! It authenticates callers, applies GitLab's roles and order of checks, converts raw input into
+//! domain types, and runs storage calls and argon2 on the blocking pool.
+
+pub mod agent_tokens;
+pub mod agents;
+pub mod audit;
+pub mod auth;
+mod cache;
+pub mod crypto;
+pub mod identity;
+pub mod internal;
+pub mod pagination;
+pub mod url_configs;
+
+use agentreg_domain::access::ProjectRole;
+use agentreg_domain::validation::ValidationErrors;
+use agentreg_storage::identity::Project;
+use agentreg_storage::{SecretHasher, Store, StoreError};
+use cache::TokenCache;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use auth::{Caller, Credentials, Intent};
+
+/// Every way an operation can fail. Each edge maps it with one exhaustive `match`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No credentials, or credentials that do not authenticate.
+    #[error("401 Unauthorized")]
+    Unauthorized,
+    /// A `read_api` token on a route that writes.
+    #[error("insufficient_scope")]
+    InsufficientScope,
+    /// The caller sees the resource but may not change it.
+    #[error("403 Forbidden")]
+    Forbidden,
+    /// The project does not exist or the caller cannot see it.
+    #[error("404 Project Not Found")]
+    ProjectNotFound,
+    /// The caller sees the project but not its agents (list route).
+    #[error("404 ClusterAgents Not Found")]
+    ClusterAgentsNotFound,
+    /// A record lookup failed (GitLab's `ActiveRecord::RecordNotFound`, lower-case "found").
+    #[error("404 Not found")]
+    RecordNotFound,
+    /// GitLab's `not_found!`: a resource or feature that is not there.
+    #[error("404 Not Found")]
+    NotFound,
+    /// A user named by id does not exist.
+    #[error("404 User Not Found")]
+    UserNotFound,
+    /// A parameter is missing, malformed or not allowed (Grape's `{"error": ...}`).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// A refused operation, with GitLab's reason.
+    #[error("400 Bad request - {0}")]
+    BadRequest(String),
+    /// Model validation failed: full messages, rendered as Ruby array text.
+    #[error("400 Bad request - {}", agentreg_domain::validation::ruby_array_inspect(.0))]
+    Invalid(Vec<String>),
+    /// Validation of a user or project failed: messages keyed by attribute.
+    #[error("{0}")]
+    InvalidAttributes(ValidationErrors),
+    /// A unique value is taken (user create, member add).
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// `If-Unmodified-Since` did not hold.
+    #[error("412 Precondition Failed")]
+    PreconditionFailed,
+    /// The agent-server JWT is missing or invalid.
+    #[error("KAS JWT authentication invalid")]
+    KasUnauthorized,
+    /// Something broke inside the service; the caller gets a generic message.
+    #[error("500 Internal Server Error")]
+    Internal(#[source] InternalError),
+}
+
+/// The cause of an internal error, logged once at the edge with its whole chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+pub struct InternalError {
+    context: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Error {
+    pub(crate) fn internal(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Internal(InternalError {
+            context,
+            source: source.into(),
+        })
+    }
+
+    pub(crate) fn missing(parameter: &str) -> Error {
+        Error::InvalidParameter(format!("{parameter} is missing"))
+    }
+
+    pub(crate) fn invalid(parameter: &str) -> Error {
+        Error::InvalidParameter(format!("{parameter} is invalid"))
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Error {
+        Error::internal("storage failed", error)
+    }
+}
+
+impl From<ValidationErrors> for Error {
+    fn from(errors: ValidationErrors) -> Error {
+        Error::Invalid(errors.full_messages())
+    }
+}
+
+/// Instance-wide behaviour that operations depend on.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub receptive_agents_enabled: bool,
+}
+
+/// Counters that metrics report.
+#[derive(Debug, Default)]
+pub struct AuthCounters {
+    pub argon2_verifications: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+impl AuthCounters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The application: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    hasher: SecretHasher,
+    config: AppConfig,
+    personal_tokens: TokenCache<Caller>,
+    agent_tokens: TokenCache<internal::AuthenticatedAgent>,
+    sealer: crypto::Sealer,
+    kas: internal::KasVerifier,
+    counters: AuthCounters,
+}
+
+/// A project the caller can see, with the caller's role in it.
+#[derive(Debug, Clone)]
+pub struct ProjectAccess {
+    pub project: Project,
+    pub role: ProjectRole,
+    pub caller: Caller,
+}
+
+impl App {
+    pub fn new(
+        store: Store,
+        hasher: SecretHasher,
+        config: AppConfig,
+        sealer: crypto::Sealer,
+        kas: internal::KasVerifier,
+    ) -> App {
+        App {
+            inner: Arc::new(Inner {
+                store,
+                hasher,
+                config,
+                personal_tokens: TokenCache::new(),
+                agent_tokens: TokenCache::new(),
+                sealer,
+                kas,
+                counters: AuthCounters::default(),
+            }),
+        }
+    }
+
+    pub fn counters(&self) -> &AuthCounters {
+        &self.inner.counters
+    }
+
+    /// Makes every write durable; used at shutdown.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.blocking(|store| store.flush()).await??;
+        Ok(())
+    }
+
+    /// Runs a storage call on the blocking pool: sled may wait on disk, and writes wait for a
+    /// flush, neither of which may happen on an async worker.
+    async fn blocking<T, F>(&self, operation: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> T + Send + 'static,
+    {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || operation(&store))
+            .await
+            .map_err(|error| Error::internal("blocking task failed", error))
+    }
+
+    /// Resolves a project reference (a numeric id, or a URL-decoded full path matched
+    /// case-insensitively) that the caller can see.
+    pub async fn project_access(&self, caller: &Caller, project_ref: &str) -> Result<ProjectAccess, Error> {
+        let project_ref = project_ref.to_owned();
+        let user_id = caller.user.id;
+        let is_admin = caller.user.is_admin;
+        let found = self
+            .blocking(move |store| -> Result<Option<(Project, ProjectRole)>, StoreError> {
+                let project = if is_numeric_id(&project_ref) {
+                    match project_ref.parse::<u64>() {
+                        Ok(id) => store.project(id)?,
+                        Err(_) => None,
+                    }
+                } else if project_ref.contains('/') {
+                    store.project_by_full_path(&project_ref)?
+                } else {
+                    None
+                };
+                let Some(project) = project else {
+                    return Ok(None);
+                };
+                let role = if is_admin {
+                    ProjectRole::Admin
+                } else {
+                    match store.access_level(project.id, user_id)? {
+                        Some(level) => ProjectRole::Member(level),
+                        None => ProjectRole::NonMember,
+                    }
+                };
+                Ok(Some((project, role)))
+            })
+            .await??;
+        match found {
+            Some((project, role)) if role.can_read_project() => Ok(ProjectAccess {
+                project,
+                role,
+                caller: caller.clone(),
+            }),
+            Some(_) | None => Err(Error::ProjectNotFound),
+        }
+    }
+}
+
+/// GitLab treats `/^-?\d+$/` as an id; anything else is a path.
+fn is_numeric_id(project_ref: &str) -> bool {
+    let digits = project_ref.strip_prefix('-').unwrap_or(project_ref);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Milliseconds since the Unix epoch, UTC. Operations read the clock once, before storage.
+pub(crate) fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The user an operation acts for, when recorded as an author.
+pub(crate) fn author(caller: &Caller) -> Option<u64> {
+    Some(caller.user.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_ids_follow_gitlabs_pattern() {
+        assert!(is_numeric_id("20"));
+        assert!(is_numeric_id("-3"));
+        assert!(!is_numeric_id("root/test"));
+        assert!(!is_numeric_id("12a"));
+        assert!(!is_numeric_id("-"));
+    }
+
+    #[test]
+    fn validation_errors_render_as_gitlab_bad_request() {
+        let error = Error::Invalid(vec!["Name can't be blank".to_owned()]);
+        assert_eq!(error.to_string(), r#"400 Bad request - ["Name can't be blank"]"#);
+    }
+}

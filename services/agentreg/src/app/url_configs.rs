@@ -1,0 +1,243 @@
+//! Receptive agents' URL configurations: one per agent, in JWT mode (agentreg generates an
+//! Ed25519 key pair) or mTLS mode (the caller's certificate and key). Private keys are sealed
+//! before they reach the store and are never returned.
+//!
+//! GitLab checks these routes in a different order from the other agent routes: the project and
+//! the instance setting come before parameter validation. Callers therefore first obtain a
+//! [`ReceptiveProject`] and only then parse the remaining parameters.
+
+use super::audit::{self, AuditEntry};
+use super::{App, Caller, Error, ProjectAccess, author, now_ms};
+use agentreg_domain::url_config::{Ed25519KeyPair, UrlAuthSpec, UrlConfigInput, UrlConfigSpec};
+use agentreg_storage::url_configs::{
+    CreateUrlConfigurationError, DeleteUrlConfigurationError, NewUrlConfiguration, StoredUrlAuth,
+    UrlConfiguration,
+};
+use secrecy::ExposeSecret;
+
+use super::agents::UnmodifiedSinceSeconds;
+
+/// GitLab's entity type for URL configurations in audit events.
+const URL_CONFIGURATION_ENTITY: &str = "Clusters::Agents::UrlConfiguration";
+
+/// A project the caller can see, on an instance with receptive agents enabled.
+#[derive(Debug, Clone)]
+pub struct ReceptiveProject(ProjectAccess);
+
+/// `POST .../url_configurations` parameters as sent.
+#[derive(Debug, Default)]
+pub struct NewUrlConfigurationInput {
+    pub url: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<secrecy::SecretString>,
+    pub ca_cert: Option<String>,
+    pub tls_host: Option<String>,
+}
+
+/// A URL configuration as clients see it: never a private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlConfigurationView {
+    pub id: u64,
+    pub agent_id: u64,
+    pub url: String,
+    /// Standard base64 of the raw 32-byte Ed25519 public key, in JWT mode.
+    pub public_key: Option<String>,
+    pub client_cert: Option<String>,
+    pub ca_cert: Option<String>,
+    pub tls_host: Option<String>,
+}
+
+impl App {
+    /// The first checks of every URL-configuration route: the project, then the instance
+    /// setting (`404 Not Found` when receptive agents are disabled).
+    pub async fn receptive_project(&self, caller: &Caller, project_ref: &str) -> Result<ReceptiveProject, Error> {
+        let access = self.project_access(caller, project_ref).await?;
+        if !self.inner.config.receptive_agents_enabled {
+            return Err(Error::NotFound);
+        }
+        Ok(ReceptiveProject(access))
+    }
+
+    /// The agent's configurations: `[]` or one (Developer and above).
+    pub async fn list_url_configurations(
+        &self,
+        project: &ReceptiveProject,
+        agent_id: i64,
+    ) -> Result<Vec<UrlConfigurationView>, Error> {
+        let access = &project.0;
+        if !access.role.can_read_cluster() {
+            return Err(Error::Forbidden);
+        }
+        let agent = self.find_agent(access, agent_id).await?;
+        let project_id = access.project.id;
+        let configs = self
+            .blocking(move |store| store.url_configurations(project_id, agent.id))
+            .await??
+            .ok_or(Error::RecordNotFound)?;
+        Ok(configs.into_iter().map(view).collect())
+    }
+
+    pub async fn url_configuration(
+        &self,
+        project: &ReceptiveProject,
+        agent_id: i64,
+        url_configuration_id: i64,
+    ) -> Result<UrlConfigurationView, Error> {
+        let access = &project.0;
+        if !access.role.can_read_cluster() {
+            return Err(Error::Forbidden);
+        }
+        let agent = self.find_agent(access, agent_id).await?;
+        let Ok(config_id) = u64::try_from(url_configuration_id) else {
+            return Err(Error::NotFound);
+        };
+        let project_id = access.project.id;
+        self.blocking(move |store| store.url_configuration(project_id, agent.id, config_id))
+            .await??
+            .map(view)
+            .ok_or(Error::NotFound)
+    }
+
+    /// Creates the agent's configuration. Checks run in GitLab's order: `url` present, role,
+    /// agent, one per agent, then validation.
+    pub async fn create_url_configuration(
+        &self,
+        project: &ReceptiveProject,
+        agent_id: i64,
+        input: NewUrlConfigurationInput,
+    ) -> Result<UrlConfigurationView, Error> {
+        let Some(url) = input.url.as_deref() else {
+            return Err(Error::missing("url"));
+        };
+        let access = &project.0;
+        if !access.role.can_admin_cluster() {
+            return Err(Error::Forbidden);
+        }
+        let agent = self.find_agent(access, agent_id).await?;
+        if agent.is_receptive() {
+            return Err(Error::BadRequest(ALREADY_EXISTS.to_owned()));
+        }
+        let spec = UrlConfigSpec::parse(&UrlConfigInput {
+            url,
+            client_cert: input.client_cert.as_deref(),
+            client_key: input.client_key.as_ref().map(|key| key.expose_secret()),
+            ca_cert: input.ca_cert.as_deref(),
+            tls_host: input.tls_host.as_deref(),
+        })
+        .map_err(|errors| Error::Invalid(errors.messages().to_vec()))?;
+        let auth = match spec.auth() {
+            UrlAuthSpec::Jwt => {
+                let key_pair = Ed25519KeyPair::generate(&mut rand::rng());
+                StoredUrlAuth::Jwt {
+                    public_key: key_pair.public_key().to_vec(),
+                    sealed_private_key: self.inner.sealer.seal(key_pair.seed_bytes()),
+                }
+            }
+            UrlAuthSpec::Mtls {
+                client_cert,
+                client_key,
+            } => StoredUrlAuth::Mtls {
+                client_cert: client_cert.clone(),
+                sealed_client_key: self.inner.sealer.seal(client_key.expose_secret().as_bytes()),
+            },
+        };
+        let new = NewUrlConfiguration {
+            url: spec.url().to_owned(),
+            ca_cert: spec.ca_cert().map(str::to_owned),
+            tls_host: spec.tls_host().map(str::to_owned),
+            auth,
+            created_by_user_id: author(&access.caller),
+        };
+        let project_id = access.project.id;
+        let user_id = author(&access.caller);
+        let now = now_ms();
+        let created = self
+            .blocking(move |store| {
+                let created = store.create_url_configuration(project_id, agent.id, new, now);
+                if let Ok(config) = &created {
+                    let entry = AuditEntry {
+                        event_name: "cluster_agent_url_configuration_created",
+                        message: format!("Created URL configuration for cluster agent '{}'", agent.name),
+                        entity_type: URL_CONFIGURATION_ENTITY,
+                        entity_id: config.id,
+                        target_details: &config.url,
+                    };
+                    audit::record(store, project_id, user_id, entry, now)?;
+                }
+                Ok::<_, agentreg_storage::StoreError>(created)
+            })
+            .await??;
+        match created {
+            Ok(config) => Ok(view(config)),
+            Err(CreateUrlConfigurationError::AlreadyExists) => Err(Error::BadRequest(ALREADY_EXISTS.to_owned())),
+            Err(CreateUrlConfigurationError::AgentNotFound) => Err(Error::RecordNotFound),
+            Err(CreateUrlConfigurationError::Store(error)) => Err(error.into()),
+        }
+    }
+
+    /// Deletes the agent's configuration; the agent is no longer receptive.
+    pub async fn delete_url_configuration(
+        &self,
+        project: &ReceptiveProject,
+        agent_id: i64,
+        url_configuration_id: i64,
+        unmodified_since: Option<UnmodifiedSinceSeconds>,
+    ) -> Result<(), Error> {
+        let access = &project.0;
+        if !access.role.can_admin_cluster() {
+            return Err(Error::Forbidden);
+        }
+        let agent = self.find_agent(access, agent_id).await?;
+        let Ok(config_id) = u64::try_from(url_configuration_id) else {
+            return Err(Error::NotFound);
+        };
+        let project_id = access.project.id;
+        let user_id = author(&access.caller);
+        let precondition = unmodified_since.map(UnmodifiedSinceSeconds::precondition);
+        let now = now_ms();
+        let deleted = self
+            .blocking(move |store| {
+                let deleted = store.delete_url_configuration(project_id, agent.id, config_id, precondition, now);
+                if let Ok(config) = &deleted {
+                    let entry = AuditEntry {
+                        event_name: "cluster_agent_url_configuration_deleted",
+                        message: format!("Deleted URL configuration for cluster agent '{}'", agent.name),
+                        entity_type: URL_CONFIGURATION_ENTITY,
+                        entity_id: config.id,
+                        target_details: &config.url,
+                    };
+                    audit::record(store, project_id, user_id, entry, now)?;
+                }
+                Ok::<_, agentreg_storage::StoreError>(deleted)
+            })
+            .await??;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(DeleteUrlConfigurationError::NotFound) => Err(Error::NotFound),
+            Err(DeleteUrlConfigurationError::PreconditionFailed) => Err(Error::PreconditionFailed),
+            Err(DeleteUrlConfigurationError::Store(error)) => Err(error.into()),
+        }
+    }
+}
+
+const ALREADY_EXISTS: &str = "URL configuration already exists for this agent";
+
+fn view(config: UrlConfiguration) -> UrlConfigurationView {
+    use base64::Engine as _;
+    let (public_key, client_cert) = match config.auth {
+        StoredUrlAuth::Jwt { public_key, .. } => (
+            Some(base64::engine::general_purpose::STANDARD.encode(public_key)),
+            None,
+        ),
+        StoredUrlAuth::Mtls { client_cert, .. } => (None, Some(client_cert)),
+    };
+    UrlConfigurationView {
+        id: config.id,
+        agent_id: config.agent_id,
+        url: config.url,
+        public_key,
+        client_cert,
+        ca_cert: config.ca_cert,
+        tls_host: config.tls_host,
+    }
+}

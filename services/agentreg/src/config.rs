@@ -1,0 +1,238 @@
+//! Settings: built once in `main` from defaults, then an optional TOML file, then environment
+//! variables and flags (a flag beats its environment variable), and passed down explicitly.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// GitLab's Kubernetes agent API as a standalone service: register agents, issue agent tokens and
+/// configure receptive agents over GitLab-compatible REST and a gRPC API, stored in embedded sled.
+#[derive(Debug, Parser)]
+#[command(name = "agentreg", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the REST API and the gRPC API until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+}
+
+/// Every setting of `agentreg serve`. Unset values come from the config file, then the defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys as the flag names, with `_` for `-`).
+    #[arg(long, env = "AGENTREG_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the database, the generated secrets and the initial root token [default: ./data]
+    #[arg(long, env = "AGENTREG_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the REST listener [default: 127.0.0.1:8080]
+    #[arg(long, env = "AGENTREG_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Address of the gRPC listener [default: 127.0.0.1:50051]
+    #[arg(long, env = "AGENTREG_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Base URL for absolute links such as pagination `Link` headers, e.g. https://agents.example.com
+    /// [default: taken from each request's Host header]
+    #[arg(long, env = "AGENTREG_EXTERNAL_URL")]
+    pub external_url: Option<String>,
+    /// Log format [default: text]
+    #[arg(long, env = "AGENTREG_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// File holding the base64 shared secret that signs agent-server (KAS) JWTs
+    /// [default: <data-dir>/kas_secret, generated on first start]
+    #[arg(long, env = "AGENTREG_KAS_SECRET_FILE")]
+    pub kas_secret_file: Option<PathBuf>,
+    /// File holding the base64 AES-256 key that encrypts private keys at rest
+    /// [default: <data-dir>/encryption_key, generated on first start]
+    #[arg(long, env = "AGENTREG_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// Serve the receptive-agent URL-configuration routes [default: true]
+    #[arg(long, env = "AGENTREG_RECEPTIVE_AGENTS_ENABLED")]
+    pub receptive_agents_enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The resolved settings of a running service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub external_url: Option<String>,
+    pub log_format: LogFormat,
+    pub kas_secret_file: Option<PathBuf>,
+    pub encryption_key_file: Option<PathBuf>,
+    pub receptive_agents_enabled: bool,
+    /// `AGENTREG_ROOT_TOKEN`: the administrator's token to create on first start.
+    pub root_token: Option<secrecy::SecretString>,
+}
+
+/// The config file's shape: the same settings, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    http_addr: Option<SocketAddr>,
+    grpc_addr: Option<SocketAddr>,
+    external_url: Option<String>,
+    log_format: Option<LogFormat>,
+    kas_secret_file: Option<PathBuf>,
+    encryption_key_file: Option<PathBuf>,
+    receptive_agents_enabled: Option<bool>,
+}
+
+/// The settings could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("reading config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing config file {path}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("AGENTREG_ROOT_TOKEN must be at least 20 characters")]
+    RootTokenTooShort,
+    #[error("external URL {0:?} must start with http:// or https://")]
+    ExternalUrl(String),
+}
+
+/// The shortest root token accepted from `AGENTREG_ROOT_TOKEN`.
+pub const ROOT_TOKEN_MIN_CHARS: usize = 20;
+
+impl Settings {
+    /// Resolves flags and environment over the config file over the defaults.
+    pub fn resolve(args: ServeArgs, root_token: Option<String>) -> Result<Settings, SettingsError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let root_token = match root_token {
+            Some(token) if token.chars().count() < ROOT_TOKEN_MIN_CHARS => {
+                return Err(SettingsError::RootTokenTooShort);
+            }
+            Some(token) => Some(secrecy::SecretString::from(token)),
+            None => None,
+        };
+        let external_url = args.external_url.or(file.external_url);
+        if let Some(url) = &external_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(SettingsError::ExternalUrl(url.clone()));
+        }
+        Ok(Settings {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("data")),
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            grpc_addr: args
+                .grpc_addr
+                .or(file.grpc_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            external_url: external_url.map(|url| url.trim_end_matches('/').to_owned()),
+            log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            kas_secret_file: args.kas_secret_file.or(file.kas_secret_file),
+            encryption_key_file: args.encryption_key_file.or(file.encryption_key_file),
+            receptive_agents_enabled: args
+                .receptive_agents_enabled
+                .or(file.receptive_agents_enabled)
+                .unwrap_or(true),
+            root_token,
+        })
+    }
+
+    /// Settings for tests: a data dir, ephemeral loopback ports, defaults otherwise.
+    pub fn for_tests(data_dir: &Path) -> Settings {
+        Settings {
+            data_dir: data_dir.to_path_buf(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            external_url: None,
+            log_format: LogFormat::Text,
+            kas_secret_file: None,
+            encryption_key_file: None,
+            receptive_agents_enabled: true,
+            root_token: None,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| SettingsError::Parse {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let settings = Settings::resolve(ServeArgs::default(), None).unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("data"));
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert!(settings.receptive_agents_enabled);
+    }
+
+    #[test]
+    fn flags_beat_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentreg.toml");
+        std::fs::write(&path, "data_dir = \"/from-file\"\nhttp_addr = \"0.0.0.0:9000\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            http_addr: Some("127.0.0.1:9100".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let settings = Settings::resolve(args, None).unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentreg.toml");
+        std::fs::write(&path, "datadir = \"x\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(Settings::resolve(args, None), Err(SettingsError::Parse { .. })));
+    }
+
+    #[test]
+    fn short_root_token_is_refused() {
+        assert!(matches!(
+            Settings::resolve(ServeArgs::default(), Some("short".to_owned())),
+            Err(SettingsError::RootTokenTooShort)
+        ));
+    }
+}
