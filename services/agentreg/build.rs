@@ -10,7 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|name| root.join(format!("agentreg/v1/{name}.proto")));
     let descriptors = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("agentreg_descriptor.bin"), descriptors.encode_to_vec())?;
+    std::fs::write(
+        out.join("agentreg_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -101,7 +101,10 @@ pub struct ProjectNaming {
 impl ProjectNaming {
     /// `name` and `path` as sent; a missing path is derived from the name (`My App` → `my-app`),
     /// and a missing name is the path.
-    pub fn parse(name: Option<&str>, path: Option<&str>) -> Result<ProjectNaming, ValidationErrors> {
+    pub fn parse(
+        name: Option<&str>,
+        path: Option<&str>,
+    ) -> Result<ProjectNaming, ValidationErrors> {
         let name = name.map(str::to_owned);
         let path = path.map(str::to_owned);
         let (name, path) = match (name, path) {
@@ -150,14 +153,23 @@ pub struct UserIdentity {
 }
 
 impl UserIdentity {
-    pub fn parse(username: &str, name: &str, email: &str) -> Result<UserIdentity, ValidationErrors> {
+    pub fn parse(
+        username: &str,
+        name: &str,
+        email: &str,
+    ) -> Result<UserIdentity, ValidationErrors> {
         let mut validator = Validator::new();
         if username.is_empty() {
             validator.fail("username", "can't be blank");
         } else if !is_path(username) {
             validator.fail("username", PATH_FORMAT);
         }
-        check_max_chars(&mut validator, "username", username, IDENTITY_TEXT_MAX_CHARS);
+        check_max_chars(
+            &mut validator,
+            "username",
+            username,
+            IDENTITY_TEXT_MAX_CHARS,
+        );
         if name.trim().is_empty() {
             validator.fail("name", "can't be blank");
         }
@@ -189,17 +201,17 @@ impl UserIdentity {
 
 fn check_max_chars(validator: &mut Validator, attribute: &'static str, value: &str, max: usize) {
     if value.chars().count() > max {
-        validator.fail(attribute, format!("is too long (maximum is {max} characters)"));
+        validator.fail(
+            attribute,
+            format!("is too long (maximum is {max} characters)"),
+        );
     }
 }
 
 /// `\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\z`
 fn is_dns_label(name: &str) -> bool {
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-    !name.is_empty()
-        && name.chars().all(allowed)
-        && !name.starts_with('-')
-        && !name.ends_with('-')
+    !name.is_empty() && name.chars().all(allowed) && !name.starts_with('-') && !name.ends_with('-')
 }
 
 /// GitLab's project name rule: starts with a letter, digit, emoji or `_`; then letters, digits,
@@ -212,7 +224,9 @@ fn is_project_name(name: &str) -> bool {
     };
     (first.is_alphanumeric() || first == '_' || is_emoji(first))
         && chars.all(|c| {
-            c.is_alphanumeric() || is_emoji(c) || matches!(c, '_' | '.' | '+' | '-' | ' ' | '\u{2010}'..='\u{2015}')
+            c.is_alphanumeric()
+                || is_emoji(c)
+                || matches!(c, '_' | '.' | '+' | '-' | ' ' | '\u{2010}'..='\u{2015}')
         })
 }
 
@@ -280,7 +294,9 @@ mod tests {
     fn agent_name_with_symbols_is_rejected_with_gitlab_text() {
         assert_eq!(
             messages(AgentName::parse("#4^x")),
-            vec!["Name can contain only lowercase letters, digits, and '-', but cannot start or end with '-'"]
+            vec![
+                "Name can contain only lowercase letters, digits, and '-', but cannot start or end with '-'"
+            ]
         );
     }
 

@@ -72,13 +72,20 @@ impl fmt::Debug for GeneratedToken {
 
 /// Generates `<prefix><16-char handle><43-char secret>`, all URL-safe, from `rng`.
 /// An agent token is therefore `glagent-` and 59 characters, over GitLab's minimum of 50.
-pub fn generate_token<R: RngCore + CryptoRng + ?Sized>(kind: TokenKind, rng: &mut R) -> GeneratedToken {
+pub fn generate_token<R: RngCore + CryptoRng + ?Sized>(
+    kind: TokenKind,
+    rng: &mut R,
+) -> GeneratedToken {
     let mut handle_bytes = [0u8; HANDLE_BYTES];
     let mut secret_bytes = [0u8; SECRET_BYTES];
     rng.fill_bytes(&mut handle_bytes);
     rng.fill_bytes(&mut secret_bytes);
     let handle = URL_SAFE_NO_PAD.encode(handle_bytes);
-    let plaintext = format!("{}{handle}{}", kind.prefix(), URL_SAFE_NO_PAD.encode(secret_bytes));
+    let plaintext = format!(
+        "{}{handle}{}",
+        kind.prefix(),
+        URL_SAFE_NO_PAD.encode(secret_bytes)
+    );
     GeneratedToken {
         handle: TokenHandle(handle),
         plaintext: SecretString::from(plaintext),
@@ -105,7 +112,10 @@ pub fn token_handle(kind: TokenKind, presented: &str) -> Option<TokenHandle> {
 pub fn personal_access_token_handle(presented: &str) -> TokenHandle {
     token_handle(TokenKind::PersonalAccess, presented).unwrap_or_else(|| {
         let digest = Sha256::digest(presented.as_bytes());
-        TokenHandle(format!("~{}", URL_SAFE_NO_PAD.encode(&digest[..HANDLE_BYTES])))
+        TokenHandle(format!(
+            "~{}",
+            URL_SAFE_NO_PAD.encode(&digest[..HANDLE_BYTES])
+        ))
     })
 }
 
@@ -193,7 +203,10 @@ mod tests {
         let plaintext = token.plaintext.expose_secret();
         let rest = plaintext.strip_prefix("glagent-").unwrap();
         assert!(rest.len() >= 50, "{} chars", rest.len());
-        assert!(rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            rest.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
     }
 
     #[test]
@@ -206,7 +219,10 @@ mod tests {
     #[test]
     fn malformed_or_foreign_tokens_have_no_handle() {
         let agent = generate_token(TokenKind::Agent, &mut StdRng::seed_from_u64(2));
-        assert_eq!(token_handle(TokenKind::PersonalAccess, agent.plaintext.expose_secret()), None);
+        assert_eq!(
+            token_handle(TokenKind::PersonalAccess, agent.plaintext.expose_secret()),
+            None
+        );
         assert_eq!(token_handle(TokenKind::Agent, "glagent-short"), None);
         assert_eq!(token_handle(TokenKind::Agent, "NONEXISTENT"), None);
         let spaced = format!("glagent-{}", " ".repeat(59));
@@ -216,8 +232,14 @@ mod tests {
     #[test]
     fn chosen_tokens_get_a_stable_derived_handle() {
         let chosen = personal_access_token_handle("my-own-root-token-of-some-length");
-        assert_eq!(chosen, personal_access_token_handle("my-own-root-token-of-some-length"));
-        assert_ne!(chosen, personal_access_token_handle("another-root-token-of-some-length"));
+        assert_eq!(
+            chosen,
+            personal_access_token_handle("my-own-root-token-of-some-length")
+        );
+        assert_ne!(
+            chosen,
+            personal_access_token_handle("another-root-token-of-some-length")
+        );
         let generated = generate_token(TokenKind::PersonalAccess, &mut StdRng::seed_from_u64(5));
         assert_eq!(
             personal_access_token_handle(generated.plaintext.expose_secret()),

@@ -54,33 +54,22 @@ pub enum UrlAuthSpec {
     },
 }
 
-/// One rule that a URL configuration breaks. `Display` is GitLab's full validation message, which
-/// is why these messages break the house rule of lowercase error messages: clients match on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// One rule that a URL configuration breaks. `Display` is GitLab's full validation message
+/// (`Tls host must be a valid hostname!`), which is why these messages break the house rule of
+/// lowercase error messages: clients match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UrlConfigViolation {
-    #[error("Url is not a valid URL")]
     UrlInvalid,
-    #[error("Url is too long (maximum is 2048 characters)")]
     UrlTooLong,
-    #[error("Ca cert must be a valid PEM certificate")]
     CaCertInvalid,
-    #[error("Ca cert is too long (maximum is 16384 characters)")]
     CaCertTooLong,
-    #[error("Tls host must be a valid hostname!")]
     TlsHostInvalid,
-    #[error("Tls host is too long (maximum is 2048 characters)")]
     TlsHostTooLong,
-    #[error("Client cert must be blank")]
     ClientCertNotBlank,
-    #[error("Client cert must be a valid PEM certificate")]
     ClientCertInvalid,
-    #[error("Client cert is too long (maximum is 16384 characters)")]
     ClientCertTooLong,
-    #[error("Client key must be a valid PEM private key")]
     ClientKeyInvalid,
-    #[error("Client key is too long (maximum is 16384 characters)")]
     ClientKeyTooLong,
-    #[error("Client key does not match the client certificate")]
     ClientKeyMismatch,
 }
 
@@ -161,6 +150,59 @@ impl UrlConfigSpec {
         &self.auth
     }
 }
+
+impl UrlConfigViolation {
+    /// The parameter that broke the rule (`tls_host`), as GitLab keys model errors.
+    pub fn attribute(self) -> &'static str {
+        self.field().name()
+    }
+
+    /// The message without the attribute (`must be a valid hostname!`).
+    pub fn message(self) -> &'static str {
+        match self {
+            UrlConfigViolation::UrlInvalid => "is not a valid URL",
+            UrlConfigViolation::UrlTooLong | UrlConfigViolation::TlsHostTooLong => {
+                "is too long (maximum is 2048 characters)"
+            }
+            UrlConfigViolation::CaCertInvalid | UrlConfigViolation::ClientCertInvalid => {
+                "must be a valid PEM certificate"
+            }
+            UrlConfigViolation::CaCertTooLong
+            | UrlConfigViolation::ClientCertTooLong
+            | UrlConfigViolation::ClientKeyTooLong => "is too long (maximum is 16384 characters)",
+            UrlConfigViolation::TlsHostInvalid => "must be a valid hostname!",
+            UrlConfigViolation::ClientCertNotBlank => "must be blank",
+            UrlConfigViolation::ClientKeyInvalid => "must be a valid PEM private key",
+            UrlConfigViolation::ClientKeyMismatch => "does not match the client certificate",
+        }
+    }
+
+    fn field(self) -> UrlConfigField {
+        match self {
+            UrlConfigViolation::UrlInvalid | UrlConfigViolation::UrlTooLong => UrlConfigField::Url,
+            UrlConfigViolation::CaCertInvalid | UrlConfigViolation::CaCertTooLong => {
+                UrlConfigField::CaCert
+            }
+            UrlConfigViolation::TlsHostInvalid | UrlConfigViolation::TlsHostTooLong => {
+                UrlConfigField::TlsHost
+            }
+            UrlConfigViolation::ClientCertNotBlank
+            | UrlConfigViolation::ClientCertInvalid
+            | UrlConfigViolation::ClientCertTooLong => UrlConfigField::ClientCert,
+            UrlConfigViolation::ClientKeyInvalid
+            | UrlConfigViolation::ClientKeyTooLong
+            | UrlConfigViolation::ClientKeyMismatch => UrlConfigField::ClientKey,
+        }
+    }
+}
+
+impl fmt::Display for UrlConfigViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.field().label(), self.message())
+    }
+}
+
+impl std::error::Error for UrlConfigViolation {}
 
 impl UrlConfigErrors {
     /// GitLab's full messages, for the `400 Bad request - [...]` body.
@@ -259,6 +301,16 @@ const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
+/// The parameters of a URL configuration that validation messages name.
+#[derive(Debug, Clone, Copy)]
+enum UrlConfigField {
+    Url,
+    CaCert,
+    TlsHost,
+    ClientCert,
+    ClientKey,
+}
+
 /// A public key in a form where two encodings of the same key compare equal (for example a
 /// compressed and an uncompressed EC point, or RSA integers with and without a leading zero).
 #[derive(Debug, PartialEq, Eq)]
@@ -276,6 +328,29 @@ enum PublicKeyMaterial {
 struct CertificateBundle {
     /// `None` when the leaf's key algorithm is one agentreg cannot compare.
     leaf_public_key: Option<PublicKeyMaterial>,
+}
+
+impl UrlConfigField {
+    fn name(self) -> &'static str {
+        match self {
+            UrlConfigField::Url => "url",
+            UrlConfigField::CaCert => "ca_cert",
+            UrlConfigField::TlsHost => "tls_host",
+            UrlConfigField::ClientCert => "client_cert",
+            UrlConfigField::ClientKey => "client_key",
+        }
+    }
+
+    /// Rails' humanized attribute name, which starts a full message.
+    fn label(self) -> &'static str {
+        match self {
+            UrlConfigField::Url => "Url",
+            UrlConfigField::CaCert => "Ca cert",
+            UrlConfigField::TlsHost => "Tls host",
+            UrlConfigField::ClientCert => "Client cert",
+            UrlConfigField::ClientKey => "Client key",
+        }
+    }
 }
 
 /// GitLab's `nullify_if_blank`: empty or whitespace-only values count as absent.
@@ -381,9 +456,7 @@ fn auth_spec(
 /// non-empty host.
 fn is_agent_url(value: &str) -> bool {
     let has_agent_scheme = value.starts_with("grpc://") || value.starts_with("grpcs://");
-    if !has_agent_scheme
-        || !value.bytes().all(is_uri_byte)
-        || !has_complete_percent_escapes(value)
+    if !has_agent_scheme || !value.bytes().all(is_uri_byte) || !has_complete_percent_escapes(value)
     {
         return false;
     }
@@ -638,7 +711,7 @@ mod tests {
     use secrecy::ExposeSecret;
     use std::sync::LazyLock;
 
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
     // Generated with `openssl genrsa -traditional 2048` and
     // `openssl req -new -x509 -key rsa2048.pem -subj /CN=agent.example.com -days 36500`.
@@ -718,59 +791,68 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
 
     const URL: &str = "grpc://agent.example.com";
 
-    /// A self-signed certificate and its PKCS#8 key, both PEM.
+    /// A self-signed certificate and its PKCS#8 key.
     struct Credentials {
         cert_pem: String,
         key_pem: String,
         key_der: Vec<u8>,
     }
 
-    static ED25519: LazyLock<Credentials> = LazyLock::new(|| self_signed(&rcgen::PKCS_ED25519));
-    static P256: LazyLock<Credentials> =
-        LazyLock::new(|| self_signed(&rcgen::PKCS_ECDSA_P256_SHA256));
-    static P384: LazyLock<Credentials> =
-        LazyLock::new(|| self_signed(&rcgen::PKCS_ECDSA_P384_SHA384));
-
-    fn self_signed(algorithm: &'static rcgen::SignatureAlgorithm) -> Credentials {
-        let key_pair = rcgen::KeyPair::generate_for(algorithm).unwrap();
-        let certificate = rcgen::CertificateParams::new(vec!["agent.example.com".to_owned()])
-            .unwrap()
-            .self_signed(&key_pair)
-            .unwrap();
-        Credentials {
+    fn credentials(algorithm: &'static rcgen::SignatureAlgorithm) -> TestResult<Credentials> {
+        let key_pair = rcgen::KeyPair::generate_for(algorithm)?;
+        let certificate = rcgen::CertificateParams::new(vec!["agent.example.com".to_owned()])?
+            .self_signed(&key_pair)?;
+        Ok(Credentials {
             cert_pem: certificate.pem(),
             key_pem: key_pair.serialize_pem(),
             key_der: key_pair.serialize_der(),
-        }
+        })
+    }
+
+    fn ed25519() -> TestResult<Credentials> {
+        credentials(&rcgen::PKCS_ED25519)
+    }
+
+    fn p256() -> TestResult<Credentials> {
+        credentials(&rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    fn p384() -> TestResult<Credentials> {
+        credentials(&rcgen::PKCS_ECDSA_P384_SHA384)
     }
 
     fn pem_text(label: &str, contents: &[u8]) -> String {
         pem::encode(&pem::Pem::new(label, contents.to_vec()))
     }
 
-    fn sec1_pem_of_p256(credentials: &Credentials) -> String {
-        let secret_key = p256::SecretKey::from_pkcs8_der(&credentials.key_der).unwrap();
-        pem_text("EC PRIVATE KEY", &secret_key.to_sec1_der().unwrap())
+    fn der_of(pem_text: &str) -> TestResult<Vec<u8>> {
+        Ok(pem::parse(pem_text)?.into_contents())
     }
 
-    fn sec1_pem_of_p384(credentials: &Credentials) -> String {
-        let secret_key = p384::SecretKey::from_pkcs8_der(&credentials.key_der).unwrap();
-        pem_text("EC PRIVATE KEY", &secret_key.to_sec1_der().unwrap())
+    fn sec1_pem_of_p256(credentials: &Credentials) -> TestResult<String> {
+        let secret_key = p256::SecretKey::from_pkcs8_der(&credentials.key_der)?;
+        Ok(pem_text("EC PRIVATE KEY", &secret_key.to_sec1_der()?))
     }
 
-    fn rsa_pkcs8_pem(pkcs1_pem: &str) -> String {
-        let private_key = rsa::RsaPrivateKey::from_pkcs1_der(
-            pem::parse(pkcs1_pem).unwrap().contents(),
-        )
-        .unwrap();
-        pem_text("PRIVATE KEY", private_key.to_pkcs8_der().unwrap().as_bytes())
+    fn sec1_pem_of_p384(credentials: &Credentials) -> TestResult<String> {
+        let secret_key = p384::SecretKey::from_pkcs8_der(&credentials.key_der)?;
+        Ok(pem_text("EC PRIVATE KEY", &secret_key.to_sec1_der()?))
     }
 
-    fn hex(text: &str) -> Vec<u8> {
-        (0..text.len())
+    fn rsa_pkcs8_pem(pkcs1_pem: &str) -> TestResult<String> {
+        let private_key = rsa::RsaPrivateKey::from_pkcs1_der(&der_of(pkcs1_pem)?)?;
+        Ok(pem_text(
+            "PRIVATE KEY",
+            private_key.to_pkcs8_der()?.as_bytes(),
+        ))
+    }
+
+    fn hex(text: &str) -> TestResult<Vec<u8>> {
+        let bytes = (0..text.len())
             .step_by(2)
-            .map(|idx| u8::from_str_radix(&text[idx..idx + 2], 16).unwrap())
-            .collect()
+            .map(|idx| u8::from_str_radix(&text[idx..idx + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()?;
+        Ok(bytes)
     }
 
     fn input(url: &str) -> UrlConfigInput<'_> {
@@ -789,6 +871,7 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
         }
     }
 
+    /// The messages of a rejected input; an accepted input has none.
     fn messages(input: &UrlConfigInput<'_>) -> Vec<String> {
         match UrlConfigSpec::parse(input) {
             Ok(_) => Vec::new(),
@@ -796,44 +879,51 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
         }
     }
 
-    fn assert_accepted(input: &UrlConfigInput<'_>) -> UrlConfigSpec {
-        match UrlConfigSpec::parse(input) {
-            Ok(spec) => spec,
-            Err(errors) => panic!("rejected: {errors}"),
-        }
+    fn assert_mtls_accepted(client_cert: &str, client_key: &str) -> TestResult {
+        let spec = UrlConfigSpec::parse(&mtls(client_cert, client_key))?;
+        let UrlAuthSpec::Mtls {
+            client_cert: stored_cert,
+            client_key: stored_key,
+        } = spec.auth()
+        else {
+            return Err("expected mTLS".into());
+        };
+        assert_eq!(stored_cert, client_cert);
+        assert_eq!(stored_key.expose_secret(), client_key);
+        Ok(())
     }
 
-    fn assert_mtls_accepted(client_cert: &str, client_key: &str) {
-        let spec = assert_accepted(&mtls(client_cert, client_key));
-        match spec.auth() {
-            UrlAuthSpec::Mtls {
-                client_cert: stored_cert,
-                client_key: stored_key,
-            } => {
-                assert_eq!(stored_cert, client_cert);
-                assert_eq!(stored_key.expose_secret(), client_key);
-            }
-            UrlAuthSpec::Jwt => panic!("expected mTLS"),
-        }
+    fn rcgen_signer(key_pair: &Ed25519KeyPair) -> TestResult<rcgen::KeyPair> {
+        let document = ed25519_pkcs8_v1(key_pair.seed_bytes());
+        Ok(rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(document.as_slice()),
+            &rcgen::PKCS_ED25519,
+        )?)
     }
 
     // URL
 
     #[test]
-    fn grpc_url_is_accepted_and_kept_as_sent() {
-        let spec = assert_accepted(&input(URL));
+    fn grpc_url_is_accepted_and_kept_as_sent() -> TestResult {
+        let spec = UrlConfigSpec::parse(&input(URL))?;
         assert_eq!(spec.url(), URL);
         assert_eq!(spec.ca_cert(), None);
         assert_eq!(spec.tls_host(), None);
         assert!(matches!(spec.auth(), UrlAuthSpec::Jwt));
+        Ok(())
     }
 
     #[test]
-    fn grpcs_url_to_localhost_with_port_and_path_is_accepted() {
-        assert_accepted(&input("grpcs://localhost:4242"));
-        assert_accepted(&input("grpcs://10.0.0.1:8443/agent/path?x=1"));
-        assert_accepted(&input("grpc://[::1]:4242"));
-        assert_accepted(&input("grpc://agent.example.com/a%20b"));
+    fn grpcs_url_to_localhost_with_port_and_path_is_accepted() -> TestResult {
+        for url in [
+            "grpcs://localhost:4242",
+            "grpcs://10.0.0.1:8443/agent/path?x=1",
+            "grpc://[::1]:4242",
+            "grpc://agent.example.com/a%20b",
+        ] {
+            UrlConfigSpec::parse(&input(url))?;
+        }
+        Ok(())
     }
 
     #[test]
@@ -857,7 +947,12 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
 
     #[test]
     fn url_without_host_is_rejected() {
-        for url in ["grpc://", "grpc:agent.example.com", "grpc:///path", "grpcs://:4242"] {
+        for url in [
+            "grpc://",
+            "grpc:agent.example.com",
+            "grpc:///path",
+            "grpcs://:4242",
+        ] {
             assert_eq!(messages(&input(url)), ["Url is not a valid URL"], "{url}");
         }
     }
@@ -878,10 +973,11 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
     }
 
     #[test]
-    fn url_of_2048_characters_is_accepted() {
+    fn url_of_2048_characters_is_accepted() -> TestResult {
         let url = format!("{URL}/{}", "a".repeat(2048 - URL.len() - 1));
         assert_eq!(url.len(), 2048);
-        assert_accepted(&input(&url));
+        UrlConfigSpec::parse(&input(&url))?;
+        Ok(())
     }
 
     #[test]
@@ -901,14 +997,21 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
     // tls_host
 
     #[test]
-    fn hostname_tls_host_is_accepted() {
-        for tls_host in ["host.example.com", "example.com", "10.1.2.3", "[::1]", "Host-1.Example"] {
-            let spec = assert_accepted(&UrlConfigInput {
+    fn hostname_tls_host_is_accepted() -> TestResult {
+        for tls_host in [
+            "host.example.com",
+            "example.com",
+            "10.1.2.3",
+            "[::1]",
+            "Host-1.Example",
+        ] {
+            let spec = UrlConfigSpec::parse(&UrlConfigInput {
                 tls_host: Some(tls_host),
                 ..input(URL)
-            });
+            })?;
             assert_eq!(spec.tls_host(), Some(tls_host));
         }
+        Ok(())
     }
 
     #[test]
@@ -936,21 +1039,22 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
     }
 
     #[test]
-    fn blank_tls_host_counts_as_absent() {
-        let spec = assert_accepted(&UrlConfigInput {
+    fn blank_tls_host_counts_as_absent() -> TestResult {
+        let spec = UrlConfigSpec::parse(&UrlConfigInput {
             tls_host: Some(" \t\n"),
             ..input(URL)
-        });
+        })?;
         assert_eq!(spec.tls_host(), None);
+        Ok(())
     }
 
     #[test]
-    fn tls_host_over_2048_characters_is_too_long() {
-        let accepted = "a".repeat(2048);
-        assert_accepted(&UrlConfigInput {
-            tls_host: Some(&accepted),
+    fn tls_host_over_2048_characters_is_too_long() -> TestResult {
+        let longest = "a".repeat(2048);
+        UrlConfigSpec::parse(&UrlConfigInput {
+            tls_host: Some(&longest),
             ..input(URL)
-        });
+        })?;
         let too_long = "a".repeat(2049);
         assert_eq!(
             messages(&UrlConfigInput {
@@ -959,55 +1063,59 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
             }),
             ["Tls host is too long (maximum is 2048 characters)"]
         );
+        Ok(())
     }
 
     // ca_cert
 
     #[test]
-    fn pem_ca_cert_is_accepted_and_kept_as_sent() {
-        let spec = assert_accepted(&UrlConfigInput {
-            ca_cert: Some(&P256.cert_pem),
+    fn pem_ca_cert_is_accepted_and_kept_as_sent() -> TestResult {
+        let p256 = p256()?;
+        let spec = UrlConfigSpec::parse(&UrlConfigInput {
+            ca_cert: Some(&p256.cert_pem),
             ..input(URL)
-        });
-        assert_eq!(spec.ca_cert(), Some(P256.cert_pem.as_str()));
+        })?;
+        assert_eq!(spec.ca_cert(), Some(p256.cert_pem.as_str()));
+        Ok(())
     }
 
     #[test]
-    fn ca_cert_bundle_with_explanatory_text_is_accepted() {
+    fn ca_cert_bundle_with_explanatory_text_is_accepted() -> TestResult {
         let bundle = format!(
             "subject=CN = agent.example.com\n{}\n{}{}",
-            P256.cert_pem, ED25519.cert_pem, RSA_2048_CERT
+            p256()?.cert_pem,
+            ed25519()?.cert_pem,
+            RSA_2048_CERT
         );
-        assert_accepted(&UrlConfigInput {
+        UrlConfigSpec::parse(&UrlConfigInput {
             ca_cert: Some(&bundle),
             ..input(URL)
-        });
+        })?;
+        Ok(())
     }
 
     #[test]
-    fn invalid_ca_cert_is_rejected() {
-        let truncated = &P256.cert_pem[..P256.cert_pem.len() / 2];
-        let truncated_second_block = format!("{}{truncated}", P256.cert_pem);
-        let unterminated_base64 = P256.cert_pem.replace("-----END", "!-----END");
-        let key_instead = P256.key_pem.clone();
+    fn invalid_ca_cert_is_rejected() -> TestResult {
+        let p256 = p256()?;
+        let truncated = &p256.cert_pem[..p256.cert_pem.len() / 2];
+        let truncated_second_block = format!("{}{truncated}", p256.cert_pem);
+        let unterminated_base64 = p256.cert_pem.replace("-----END", "!-----END");
         let bad_second_block = format!(
             "{}{}",
-            P256.cert_pem,
+            p256.cert_pem,
             pem_text("CERTIFICATE", b"not a certificate")
         );
-        let trailing_bytes = {
-            let mut der = pem::parse(&P256.cert_pem).unwrap().into_contents();
-            der.push(0);
-            pem_text("CERTIFICATE", &der)
-        };
+        let mut der_with_trailing_byte = der_of(&p256.cert_pem)?;
+        der_with_trailing_byte.push(0);
+        let trailing_byte = pem_text("CERTIFICATE", &der_with_trailing_byte);
         for ca_cert in [
             "invalid",
             truncated,
             &truncated_second_block,
             &unterminated_base64,
-            &key_instead,
+            &p256.key_pem,
             &bad_second_block,
-            &trailing_bytes,
+            &trailing_byte,
         ] {
             assert_eq!(
                 messages(&UrlConfigInput {
@@ -1018,20 +1126,22 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
                 "{ca_cert}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn blank_ca_cert_counts_as_absent() {
-        let spec = assert_accepted(&UrlConfigInput {
+    fn blank_ca_cert_counts_as_absent() -> TestResult {
+        let spec = UrlConfigSpec::parse(&UrlConfigInput {
             ca_cert: Some(""),
             ..input(URL)
-        });
+        })?;
         assert_eq!(spec.ca_cert(), None);
+        Ok(())
     }
 
     #[test]
-    fn ca_cert_over_16384_characters_is_too_long() {
-        let too_long = format!("{}{}", P256.cert_pem, "x".repeat(16384));
+    fn ca_cert_over_16384_characters_is_too_long() -> TestResult {
+        let too_long = format!("{}{}", p256()?.cert_pem, "x".repeat(16384));
         assert_eq!(
             messages(&UrlConfigInput {
                 ca_cert: Some(&too_long),
@@ -1039,108 +1149,118 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
             }),
             ["Ca cert is too long (maximum is 16384 characters)"]
         );
+        Ok(())
     }
 
     // Mode selection and JWT mode
 
     #[test]
-    fn client_cert_without_key_is_rejected_in_jwt_mode() {
+    fn client_cert_without_key_is_rejected_in_jwt_mode() -> TestResult {
         assert_eq!(
             messages(&UrlConfigInput {
-                client_cert: Some(&P256.cert_pem),
+                client_cert: Some(&p256()?.cert_pem),
                 ..input(URL)
             }),
             ["Client cert must be blank"]
         );
+        Ok(())
     }
 
     #[test]
-    fn blank_client_key_and_cert_select_jwt_mode() {
-        let spec = assert_accepted(&UrlConfigInput {
+    fn blank_client_key_and_cert_select_jwt_mode() -> TestResult {
+        let spec = UrlConfigSpec::parse(&UrlConfigInput {
             client_cert: Some(" "),
             client_key: Some(""),
             ..input(URL)
-        });
+        })?;
         assert!(matches!(spec.auth(), UrlAuthSpec::Jwt));
+        Ok(())
     }
 
     #[test]
-    fn client_key_without_cert_is_rejected() {
+    fn client_key_without_cert_is_rejected() -> TestResult {
+        let p256 = p256()?;
         assert_eq!(
             messages(&UrlConfigInput {
-                client_key: Some(&P256.key_pem),
+                client_key: Some(&p256.key_pem),
                 ..input(URL)
             }),
             ["Client cert must be a valid PEM certificate"]
         );
         assert_eq!(
-            messages(&mtls("\n", &P256.key_pem)),
+            messages(&mtls("\n", &p256.key_pem)),
             ["Client cert must be a valid PEM certificate"]
         );
+        Ok(())
     }
 
     // mTLS: accepted pairs
 
     #[test]
-    fn ed25519_pkcs8_pair_is_accepted() {
-        assert_mtls_accepted(&ED25519.cert_pem, &ED25519.key_pem);
+    fn ed25519_pkcs8_pair_is_accepted() -> TestResult {
+        let ed25519 = ed25519()?;
+        assert_mtls_accepted(&ed25519.cert_pem, &ed25519.key_pem)
     }
 
     #[test]
-    fn p256_pkcs8_and_sec1_pairs_are_accepted() {
-        assert_mtls_accepted(&P256.cert_pem, &P256.key_pem);
-        assert_mtls_accepted(&P256.cert_pem, &sec1_pem_of_p256(&P256));
+    fn p256_pkcs8_and_sec1_pairs_are_accepted() -> TestResult {
+        let p256 = p256()?;
+        assert_mtls_accepted(&p256.cert_pem, &p256.key_pem)?;
+        assert_mtls_accepted(&p256.cert_pem, &sec1_pem_of_p256(&p256)?)
     }
 
     #[test]
-    fn p384_pkcs8_and_sec1_pairs_are_accepted() {
-        assert_mtls_accepted(&P384.cert_pem, &P384.key_pem);
-        assert_mtls_accepted(&P384.cert_pem, &sec1_pem_of_p384(&P384));
+    fn p384_pkcs8_and_sec1_pairs_are_accepted() -> TestResult {
+        let p384 = p384()?;
+        assert_mtls_accepted(&p384.cert_pem, &p384.key_pem)?;
+        assert_mtls_accepted(&p384.cert_pem, &sec1_pem_of_p384(&p384)?)
     }
 
     #[test]
-    fn sec1_key_after_ec_parameters_is_accepted() {
-        let parameters = pem_text(
-            "EC PARAMETERS",
-            &spki::der::Encode::to_der(&NistP256::OID).unwrap(),
-        );
-        let key = format!("{parameters}{}", sec1_pem_of_p256(&P256));
-        assert_mtls_accepted(&P256.cert_pem, &key);
+    fn sec1_key_after_ec_parameters_is_accepted() -> TestResult {
+        let p256 = p256()?;
+        let parameters = pem_text("EC PARAMETERS", &spki::der::Encode::to_der(&NistP256::OID)?);
+        let key = format!("{parameters}{}", sec1_pem_of_p256(&p256)?);
+        assert_mtls_accepted(&p256.cert_pem, &key)
     }
 
     #[test]
-    fn rsa_pkcs1_and_pkcs8_pairs_are_accepted() {
-        assert_mtls_accepted(RSA_2048_CERT, RSA_2048_PKCS1_KEY);
-        assert_mtls_accepted(RSA_2048_CERT, &rsa_pkcs8_pem(RSA_2048_PKCS1_KEY));
+    fn rsa_pkcs1_and_pkcs8_pairs_are_accepted() -> TestResult {
+        assert_mtls_accepted(RSA_2048_CERT, RSA_2048_PKCS1_KEY)?;
+        assert_mtls_accepted(RSA_2048_CERT, &rsa_pkcs8_pem(RSA_2048_PKCS1_KEY)?)
     }
 
     #[test]
-    fn client_cert_chain_is_matched_by_its_first_certificate() {
-        let chain = format!("{}{}", P256.cert_pem, RSA_2048_CERT);
-        assert_mtls_accepted(&chain, &P256.key_pem);
-        let reversed = format!("{}{}", RSA_2048_CERT, P256.cert_pem);
+    fn client_cert_chain_is_matched_by_its_first_certificate() -> TestResult {
+        let p256 = p256()?;
+        let chain = format!("{}{}", p256.cert_pem, RSA_2048_CERT);
+        assert_mtls_accepted(&chain, &p256.key_pem)?;
+        let reversed = format!("{}{}", RSA_2048_CERT, p256.cert_pem);
         assert_eq!(
-            messages(&mtls(&reversed, &P256.key_pem)),
+            messages(&mtls(&reversed, &p256.key_pem)),
             ["Client key does not match the client certificate"]
         );
+        Ok(())
     }
 
     // mTLS: rejected keys and certificates
 
     #[test]
-    fn key_of_another_certificate_is_rejected() {
-        let other_p256 = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
-        let other_ed25519 = self_signed(&rcgen::PKCS_ED25519);
-        let rsa_1024_pkcs8 = rsa_pkcs8_pem(RSA_1024_PKCS1_KEY);
+    fn key_of_another_certificate_is_rejected() -> TestResult {
+        let (p256, other_p256) = (p256()?, p256()?);
+        let (ed25519, other_ed25519) = (ed25519()?, ed25519()?);
+        let p384 = p384()?;
+        let other_p256_sec1 = sec1_pem_of_p256(&other_p256)?;
+        let rsa_1024_pkcs8 = rsa_pkcs8_pem(RSA_1024_PKCS1_KEY)?;
         for (client_cert, client_key) in [
-            (P256.cert_pem.as_str(), other_p256.key_pem.as_str()),
-            (P256.cert_pem.as_str(), &sec1_pem_of_p256(&other_p256)),
-            (ED25519.cert_pem.as_str(), other_ed25519.key_pem.as_str()),
-            (P256.cert_pem.as_str(), ED25519.key_pem.as_str()),
-            (P384.cert_pem.as_str(), P256.key_pem.as_str()),
+            (p256.cert_pem.as_str(), other_p256.key_pem.as_str()),
+            (p256.cert_pem.as_str(), &other_p256_sec1),
+            (ed25519.cert_pem.as_str(), other_ed25519.key_pem.as_str()),
+            (p256.cert_pem.as_str(), ed25519.key_pem.as_str()),
+            (p384.cert_pem.as_str(), p256.key_pem.as_str()),
             (RSA_2048_CERT, RSA_1024_PKCS1_KEY),
             (RSA_2048_CERT, &rsa_1024_pkcs8),
-            (P256.cert_pem.as_str(), RSA_2048_PKCS1_KEY),
+            (p256.cert_pem.as_str(), RSA_2048_PKCS1_KEY),
         ] {
             assert_eq!(
                 messages(&mtls(client_cert, client_key)),
@@ -1148,17 +1268,18 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
                 "{client_key}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn invalid_client_key_is_rejected() {
+    fn invalid_client_key_is_rejected() -> TestResult {
+        let p256 = p256()?;
         let garbage_in_armour = pem_text("PRIVATE KEY", b"not a key");
-        let certificate_as_key = P256.cert_pem.clone();
-        let two_keys = format!("{}{}", P256.key_pem, P256.key_pem);
-        let encrypted = pem_text("ENCRYPTED PRIVATE KEY", &P256.key_der);
-        let wrong_label = pem_text("RSA PRIVATE KEY", &P256.key_der);
-        let truncated = P256.key_pem[..P256.key_pem.len() - 30].to_owned();
-        let truncated_der = pem_text("PRIVATE KEY", &P256.key_der[..P256.key_der.len() - 1]);
+        let two_keys = format!("{}{}", p256.key_pem, p256.key_pem);
+        let encrypted_label = pem_text("ENCRYPTED PRIVATE KEY", &p256.key_der);
+        let wrong_label = pem_text("RSA PRIVATE KEY", &p256.key_der);
+        let truncated = &p256.key_pem[..p256.key_pem.len() - 30];
+        let truncated_der = pem_text("PRIVATE KEY", &p256.key_der[..p256.key_der.len() - 1]);
         let legacy_encrypted = RSA_1024_PKCS1_KEY.replace(
             "-----BEGIN RSA PRIVATE KEY-----\n",
             "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\n",
@@ -1166,31 +1287,34 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
         for client_key in [
             "invalid",
             &garbage_in_armour,
-            &certificate_as_key,
+            &p256.cert_pem,
             &two_keys,
-            &encrypted,
+            &encrypted_label,
             &wrong_label,
-            &truncated,
+            truncated,
             &truncated_der,
             &legacy_encrypted,
         ] {
             assert_eq!(
-                messages(&mtls(&P256.cert_pem, client_key)),
+                messages(&mtls(&p256.cert_pem, client_key)),
                 ["Client key must be a valid PEM private key"],
                 "{client_key}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn invalid_client_cert_is_rejected() {
-        for client_cert in ["invalid", P256.key_pem.as_str()] {
+    fn invalid_client_cert_is_rejected() -> TestResult {
+        let p256 = p256()?;
+        for client_cert in ["invalid", p256.key_pem.as_str()] {
             assert_eq!(
-                messages(&mtls(client_cert, &P256.key_pem)),
+                messages(&mtls(client_cert, &p256.key_pem)),
                 ["Client cert must be a valid PEM certificate"],
                 "{client_cert}"
             );
         }
+        Ok(())
     }
 
     #[test]
@@ -1205,9 +1329,10 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
     }
 
     #[test]
-    fn client_cert_and_key_over_16384_characters_are_too_long() {
-        let long_cert = format!("{}{}", P256.cert_pem, " ".repeat(16384));
-        let long_key = format!("{}{}", P256.key_pem, " ".repeat(16384));
+    fn client_cert_and_key_over_16384_characters_are_too_long() -> TestResult {
+        let p256 = p256()?;
+        let long_cert = format!("{}{}", p256.cert_pem, " ".repeat(16384));
+        let long_key = format!("{}{}", p256.key_pem, " ".repeat(16384));
         assert_eq!(
             messages(&mtls(&long_cert, &long_key)),
             [
@@ -1215,18 +1340,21 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
                 "Client key is too long (maximum is 16384 characters)"
             ]
         );
+        Ok(())
     }
 
     #[test]
-    fn all_failures_are_reported_in_gitlab_order() {
-        let errors = UrlConfigSpec::parse(&UrlConfigInput {
+    fn all_failures_are_reported_in_gitlab_order() -> TestResult {
+        let result = UrlConfigSpec::parse(&UrlConfigInput {
             url: "https://agent.example.com",
             client_cert: Some("invalid"),
             client_key: Some("invalid"),
             ca_cert: Some("invalid"),
             tls_host: Some("host:443"),
-        })
-        .unwrap_err();
+        });
+        let Err(errors) = result else {
+            return Err("invalid input was accepted".into());
+        };
         assert_eq!(
             errors.violations(),
             [
@@ -1243,57 +1371,61 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
              Tls host must be a valid hostname!, Client cert must be a valid PEM certificate, \
              Client key must be a valid PEM private key"
         );
+        Ok(())
     }
 
     #[test]
-    fn debug_output_hides_the_client_key() {
-        let spec = assert_accepted(&mtls(&P256.cert_pem, &P256.key_pem));
-        let input = mtls(&P256.cert_pem, &P256.key_pem);
-        let key_body = P256.key_pem.lines().nth(1).unwrap();
+    fn violations_name_their_attribute_and_message() {
+        let violation = UrlConfigViolation::TlsHostInvalid;
+        assert_eq!(violation.attribute(), "tls_host");
+        assert_eq!(violation.message(), "must be a valid hostname!");
+        assert_eq!(violation.to_string(), "Tls host must be a valid hostname!");
+        assert_eq!(
+            UrlConfigViolation::ClientKeyMismatch.attribute(),
+            "client_key"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_the_client_key() -> TestResult {
+        let p256 = p256()?;
+        let input = mtls(&p256.cert_pem, &p256.key_pem);
+        let spec = UrlConfigSpec::parse(&input)?;
+        let key_body = p256.key_pem.lines().nth(1).ok_or("key PEM has no body")?;
         assert!(!format!("{spec:?}").contains(key_body));
         assert!(!format!("{input:?}").contains(key_body));
+        Ok(())
     }
 
     // Ed25519 key pairs
 
     #[test]
-    fn public_key_base64_is_44_characters_of_standard_base64() {
+    fn public_key_base64_is_44_characters_of_standard_base64() -> TestResult {
         let key_pair = Ed25519KeyPair::generate(&mut StdRng::seed_from_u64(1));
         let public_key_base64 = key_pair.public_key_base64();
         assert_eq!(public_key_base64.len(), 44);
         assert!(public_key_base64.ends_with('='));
         assert_eq!(
-            BASE64_STANDARD.decode(&public_key_base64).unwrap(),
+            BASE64_STANDARD.decode(&public_key_base64)?,
             key_pair.public_key()
         );
+        Ok(())
     }
 
     #[test]
     fn rfc8032_seed_gives_the_rfc8032_public_key_and_signature() -> TestResult {
-        let seed: [u8; 32] = hex(RFC8032_SEED).as_slice().try_into()?;
+        let seed: [u8; 32] = hex(RFC8032_SEED)?.as_slice().try_into()?;
         let key_pair = Ed25519KeyPair::from_seed(seed)?;
-        assert_eq!(key_pair.public_key().as_slice(), hex(RFC8032_PUBLIC_KEY));
-
-        let document = ed25519_pkcs8_v1(key_pair.seed_bytes());
-        let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-            &PrivatePkcs8KeyDer::from(document.as_slice()),
-            &rcgen::PKCS_ED25519,
-        )?;
-        assert_eq!(signer.sign(b"")?, hex(RFC8032_SIGNATURE));
+        assert_eq!(key_pair.public_key().as_slice(), hex(RFC8032_PUBLIC_KEY)?);
+        assert_eq!(rcgen_signer(&key_pair)?.sign(b"")?, hex(RFC8032_SIGNATURE)?);
         Ok(())
     }
 
     #[test]
     fn certificate_signed_with_the_seed_carries_the_public_key() -> TestResult {
         let key_pair = Ed25519KeyPair::generate(&mut StdRng::seed_from_u64(5));
-        let document = ed25519_pkcs8_v1(key_pair.seed_bytes());
-        let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-            &PrivatePkcs8KeyDer::from(document.as_slice()),
-            &rcgen::PKCS_ED25519,
-        )?;
         let certificate = rcgen::CertificateParams::new(vec!["agent".to_owned()])?
-            .self_signed(&signer)?;
-
+            .self_signed(&rcgen_signer(&key_pair)?)?;
         let (_, parsed) = x509_parser::parse_x509_certificate(certificate.der())?;
         assert_eq!(
             parsed.public_key().subject_public_key.data.as_ref(),
@@ -1337,6 +1469,32 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
 
     // Robustness
 
+    /// Valid DER of every kind of block this module parses, to mutate, and a valid P-256 pair.
+    struct FuzzFixtures {
+        ders: Vec<(&'static str, Vec<u8>)>,
+        p256: Credentials,
+    }
+
+    static FUZZ_FIXTURES: LazyLock<Result<FuzzFixtures, String>> =
+        LazyLock::new(|| fuzz_fixtures().map_err(|error| error.to_string()));
+
+    fn fuzz_fixtures() -> TestResult<FuzzFixtures> {
+        let (ed25519, p256, p384) = (ed25519()?, p256()?, p384()?);
+        let ders = vec![
+            ("CERTIFICATE", der_of(&p256.cert_pem)?),
+            ("CERTIFICATE", der_of(&ed25519.cert_pem)?),
+            ("CERTIFICATE", der_of(RSA_2048_CERT)?),
+            ("PRIVATE KEY", ed25519.key_der.clone()),
+            ("PRIVATE KEY", p256.key_der.clone()),
+            ("PRIVATE KEY", p384.key_der.clone()),
+            ("PRIVATE KEY", der_of(&rsa_pkcs8_pem(RSA_1024_PKCS1_KEY)?)?),
+            ("RSA PRIVATE KEY", der_of(RSA_1024_PKCS1_KEY)?),
+            ("EC PRIVATE KEY", der_of(&sec1_pem_of_p256(&p256)?)?),
+            ("EC PRIVATE KEY", der_of(&sec1_pem_of_p384(&p384)?)?),
+        ];
+        Ok(FuzzFixtures { ders, p256 })
+    }
+
     fn armoured(label: &str, body: &str) -> String {
         format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
     }
@@ -1349,23 +1507,6 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
             "EC PRIVATE KEY",
             "EC PARAMETERS",
         ])
-    }
-
-    /// Valid DER of every kind this module parses, for mutation.
-    fn valid_ders() -> Vec<(&'static str, Vec<u8>)> {
-        let der_of = |text: &str| pem::parse(text).unwrap().into_contents();
-        vec![
-            ("CERTIFICATE", der_of(&P256.cert_pem)),
-            ("CERTIFICATE", der_of(&ED25519.cert_pem)),
-            ("CERTIFICATE", der_of(RSA_2048_CERT)),
-            ("PRIVATE KEY", ED25519.key_der.clone()),
-            ("PRIVATE KEY", P256.key_der.clone()),
-            ("PRIVATE KEY", P384.key_der.clone()),
-            ("PRIVATE KEY", der_of(&rsa_pkcs8_pem(RSA_1024_PKCS1_KEY))),
-            ("RSA PRIVATE KEY", der_of(RSA_1024_PKCS1_KEY)),
-            ("EC PRIVATE KEY", der_of(&sec1_pem_of_p256(&P256))),
-            ("EC PRIVATE KEY", der_of(&sec1_pem_of_p384(&P384))),
-        ]
     }
 
     proptest! {
@@ -1422,12 +1563,17 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
 
         #[test]
         fn parse_never_panics_on_mutated_certificates_and_keys(
-            der_idx in 0usize..10,
-            mutations in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            der_idx in any::<prop::sample::Index>(),
+            mutations in proptest::collection::vec(
+                (any::<prop::sample::Index>(), any::<u8>()),
+                1..4,
+            ),
             truncate_to in proptest::option::of(any::<prop::sample::Index>()),
         ) {
-            let ders = valid_ders();
-            let (label, der) = &ders[der_idx % ders.len()];
+            let fixtures = FUZZ_FIXTURES
+                .as_ref()
+                .map_err(|error| TestCaseError::fail(error.clone()))?;
+            let (label, der) = &fixtures.ders[der_idx.index(fixtures.ders.len())];
             let mut der = der.clone();
             for (position, value) in &mutations {
                 let position = position.index(der.len());
@@ -1444,8 +1590,8 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
                 ca_cert: Some(&text),
                 tls_host: Some(&text),
             });
-            let _ = UrlConfigSpec::parse(&mtls(&P256.cert_pem, &text));
-            let _ = UrlConfigSpec::parse(&mtls(&text, &P256.key_pem));
+            let _ = UrlConfigSpec::parse(&mtls(&fixtures.p256.cert_pem, &text));
+            let _ = UrlConfigSpec::parse(&mtls(&text, &fixtures.p256.key_pem));
         }
     }
 }

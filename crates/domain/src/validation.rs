@@ -144,7 +144,10 @@ mod tests {
     #[test]
     fn attributes_are_humanized() {
         let errors = ValidationErrors::single("tls_host", "must be a valid hostname!");
-        assert_eq!(errors.full_messages(), vec!["Tls host must be a valid hostname!"]);
+        assert_eq!(
+            errors.full_messages(),
+            vec!["Tls host must be a valid hostname!"]
+        );
     }
 
     #[test]

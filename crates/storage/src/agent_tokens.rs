@@ -63,11 +63,19 @@ impl Store {
         if self.agent(project_id, agent_id)?.is_none() {
             return Ok(None);
         }
-        let Some(bytes) = self.trees.agent_token_sets.get(id_key(agent_id)).map_err(engine)? else {
+        let Some(bytes) = self
+            .trees
+            .agent_token_sets
+            .get(id_key(agent_id))
+            .map_err(engine)?
+        else {
             return Ok(Some(AgentTokenSet::default()));
         };
         let record: v1::AgentTokenSet = decode(schema::AGENT_TOKEN_SETS, &bytes)?;
-        Ok(Some(AgentTokenSet::from_parts(record.active, record.revoked)))
+        Ok(Some(AgentTokenSet::from_parts(
+            record.active,
+            record.revoked,
+        )))
     }
 
     /// Creates an active token. The limit check and the insert happen in one transaction over
@@ -114,7 +122,9 @@ impl Store {
                         None => v1::AgentTokenSet::default(),
                     };
                     let mut token_set = AgentTokenSet::from_parts(stored.active, stored.revoked);
-                    token_set.activate(id).map_err(|limit| abort(limit.into()))?;
+                    token_set
+                        .activate(id)
+                        .map_err(|limit| abort(limit.into()))?;
                     token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
                     tokens.insert(&id_key(id), encoded.as_slice())?;
                     handles.insert(handle_key.as_slice(), &id_key(id))?;
@@ -136,12 +146,20 @@ impl Store {
         };
         let mut tokens = Vec::with_capacity(token_set.active().len());
         for token_id in token_set.active() {
-            let token = self.agent_token_by_id(*token_id)?.ok_or(StoreError::Dangling {
-                tree: schema::AGENT_TOKEN_SETS,
-            })?;
+            let token = self
+                .agent_token_by_id(*token_id)?
+                .ok_or(StoreError::Dangling {
+                    tree: schema::AGENT_TOKEN_SETS,
+                })?;
             tokens.push(token);
         }
-        tokens.sort_by_key(|token| (token.last_used_at_ms.is_none(), Reverse(token.last_used_at_ms), token.id));
+        tokens.sort_by_key(|token| {
+            (
+                token.last_used_at_ms.is_none(),
+                Reverse(token.last_used_at_ms),
+                token.id,
+            )
+        });
         Ok(Some(tokens))
     }
 
@@ -198,7 +216,10 @@ impl Store {
     }
 
     /// The token a handle names, if any. The caller verifies the secret and the status.
-    pub fn agent_token_by_handle(&self, handle: &TokenHandle) -> Result<Option<AgentToken>, StoreError> {
+    pub fn agent_token_by_handle(
+        &self,
+        handle: &TokenHandle,
+    ) -> Result<Option<AgentToken>, StoreError> {
         let Some(id_bytes) = self
             .trees
             .agent_token_handles
@@ -219,14 +240,16 @@ impl Store {
     pub fn record_agent_token_use(&self, uses: &[(u64, i64)]) -> Result<(), StoreError> {
         let trees = &self.trees;
         finish_tx::<_, StoreError>(
-            (&trees.agent_tokens, &trees.agent_token_last_used).transaction(|(tokens, last_used)| {
-                for (token_id, used_at_ms) in uses {
-                    if tokens.get(id_key(*token_id))?.is_some() {
-                        last_used.insert(&id_key(*token_id), &used_at_ms.to_be_bytes())?;
+            (&trees.agent_tokens, &trees.agent_token_last_used).transaction(
+                |(tokens, last_used)| {
+                    for (token_id, used_at_ms) in uses {
+                        if tokens.get(id_key(*token_id))?.is_some() {
+                            last_used.insert(&id_key(*token_id), &used_at_ms.to_be_bytes())?;
+                        }
                     }
-                }
-                Ok(())
-            }),
+                    Ok(())
+                },
+            ),
         )
     }
 
@@ -242,7 +265,12 @@ impl Store {
     }
 
     fn agent_token_by_id(&self, token_id: u64) -> Result<Option<AgentToken>, StoreError> {
-        let Some(bytes) = self.trees.agent_tokens.get(id_key(token_id)).map_err(engine)? else {
+        let Some(bytes) = self
+            .trees
+            .agent_tokens
+            .get(id_key(token_id))
+            .map_err(engine)?
+        else {
             return Ok(None);
         };
         let record: v1::AgentToken = decode(schema::AGENT_TOKENS, &bytes)?;
@@ -292,9 +320,16 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
-    fn new_token(store: &Store, project_id: u64, agent_id: u64, seed: u64) -> Result<AgentToken, CreateAgentTokenError> {
+    fn new_token(
+        store: &Store,
+        project_id: u64,
+        agent_id: u64,
+        seed: u64,
+    ) -> Result<AgentToken, CreateAgentTokenError> {
         let generated = generate_token(TokenKind::Agent, &mut StdRng::seed_from_u64(seed));
-        let hash = SecretHasher::insecure_for_tests().hash(&generated.plaintext).unwrap();
+        let hash = SecretHasher::insecure_for_tests()
+            .hash(&generated.plaintext)
+            .unwrap();
         let name = TokenName::parse("t").unwrap();
         let new = NewAgentToken {
             name: &name,
@@ -324,10 +359,19 @@ mod tests {
             new_token(&store, project_id, agent_id, 3),
             Err(CreateAgentTokenError::LimitReached(_))
         ));
-        let revoked = store.revoke_agent_token(project_id, agent_id, first.id).unwrap();
+        let revoked = store
+            .revoke_agent_token(project_id, agent_id, first.id)
+            .unwrap();
         assert!(revoked.revoked);
         new_token(&store, project_id, agent_id, 4).unwrap();
-        assert_eq!(store.active_agent_tokens(project_id, agent_id).unwrap().unwrap().len(), 2);
+        assert_eq!(
+            store
+                .active_agent_tokens(project_id, agent_id)
+                .unwrap()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -356,13 +400,22 @@ mod tests {
         let store = fixtures::store();
         let (project_id, agent_id) = agent(&store);
         let token = new_token(&store, project_id, agent_id, 1).unwrap();
-        store.revoke_agent_token(project_id, agent_id, token.id).unwrap();
-        store.revoke_agent_token(project_id, agent_id, token.id).unwrap();
+        store
+            .revoke_agent_token(project_id, agent_id, token.id)
+            .unwrap();
+        store
+            .revoke_agent_token(project_id, agent_id, token.id)
+            .unwrap();
         assert!(matches!(
             store.revoke_agent_token(project_id, agent_id + 1, token.id),
             Err(RevokeAgentTokenError::NotFound)
         ));
-        assert_eq!(store.agent_token(project_id, agent_id + 1, token.id).unwrap(), None);
+        assert_eq!(
+            store
+                .agent_token(project_id, agent_id + 1, token.id)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -388,7 +441,9 @@ mod tests {
         let (project_id, agent_id) = agent(&store);
         let generated = generate_token(TokenKind::Agent, &mut StdRng::seed_from_u64(9));
         let name = TokenName::parse("t").unwrap();
-        let hash = SecretHasher::insecure_for_tests().hash(&generated.plaintext).unwrap();
+        let hash = SecretHasher::insecure_for_tests()
+            .hash(&generated.plaintext)
+            .unwrap();
         let token = store
             .create_agent_token(
                 project_id,
@@ -405,7 +460,10 @@ mod tests {
             .unwrap();
         let deleted = store.delete_agent(project_id, agent_id, None).unwrap();
         assert_eq!(deleted.token_ids, vec![token.id]);
-        assert_eq!(store.agent_token_by_handle(&generated.handle).unwrap(), None);
+        assert_eq!(
+            store.agent_token_by_handle(&generated.handle).unwrap(),
+            None
+        );
         store.record_agent_token_use(&[(token.id, 5)]).unwrap();
         assert_eq!(store.last_used(token.id).unwrap(), None);
     }

@@ -129,7 +129,11 @@ impl Store {
     /// A page of a project's agents ordered by name. It walks the name index from the start of
     /// the project's range, skipping `offset` index entries without decoding them, and reads only
     /// the records on the page; the total comes from the per-project counter.
-    pub fn agents_page(&self, project_id: u64, window: PageWindow) -> Result<Page<Agent>, StoreError> {
+    pub fn agents_page(
+        &self,
+        project_id: u64,
+        window: PageWindow,
+    ) -> Result<Page<Agent>, StoreError> {
         let total = self
             .trees
             .project_agent_counts
@@ -152,9 +156,11 @@ impl Store {
             let agent_id = schema::decode_u64(&id_bytes).ok_or(StoreError::Dangling {
                 tree: schema::AGENT_NAMES,
             })?;
-            let agent = self.agent(project_id, agent_id)?.ok_or(StoreError::Dangling {
-                tree: schema::AGENT_NAMES,
-            })?;
+            let agent = self
+                .agent(project_id, agent_id)?
+                .ok_or(StoreError::Dangling {
+                    tree: schema::AGENT_NAMES,
+                })?;
             items.push(agent);
         }
         Ok(Page { items, total })
@@ -181,7 +187,16 @@ impl Store {
                 &trees.url_configurations,
             )
                 .transaction(
-                    |(agents, names, counts, token_sets, tokens, handles, last_used, url_configs)| {
+                    |(
+                        agents,
+                        names,
+                        counts,
+                        token_sets,
+                        tokens,
+                        handles,
+                        last_used,
+                        url_configs,
+                    )| {
                         let Some(bytes) = agents.get(id_key(agent_id))? else {
                             return Err(abort(DeleteAgentError::NotFound));
                         };
@@ -222,7 +237,8 @@ impl Store {
                             .as_deref()
                             .and_then(schema::decode_u64)
                             .unwrap_or(1);
-                        counts.insert(&id_key(project_id), &count.saturating_sub(1).to_be_bytes())?;
+                        counts
+                            .insert(&id_key(project_id), &count.saturating_sub(1).to_be_bytes())?;
                         agents.remove(&id_key(agent_id))?;
                         Ok(DeletedAgent {
                             agent: agent_from_record(agent_id, record),
@@ -283,10 +299,18 @@ mod tests {
         let store = fixtures::store();
         let (_, project_id) = fixtures::project(&store);
         for agent_name in ["c", "a", "d", "b"] {
-            store.create_agent(project_id, &name(agent_name), None, 1).unwrap();
+            store
+                .create_agent(project_id, &name(agent_name), None, 1)
+                .unwrap();
         }
         let page = store
-            .agents_page(project_id, PageWindow { offset: 1, limit: 2 })
+            .agents_page(
+                project_id,
+                PageWindow {
+                    offset: 1,
+                    limit: 2,
+                },
+            )
             .unwrap();
         let names: Vec<_> = page.items.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, vec!["b", "c"]);
@@ -313,7 +337,13 @@ mod tests {
         store.delete_agent(project_id, agent.id, None).unwrap();
         assert_eq!(store.agent(project_id, agent.id).unwrap(), None);
         let page = store
-            .agents_page(project_id, PageWindow { offset: 0, limit: 20 })
+            .agents_page(
+                project_id,
+                PageWindow {
+                    offset: 0,
+                    limit: 20,
+                },
+            )
             .unwrap();
         assert_eq!((page.items.len(), page.total), (0, 0));
         let again = store.create_agent(project_id, &name("a"), None, 2).unwrap();
@@ -324,7 +354,9 @@ mod tests {
     fn delete_honours_the_precondition() {
         let store = fixtures::store();
         let (_, project_id) = fixtures::project(&store);
-        let agent = store.create_agent(project_id, &name("a"), None, 1_000).unwrap();
+        let agent = store
+            .create_agent(project_id, &name("a"), None, 1_000)
+            .unwrap();
         let stale = UnmodifiedSince {
             latest_allowed_ms: 999,
         };
@@ -335,7 +367,9 @@ mod tests {
         let fresh = UnmodifiedSince {
             latest_allowed_ms: 1_000,
         };
-        store.delete_agent(project_id, agent.id, Some(fresh)).unwrap();
+        store
+            .delete_agent(project_id, agent.id, Some(fresh))
+            .unwrap();
     }
 
     #[test]
@@ -350,7 +384,13 @@ mod tests {
         });
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
         let page = store
-            .agents_page(project_id, PageWindow { offset: 0, limit: 20 })
+            .agents_page(
+                project_id,
+                PageWindow {
+                    offset: 0,
+                    limit: 20,
+                },
+            )
             .unwrap();
         assert_eq!(page.total, 1);
     }

@@ -29,7 +29,11 @@ pub struct NewAuditEvent {
 
 impl Store {
     /// Appends an event and makes it durable.
-    pub fn record_audit_event(&self, event: NewAuditEvent, now_ms: i64) -> Result<AuditEvent, StoreError> {
+    pub fn record_audit_event(
+        &self,
+        event: NewAuditEvent,
+        now_ms: i64,
+    ) -> Result<AuditEvent, StoreError> {
         let id = self.next_id(IdKind::AuditEvent)?;
         let record = v1::AuditEvent {
             author_id: event.author_id,
@@ -47,7 +51,11 @@ impl Store {
     }
 
     /// A page of a project's events, newest first.
-    pub fn audit_events_page(&self, project_id: u64, window: PageWindow) -> Result<Page<AuditEvent>, StoreError> {
+    pub fn audit_events_page(
+        &self,
+        project_id: u64,
+        window: PageWindow,
+    ) -> Result<Page<AuditEvent>, StoreError> {
         let events = self.trees.audit_events.scan_prefix(id_key(project_id));
         let mut total = 0u64;
         let mut items = Vec::new();
@@ -97,7 +105,13 @@ mod tests {
             store.record_audit_event(event, 1).unwrap();
         }
         let page = store
-            .audit_events_page(1, PageWindow { offset: 1, limit: 5 })
+            .audit_events_page(
+                1,
+                PageWindow {
+                    offset: 1,
+                    limit: 5,
+                },
+            )
             .unwrap();
         let entities: Vec<_> = page.items.iter().map(|e| e.entity_id).collect();
         assert_eq!(entities, vec![11, 10]);

@@ -163,7 +163,12 @@ impl Store {
 
     /// Finds a user by username, case-insensitively.
     pub fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let Some(id_bytes) = self.trees.usernames.get(folded_key(username)).map_err(engine)? else {
+        let Some(id_bytes) = self
+            .trees
+            .usernames
+            .get(folded_key(username))
+            .map_err(engine)?
+        else {
             return Ok(None);
         };
         let id = schema::decode_u64(&id_bytes).ok_or(StoreError::Dangling {
@@ -274,7 +279,12 @@ impl Store {
     }
 
     pub fn project(&self, project_id: u64) -> Result<Option<Project>, StoreError> {
-        let Some(bytes) = self.trees.projects.get(id_key(project_id)).map_err(engine)? else {
+        let Some(bytes) = self
+            .trees
+            .projects
+            .get(id_key(project_id))
+            .map_err(engine)?
+        else {
             return Ok(None);
         };
         let record: v1::Project = decode(schema::PROJECTS, &bytes)?;
@@ -297,7 +307,11 @@ impl Store {
     }
 
     /// The caller's membership level in a project, if any.
-    pub fn access_level(&self, project_id: u64, user_id: u64) -> Result<Option<AccessLevel>, StoreError> {
+    pub fn access_level(
+        &self,
+        project_id: u64,
+        user_id: u64,
+    ) -> Result<Option<AccessLevel>, StoreError> {
         let Some(bytes) = self
             .trees
             .members
@@ -307,9 +321,10 @@ impl Store {
             return Ok(None);
         };
         let record: v1::Member = decode(schema::MEMBERS, &bytes)?;
-        let level = AccessLevel::from_value(record.access_level).map_err(|_| StoreError::Dangling {
-            tree: schema::MEMBERS,
-        })?;
+        let level =
+            AccessLevel::from_value(record.access_level).map_err(|_| StoreError::Dangling {
+                tree: schema::MEMBERS,
+            })?;
         Ok(Some(level))
     }
 
@@ -326,17 +341,19 @@ impl Store {
         };
         let encoded = encode(&record);
         let trees = &self.trees;
-        let user = finish_tx((&trees.users, &trees.members).transaction(|(users, members)| {
-            let Some(user_bytes) = users.get(id_key(user_id))? else {
-                return Err(abort(AddMemberError::UserNotFound));
-            };
-            let key = pair_key(project_id, user_id);
-            if members.get(key)?.is_some() {
-                return Err(abort(AddMemberError::AlreadyMember));
-            }
-            members.insert(&key, encoded.as_slice())?;
-            decode_in_tx::<v1::User, AddMemberError>(schema::USERS, &user_bytes)
-        }))?;
+        let user = finish_tx(
+            (&trees.users, &trees.members).transaction(|(users, members)| {
+                let Some(user_bytes) = users.get(id_key(user_id))? else {
+                    return Err(abort(AddMemberError::UserNotFound));
+                };
+                let key = pair_key(project_id, user_id);
+                if members.get(key)?.is_some() {
+                    return Err(abort(AddMemberError::AlreadyMember));
+                }
+                members.insert(&key, encoded.as_slice())?;
+                decode_in_tx::<v1::User, AddMemberError>(schema::USERS, &user_bytes)
+            }),
+        )?;
         self.flush()?;
         Ok(Member {
             user: user_from_record(user_id, user),

@@ -153,12 +153,18 @@ impl Store {
 }
 
 /// Decodes a record read outside a transaction.
-fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+fn decode<T: serde::de::DeserializeOwned>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     records::decode(bytes).map_err(|source| StoreError::Corrupt { tree, source })
 }
 
 /// Decodes a record read inside a transaction, aborting it on failure.
-fn decode_in_tx<T, E>(tree: &'static str, bytes: &[u8]) -> Result<T, ConflictableTransactionError<E>>
+fn decode_in_tx<T, E>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> Result<T, ConflictableTransactionError<E>>
 where
     T: serde::de::DeserializeOwned,
     E: From<StoreError>,

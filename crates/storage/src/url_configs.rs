@@ -113,23 +113,25 @@ impl Store {
         };
         let encoded = encode(&record);
         let trees = &self.trees;
-        finish_tx((&trees.agents, &trees.url_configurations).transaction(|(agents, configs)| {
-            let Some(bytes) = agents.get(id_key(agent_id))? else {
-                return Err(abort(CreateUrlConfigurationError::AgentNotFound));
-            };
-            let mut agent: v1::Agent = decode_in_tx(schema::AGENTS, &bytes)?;
-            if agent.project_id != project_id {
-                return Err(abort(CreateUrlConfigurationError::AgentNotFound));
-            }
-            if agent.url_configuration_id.is_some() {
-                return Err(abort(CreateUrlConfigurationError::AlreadyExists));
-            }
-            agent.url_configuration_id = Some(id);
-            agent.updated_at_ms = now_ms;
-            agents.insert(&id_key(agent_id), encode(&agent))?;
-            configs.insert(&id_key(id), encoded.as_slice())?;
-            Ok(())
-        }))?;
+        finish_tx(
+            (&trees.agents, &trees.url_configurations).transaction(|(agents, configs)| {
+                let Some(bytes) = agents.get(id_key(agent_id))? else {
+                    return Err(abort(CreateUrlConfigurationError::AgentNotFound));
+                };
+                let mut agent: v1::Agent = decode_in_tx(schema::AGENTS, &bytes)?;
+                if agent.project_id != project_id {
+                    return Err(abort(CreateUrlConfigurationError::AgentNotFound));
+                }
+                if agent.url_configuration_id.is_some() {
+                    return Err(abort(CreateUrlConfigurationError::AlreadyExists));
+                }
+                agent.url_configuration_id = Some(id);
+                agent.updated_at_ms = now_ms;
+                agents.insert(&id_key(agent_id), encode(&agent))?;
+                configs.insert(&id_key(id), encoded.as_slice())?;
+                Ok(())
+            }),
+        )?;
         self.flush()?;
         Ok(config_from_record(id, record))
     }
@@ -146,9 +148,11 @@ impl Store {
         let Some(config_id) = agent.url_configuration_id else {
             return Ok(Some(Vec::new()));
         };
-        let config = self.url_configuration_by_id(config_id)?.ok_or(StoreError::Dangling {
-            tree: schema::AGENTS,
-        })?;
+        let config = self
+            .url_configuration_by_id(config_id)?
+            .ok_or(StoreError::Dangling {
+                tree: schema::AGENTS,
+            })?;
         Ok(Some(vec![config]))
     }
 
@@ -229,7 +233,12 @@ impl Store {
     }
 
     fn url_configuration_by_id(&self, id: u64) -> Result<Option<UrlConfiguration>, StoreError> {
-        let Some(bytes) = self.trees.url_configurations.get(id_key(id)).map_err(engine)? else {
+        let Some(bytes) = self
+            .trees
+            .url_configurations
+            .get(id_key(id))
+            .map_err(engine)?
+        else {
             return Ok(None);
         };
         let record: v1::UrlConfiguration = decode(schema::URL_CONFIGURATIONS, &bytes)?;
@@ -292,8 +301,16 @@ mod tests {
         let agent = store
             .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1)
             .unwrap();
-        let config = store.create_url_configuration(project_id, agent.id, jwt(), 2).unwrap();
-        assert!(store.agent(project_id, agent.id).unwrap().unwrap().is_receptive());
+        let config = store
+            .create_url_configuration(project_id, agent.id, jwt(), 2)
+            .unwrap();
+        assert!(
+            store
+                .agent(project_id, agent.id)
+                .unwrap()
+                .unwrap()
+                .is_receptive()
+        );
         assert!(matches!(
             store.create_url_configuration(project_id, agent.id, jwt(), 3),
             Err(CreateUrlConfigurationError::AlreadyExists)
@@ -304,7 +321,10 @@ mod tests {
         let agent_after = store.agent(project_id, agent.id).unwrap().unwrap();
         assert!(!agent_after.is_receptive());
         assert_eq!(agent_after.updated_at_ms, 4);
-        assert_eq!(store.url_configurations(project_id, agent.id).unwrap(), Some(vec![]));
+        assert_eq!(
+            store.url_configurations(project_id, agent.id).unwrap(),
+            Some(vec![])
+        );
     }
 
     #[test]
@@ -314,7 +334,9 @@ mod tests {
         let agent = store
             .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1)
             .unwrap();
-        store.create_url_configuration(project_id, agent.id, jwt(), 2).unwrap();
+        store
+            .create_url_configuration(project_id, agent.id, jwt(), 2)
+            .unwrap();
         store.delete_agent(project_id, agent.id, None).unwrap();
         assert!(store.all_url_configurations().unwrap().is_empty());
     }

@@ -150,7 +150,10 @@ impl Settings {
                 .or(file.grpc_addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
             external_url: external_url.map(|url| url.trim_end_matches('/').to_owned()),
-            log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
             kas_secret_file: args.kas_secret_file.or(file.kas_secret_file),
             encryption_key_file: args.encryption_key_file.or(file.encryption_key_file),
             receptive_agents_enabled: args
@@ -205,7 +208,11 @@ mod tests {
     fn flags_beat_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agentreg.toml");
-        std::fs::write(&path, "data_dir = \"/from-file\"\nhttp_addr = \"0.0.0.0:9000\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "data_dir = \"/from-file\"\nhttp_addr = \"0.0.0.0:9000\"\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(path),
             http_addr: Some("127.0.0.1:9100".parse().unwrap()),
@@ -225,7 +232,10 @@ mod tests {
             config: Some(path),
             ..ServeArgs::default()
         };
-        assert!(matches!(Settings::resolve(args, None), Err(SettingsError::Parse { .. })));
+        assert!(matches!(
+            Settings::resolve(args, None),
+            Err(SettingsError::Parse { .. })
+        ));
     }
 
     #[test]

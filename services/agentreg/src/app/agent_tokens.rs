@@ -7,7 +7,9 @@ use super::pagination::{PageInfo, Pagination};
 use super::{App, Caller, Error, author, now_ms};
 use agentreg_domain::names::{TokenDescription, TokenName};
 use agentreg_domain::tokens::{TokenKind, generate_token};
-use agentreg_storage::agent_tokens::{AgentToken, CreateAgentTokenError, NewAgentToken, RevokeAgentTokenError};
+use agentreg_storage::agent_tokens::{
+    AgentToken, CreateAgentTokenError, NewAgentToken, RevokeAgentTokenError,
+};
 use secrecy::SecretString;
 
 /// GitLab's entity type for agent tokens in audit events.
@@ -140,7 +142,9 @@ impl App {
                 token,
                 plaintext: generated.plaintext,
             }),
-            Err(CreateAgentTokenError::LimitReached(limit)) => Err(Error::BadRequest(limit.to_string())),
+            Err(CreateAgentTokenError::LimitReached(limit)) => {
+                Err(Error::BadRequest(limit.to_string()))
+            }
             Err(CreateAgentTokenError::AgentNotFound) => Err(Error::RecordNotFound),
             Err(CreateAgentTokenError::Store(error)) => Err(error.into()),
         }

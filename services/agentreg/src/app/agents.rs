@@ -1,8 +1,8 @@
 //! Registering, listing, reading and deleting a project's Kubernetes agents, with GitLab's order
 //! of checks: parameters, then the project, then the role, then the record.
 
-use super::pagination::{PageInfo, Pagination};
 use super::audit::{self, AuditEntry};
+use super::pagination::{PageInfo, Pagination};
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
 use agentreg_domain::names::AgentName;
 use agentreg_storage::agents::{Agent, CreateAgentError, DeleteAgentError, UnmodifiedSince};
@@ -59,7 +59,12 @@ impl App {
         Ok((agents, info))
     }
 
-    pub async fn agent(&self, caller: &Caller, project_ref: &str, agent_id: i64) -> Result<AgentDetails, Error> {
+    pub async fn agent(
+        &self,
+        caller: &Caller,
+        project_ref: &str,
+        agent_id: i64,
+    ) -> Result<AgentDetails, Error> {
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_read_cluster() {
             return Err(Error::RecordNotFound);
@@ -165,7 +170,11 @@ impl App {
     }
 
     /// The project's agent with this id, or GitLab's record-not-found.
-    pub(crate) async fn find_agent(&self, access: &ProjectAccess, agent_id: i64) -> Result<Agent, Error> {
+    pub(crate) async fn find_agent(
+        &self,
+        access: &ProjectAccess,
+        agent_id: i64,
+    ) -> Result<Agent, Error> {
         let Ok(agent_id) = u64::try_from(agent_id) else {
             return Err(Error::RecordNotFound);
         };

@@ -47,13 +47,18 @@ impl Caller {
     }
 
     fn expired(&self, today: Date) -> bool {
-        self.expires_on.is_some_and(|expires_on| today >= expires_on)
+        self.expires_on
+            .is_some_and(|expires_on| today >= expires_on)
     }
 }
 
 impl App {
     /// Authenticates a personal access token, then checks its scope against `intent`.
-    pub async fn authenticate(&self, credentials: Credentials, intent: Intent) -> Result<Caller, Error> {
+    pub async fn authenticate(
+        &self,
+        credentials: Credentials,
+        intent: Intent,
+    ) -> Result<Caller, Error> {
         let caller = self.authenticate_token(credentials).await;
         if caller.is_err() {
             AuthCounters::bump(&self.inner.counters.failures);
@@ -98,14 +103,25 @@ impl App {
                 let Some(user) = store.user(pat.user_id)? else {
                     return Ok(None);
                 };
-                let scopes = pat.scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
+                let scopes = pat
+                    .scopes
+                    .iter()
+                    .filter_map(|s| Scope::parse(s).ok())
+                    .collect();
                 let expires_on = match pat.expires_at.as_deref() {
                     Some(date) => Some(parse_date(date).ok_or_else(|| {
                         Error::internal("stored token expiry is malformed", date.to_owned())
                     })?),
                     None => None,
                 };
-                Ok(Some((pat.id, Caller { user, scopes, expires_on })))
+                Ok(Some((
+                    pat.id,
+                    Caller {
+                        user,
+                        scopes,
+                        expires_on,
+                    },
+                )))
             })
             .await??;
         let Some((pat_id, caller)) = verified else {

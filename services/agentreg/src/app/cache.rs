@@ -49,7 +49,10 @@ impl<V: Clone> TokenCache<V> {
 
     pub(crate) fn get(&self, digest: &TokenDigest) -> Option<V> {
         let entries = self.lock();
-        entries.by_digest.get(digest).map(|(_, value)| value.clone())
+        entries
+            .by_digest
+            .get(digest)
+            .map(|(_, value)| value.clone())
     }
 
     pub(crate) fn generation(&self) -> Generation {
@@ -57,7 +60,13 @@ impl<V: Clone> TokenCache<V> {
     }
 
     /// Caches a verified token unless something was invalidated since `observed`.
-    pub(crate) fn insert(&self, observed: Generation, digest: TokenDigest, token_id: u64, value: V) {
+    pub(crate) fn insert(
+        &self,
+        observed: Generation,
+        digest: TokenDigest,
+        token_id: u64,
+        value: V,
+    ) {
         let mut entries = self.lock();
         if entries.generation != observed.0 {
             return;
@@ -85,7 +94,9 @@ impl<V: Clone> TokenCache<V> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries<V>> {
         // A panic while holding this lock cannot leave the map inconsistent (every mutation is a
         // single std call), so a poisoned lock is still safe to use.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

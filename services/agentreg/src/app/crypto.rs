@@ -90,7 +90,10 @@ mod tests {
         let sealer = sealer(7);
         let sealed = sealer.seal(b"private key");
         assert!(!sealed.windows(11).any(|w| w == b"private key"));
-        assert_eq!(sealer.open(&sealed).unwrap().expose_secret().as_slice(), b"private key");
+        assert_eq!(
+            sealer.open(&sealed).unwrap().expose_secret().as_slice(),
+            b"private key"
+        );
     }
 
     #[test]

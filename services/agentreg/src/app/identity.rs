@@ -6,11 +6,11 @@ use crate::app::auth::parse_date;
 use agentreg_domain::access::{AccessLevel, Scope};
 use agentreg_domain::names::{ProjectNaming, UserIdentity};
 use agentreg_domain::tokens::{TokenKind, generate_token, personal_access_token_handle};
+use agentreg_domain::validation::ValidationErrors;
 use agentreg_storage::identity::{
     AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError, Member,
     NewPersonalAccessToken, PersonalAccessToken, Project, User,
 };
-use agentreg_domain::validation::ValidationErrors;
 use secrecy::{ExposeSecret, SecretString};
 
 /// The version this service reports as GitLab's, so that clients enable the agent API.
@@ -80,7 +80,10 @@ impl App {
         .filter_map(|(name, absent)| absent.then_some(name))
         .collect();
         if !missing.is_empty() {
-            let parts: Vec<String> = missing.iter().map(|name| format!("{name} is missing")).collect();
+            let parts: Vec<String> = missing
+                .iter()
+                .map(|name| format!("{name} is missing"))
+                .collect();
             return Err(Error::InvalidParameter(parts.join(", ")));
         }
         if !caller.user.is_admin {
@@ -98,8 +101,12 @@ impl App {
             .await?;
         match created {
             Ok(user) => Ok(user),
-            Err(CreateUserError::UsernameTaken) => Err(Error::Conflict("Username has already been taken")),
-            Err(CreateUserError::EmailTaken) => Err(Error::Conflict("Email has already been taken")),
+            Err(CreateUserError::UsernameTaken) => {
+                Err(Error::Conflict("Username has already been taken"))
+            }
+            Err(CreateUserError::EmailTaken) => {
+                Err(Error::Conflict("Email has already been taken"))
+            }
             Err(CreateUserError::Store(error)) => Err(error.into()),
         }
     }
@@ -123,7 +130,9 @@ impl App {
         };
         let parsed_scopes: Result<Vec<Scope>, _> = scopes.iter().map(|s| Scope::parse(s)).collect();
         let Ok(parsed_scopes) = parsed_scopes else {
-            return Err(Error::InvalidParameter("scopes does not have a valid value".to_owned()));
+            return Err(Error::InvalidParameter(
+                "scopes does not have a valid value".to_owned(),
+            ));
         };
         if let Some(date) = &input.expires_at
             && parse_date(date).is_none()
@@ -143,7 +152,9 @@ impl App {
         if parsed_scopes.is_empty() {
             validator.fail("scopes", "can't be blank");
         }
-        validator.finish().map_err(|errors: ValidationErrors| Error::Invalid(errors.full_messages()))?;
+        validator
+            .finish()
+            .map_err(|errors: ValidationErrors| Error::Invalid(errors.full_messages()))?;
 
         let generated = generate_token(TokenKind::PersonalAccess, &mut rand::rng());
         let plaintext = generated.plaintext;
@@ -154,7 +165,10 @@ impl App {
             .map_err(|error| Error::internal("hashing task failed", error))?
             .map_err(|error| Error::internal("hashing a token failed", error))?;
         let now = now_ms();
-        let scope_names: Vec<String> = parsed_scopes.iter().map(|s| s.as_str().to_owned()).collect();
+        let scope_names: Vec<String> = parsed_scopes
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
         let handle = generated.handle;
         let expires_at = input.expires_at;
         let created = self
@@ -178,7 +192,11 @@ impl App {
     }
 
     /// Creates a project in the caller's namespace; the caller becomes its Owner.
-    pub async fn create_project(&self, caller: &Caller, input: NewProjectInput) -> Result<Project, Error> {
+    pub async fn create_project(
+        &self,
+        caller: &Caller,
+        input: NewProjectInput,
+    ) -> Result<Project, Error> {
         if input.name.is_none() && input.path.is_none() {
             return Err(Error::InvalidParameter(
                 "name, path are missing, at least one parameter must be provided".to_owned(),
@@ -190,14 +208,15 @@ impl App {
         let now = now_ms();
         let description = input.description;
         let created = self
-            .blocking(move |store| store.create_project(owner_id, &naming, description.as_deref(), now))
+            .blocking(move |store| {
+                store.create_project(owner_id, &naming, description.as_deref(), now)
+            })
             .await?;
         match created {
             Ok(project) => Ok(project),
-            Err(CreateProjectError::PathTaken) => Err(Error::InvalidAttributes(ValidationErrors::single(
-                "path",
-                "has already been taken",
-            ))),
+            Err(CreateProjectError::PathTaken) => Err(Error::InvalidAttributes(
+                ValidationErrors::single("path", "has already been taken"),
+            )),
             Err(CreateProjectError::Store(error)) => Err(error.into()),
         }
     }
@@ -243,17 +262,21 @@ impl App {
         let user_id = input.user_id;
         let username = input.username;
         let added = self
-            .blocking(move |store| -> Result<Result<Member, AddMemberError>, Error> {
-                let user_id = match (user_id, username) {
-                    (Some(id), _) => u64::try_from(id).ok(),
-                    (None, Some(username)) => store.user_by_username(&username)?.map(|user| user.id),
-                    (None, None) => None,
-                };
-                let Some(user_id) = user_id else {
-                    return Ok(Err(AddMemberError::UserNotFound));
-                };
-                Ok(store.add_member(project.id, user_id, level, now))
-            })
+            .blocking(
+                move |store| -> Result<Result<Member, AddMemberError>, Error> {
+                    let user_id = match (user_id, username) {
+                        (Some(id), _) => u64::try_from(id).ok(),
+                        (None, Some(username)) => {
+                            store.user_by_username(&username)?.map(|user| user.id)
+                        }
+                        (None, None) => None,
+                    };
+                    let Some(user_id) = user_id else {
+                        return Ok(Err(AddMemberError::UserNotFound));
+                    };
+                    Ok(store.add_member(project.id, user_id, level, now))
+                },
+            )
             .await??;
         match added {
             Ok(member) => Ok(member),
@@ -265,11 +288,16 @@ impl App {
 
     /// Creates the administrator on first start: user `root` named `Administrator`, with an
     /// `api` token. Returns the token, or `None` if users already exist.
-    pub async fn bootstrap_root(&self, token: Option<SecretString>) -> Result<Option<SecretString>, Error> {
+    pub async fn bootstrap_root(
+        &self,
+        token: Option<SecretString>,
+    ) -> Result<Option<SecretString>, Error> {
         if self.blocking(|store| store.has_users()).await?? {
             return Ok(None);
         }
-        let plaintext = token.unwrap_or_else(|| generate_token(TokenKind::PersonalAccess, &mut rand::rng()).plaintext);
+        let plaintext = token.unwrap_or_else(|| {
+            generate_token(TokenKind::PersonalAccess, &mut rand::rng()).plaintext
+        });
         let handle = personal_access_token_handle(plaintext.expose_secret());
         let hasher = self.inner.hasher.clone();
         let secret = plaintext.clone();

@@ -104,7 +104,10 @@ impl App {
         Ok(agent)
     }
 
-    async fn verify_agent_token(&self, agent_token: Option<SecretString>) -> Result<AuthenticatedAgent, Error> {
+    async fn verify_agent_token(
+        &self,
+        agent_token: Option<SecretString>,
+    ) -> Result<AuthenticatedAgent, Error> {
         let Some(token) = agent_token else {
             return Err(Error::Unauthorized);
         };
@@ -150,12 +153,17 @@ impl App {
     }
 
     /// Every receptive agent's configuration, keys decrypted, for the agent server.
-    pub async fn receptive_agents(&self, kas_jwt: Option<&str>) -> Result<Vec<ReceptiveAgent>, Error> {
+    pub async fn receptive_agents(
+        &self,
+        kas_jwt: Option<&str>,
+    ) -> Result<Vec<ReceptiveAgent>, Error> {
         self.inner.kas.verify(kas_jwt)?;
         if !self.inner.config.receptive_agents_enabled {
             return Err(Error::NotFound);
         }
-        let configs = self.blocking(|store| store.all_url_configurations()).await??;
+        let configs = self
+            .blocking(|store| store.all_url_configurations())
+            .await??;
         let sealer = &self.inner.sealer;
         configs
             .into_iter()
@@ -164,14 +172,13 @@ impl App {
                     StoredUrlAuth::Jwt {
                         sealed_private_key, ..
                     } => {
-                        let seed = sealer
-                            .open(&sealed_private_key)
-                            .map_err(|error| Error::internal("opening a private key failed", error))?;
-                        let seed: [u8; 32] = seed
-                            .expose_secret()
-                            .as_slice()
-                            .try_into()
-                            .map_err(|_| Error::internal("a stored seed has the wrong length", "length"))?;
+                        let seed = sealer.open(&sealed_private_key).map_err(|error| {
+                            Error::internal("opening a private key failed", error)
+                        })?;
+                        let seed: [u8; 32] =
+                            seed.expose_secret().as_slice().try_into().map_err(|_| {
+                                Error::internal("a stored seed has the wrong length", "length")
+                            })?;
                         let key_pair = Ed25519KeyPair::from_seed(seed)
                             .map_err(|error| Error::internal("a stored seed is unusable", error))?;
                         ReceptiveAuth::Jwt {
@@ -182,11 +189,13 @@ impl App {
                         client_cert,
                         sealed_client_key,
                     } => {
-                        let key = sealer
-                            .open(&sealed_client_key)
-                            .map_err(|error| Error::internal("opening a client key failed", error))?;
-                        let key = String::from_utf8(key.expose_secret().clone())
-                            .map_err(|error| Error::internal("a stored client key is not text", error))?;
+                        let key = sealer.open(&sealed_client_key).map_err(|error| {
+                            Error::internal("opening a client key failed", error)
+                        })?;
+                        let key =
+                            String::from_utf8(key.expose_secret().clone()).map_err(|error| {
+                                Error::internal("a stored client key is not text", error)
+                            })?;
                         ReceptiveAuth::Mtls {
                             client_cert,
                             client_key: SecretString::from(key),

@@ -209,35 +209,41 @@ impl App {
 
     /// Resolves a project reference (a numeric id, or a URL-decoded full path matched
     /// case-insensitively) that the caller can see.
-    pub async fn project_access(&self, caller: &Caller, project_ref: &str) -> Result<ProjectAccess, Error> {
+    pub async fn project_access(
+        &self,
+        caller: &Caller,
+        project_ref: &str,
+    ) -> Result<ProjectAccess, Error> {
         let project_ref = project_ref.to_owned();
         let user_id = caller.user.id;
         let is_admin = caller.user.is_admin;
         let found = self
-            .blocking(move |store| -> Result<Option<(Project, ProjectRole)>, StoreError> {
-                let project = if is_numeric_id(&project_ref) {
-                    match project_ref.parse::<u64>() {
-                        Ok(id) => store.project(id)?,
-                        Err(_) => None,
-                    }
-                } else if project_ref.contains('/') {
-                    store.project_by_full_path(&project_ref)?
-                } else {
-                    None
-                };
-                let Some(project) = project else {
-                    return Ok(None);
-                };
-                let role = if is_admin {
-                    ProjectRole::Admin
-                } else {
-                    match store.access_level(project.id, user_id)? {
-                        Some(level) => ProjectRole::Member(level),
-                        None => ProjectRole::NonMember,
-                    }
-                };
-                Ok(Some((project, role)))
-            })
+            .blocking(
+                move |store| -> Result<Option<(Project, ProjectRole)>, StoreError> {
+                    let project = if is_numeric_id(&project_ref) {
+                        match project_ref.parse::<u64>() {
+                            Ok(id) => store.project(id)?,
+                            Err(_) => None,
+                        }
+                    } else if project_ref.contains('/') {
+                        store.project_by_full_path(&project_ref)?
+                    } else {
+                        None
+                    };
+                    let Some(project) = project else {
+                        return Ok(None);
+                    };
+                    let role = if is_admin {
+                        ProjectRole::Admin
+                    } else {
+                        match store.access_level(project.id, user_id)? {
+                            Some(level) => ProjectRole::Member(level),
+                            None => ProjectRole::NonMember,
+                        }
+                    };
+                    Ok(Some((project, role)))
+                },
+            )
             .await??;
         match found {
             Some((project, role)) if role.can_read_project() => Ok(ProjectAccess {
@@ -283,6 +289,9 @@ mod tests {
     #[test]
     fn validation_errors_render_as_gitlab_bad_request() {
         let error = Error::Invalid(vec!["Name can't be blank".to_owned()]);
-        assert_eq!(error.to_string(), r#"400 Bad request - ["Name can't be blank"]"#);
+        assert_eq!(
+            error.to_string(),
+            r#"400 Bad request - ["Name can't be blank"]"#
+        );
     }
 }

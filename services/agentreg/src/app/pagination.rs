@@ -104,7 +104,12 @@ mod tests {
 
     #[test]
     fn huge_per_page_is_clamped_and_negative_is_default() {
-        assert_eq!(Pagination::new(None, Some(1_000_000_000_000)).unwrap().per_page(), 100);
+        assert_eq!(
+            Pagination::new(None, Some(1_000_000_000_000))
+                .unwrap()
+                .per_page(),
+            100
+        );
         assert_eq!(Pagination::new(None, Some(-5)).unwrap().per_page(), 20);
         assert_eq!(Pagination::new(Some(-2), None).unwrap().page(), 1);
     }
@@ -115,7 +120,10 @@ mod tests {
         assert_eq!(info.total_pages, 3);
         assert_eq!((info.prev_page, info.next_page), (Some(1), Some(3)));
         let empty = Pagination::new(None, None).unwrap().info(0);
-        assert_eq!((empty.total_pages, empty.next_page, empty.prev_page), (1, None, None));
+        assert_eq!(
+            (empty.total_pages, empty.next_page, empty.prev_page),
+            (1, None, None)
+        );
     }
 
     #[test]

@@ -50,7 +50,11 @@ pub struct UrlConfigurationView {
 impl App {
     /// The first checks of every URL-configuration route: the project, then the instance
     /// setting (`404 Not Found` when receptive agents are disabled).
-    pub async fn receptive_project(&self, caller: &Caller, project_ref: &str) -> Result<ReceptiveProject, Error> {
+    pub async fn receptive_project(
+        &self,
+        caller: &Caller,
+        project_ref: &str,
+    ) -> Result<ReceptiveProject, Error> {
         let access = self.project_access(caller, project_ref).await?;
         if !self.inner.config.receptive_agents_enabled {
             return Err(Error::NotFound);
@@ -138,7 +142,10 @@ impl App {
                 client_key,
             } => StoredUrlAuth::Mtls {
                 client_cert: client_cert.clone(),
-                sealed_client_key: self.inner.sealer.seal(client_key.expose_secret().as_bytes()),
+                sealed_client_key: self
+                    .inner
+                    .sealer
+                    .seal(client_key.expose_secret().as_bytes()),
             },
         };
         let new = NewUrlConfiguration {
@@ -157,7 +164,10 @@ impl App {
                 if let Ok(config) = &created {
                     let entry = AuditEntry {
                         event_name: "cluster_agent_url_configuration_created",
-                        message: format!("Created URL configuration for cluster agent '{}'", agent.name),
+                        message: format!(
+                            "Created URL configuration for cluster agent '{}'",
+                            agent.name
+                        ),
                         entity_type: URL_CONFIGURATION_ENTITY,
                         entity_id: config.id,
                         target_details: &config.url,
@@ -169,7 +179,9 @@ impl App {
             .await??;
         match created {
             Ok(config) => Ok(view(config)),
-            Err(CreateUrlConfigurationError::AlreadyExists) => Err(Error::BadRequest(ALREADY_EXISTS.to_owned())),
+            Err(CreateUrlConfigurationError::AlreadyExists) => {
+                Err(Error::BadRequest(ALREADY_EXISTS.to_owned()))
+            }
             Err(CreateUrlConfigurationError::AgentNotFound) => Err(Error::RecordNotFound),
             Err(CreateUrlConfigurationError::Store(error)) => Err(error.into()),
         }
@@ -197,11 +209,20 @@ impl App {
         let now = now_ms();
         let deleted = self
             .blocking(move |store| {
-                let deleted = store.delete_url_configuration(project_id, agent.id, config_id, precondition, now);
+                let deleted = store.delete_url_configuration(
+                    project_id,
+                    agent.id,
+                    config_id,
+                    precondition,
+                    now,
+                );
                 if let Ok(config) = &deleted {
                     let entry = AuditEntry {
                         event_name: "cluster_agent_url_configuration_deleted",
-                        message: format!("Deleted URL configuration for cluster agent '{}'", agent.name),
+                        message: format!(
+                            "Deleted URL configuration for cluster agent '{}'",
+                            agent.name
+                        ),
                         entity_type: URL_CONFIGURATION_ENTITY,
                         entity_id: config.id,
                         target_details: &config.url,

@@ -1,0 +1,190 @@
+//! `AgentService` and `AgentTokenService`.
+
+use super::pb::agent_service_server::AgentService;
+use super::pb::agent_token_service_server::AgentTokenService;
+use super::{caller, id, page_info, pagination, pb, status, timestamp, unmodified_since};
+use crate::app::agent_tokens::NewAgentTokenInput;
+use crate::app::agents::AgentDetails;
+use crate::app::{App, Intent};
+use agentreg_storage::agent_tokens::AgentToken;
+use secrecy::ExposeSecret;
+use tonic::{Request, Response, Status};
+
+pub struct AgentGrpc {
+    pub app: App,
+}
+
+pub struct AgentTokenGrpc {
+    pub app: App,
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentGrpc {
+    async fn list_agents(
+        &self,
+        request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Read).await?;
+        let request = request.into_inner();
+        let pagination = pagination(request.page)?;
+        let (agents, info) = self
+            .app
+            .list_agents(&caller, &request.project, pagination)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents.iter().map(agent).collect(),
+            page_info: Some(page_info(&info)),
+        }))
+    }
+
+    async fn get_agent(
+        &self,
+        request: Request<pb::GetAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let caller = caller(&self.app, &request, Intent::Read).await?;
+        let request = request.into_inner();
+        let details = self
+            .app
+            .agent(&caller, &request.project, request.agent_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(agent(&details)))
+    }
+
+    async fn create_agent(
+        &self,
+        request: Request<pb::CreateAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let request = request.into_inner();
+        let details = self
+            .app
+            .create_agent(&caller, &request.project, request.name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(agent(&details)))
+    }
+
+    async fn delete_agent(
+        &self,
+        request: Request<pb::DeleteAgentRequest>,
+    ) -> Result<Response<pb::DeleteAgentResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let request = request.into_inner();
+        let since = unmodified_since(request.if_unmodified_since);
+        self.app
+            .delete_agent(&caller, &request.project, request.agent_id, since)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteAgentResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl AgentTokenService for AgentTokenGrpc {
+    async fn list_agent_tokens(
+        &self,
+        request: Request<pb::ListAgentTokensRequest>,
+    ) -> Result<Response<pb::ListAgentTokensResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Read).await?;
+        let request = request.into_inner();
+        let pagination = pagination(request.page)?;
+        let (tokens, info) = self
+            .app
+            .list_agent_tokens(&caller, &request.project, request.agent_id, pagination)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListAgentTokensResponse {
+            tokens: tokens.iter().map(|t| token(t, false)).collect(),
+            page_info: Some(page_info(&info)),
+        }))
+    }
+
+    async fn get_agent_token(
+        &self,
+        request: Request<pb::GetAgentTokenRequest>,
+    ) -> Result<Response<pb::AgentToken>, Status> {
+        let caller = caller(&self.app, &request, Intent::Read).await?;
+        let request = request.into_inner();
+        let found = self
+            .app
+            .agent_token(
+                &caller,
+                &request.project,
+                request.agent_id,
+                request.token_id,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(token(&found, true)))
+    }
+
+    async fn create_agent_token(
+        &self,
+        request: Request<pb::CreateAgentTokenRequest>,
+    ) -> Result<Response<pb::AgentToken>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let request = request.into_inner();
+        let input = NewAgentTokenInput {
+            name: request.name,
+            description: request.description,
+        };
+        let created = self
+            .app
+            .create_agent_token(&caller, &request.project, request.agent_id, input)
+            .await
+            .map_err(status)?;
+        let mut response = token(&created.token, true);
+        response.token = Some(created.plaintext.expose_secret().to_owned());
+        Ok(Response::new(response))
+    }
+
+    async fn revoke_agent_token(
+        &self,
+        request: Request<pb::RevokeAgentTokenRequest>,
+    ) -> Result<Response<pb::RevokeAgentTokenResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let request = request.into_inner();
+        self.app
+            .revoke_agent_token(
+                &caller,
+                &request.project,
+                request.agent_id,
+                request.token_id,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RevokeAgentTokenResponse {}))
+    }
+}
+
+pub(super) fn agent(details: &AgentDetails) -> pb::Agent {
+    pb::Agent {
+        id: id(details.agent.id),
+        name: details.agent.name.clone(),
+        config_project: Some(super::identity::project(&details.project)),
+        created_at: Some(timestamp(details.agent.created_at_ms)),
+        created_by_user_id: details.agent.created_by_user_id.map(id),
+        is_receptive: details.agent.is_receptive(),
+    }
+}
+
+/// A token message; `with_last_used` mirrors REST's `AgentToken` versus `AgentTokenBasic`.
+fn token(token: &AgentToken, with_last_used: bool) -> pb::AgentToken {
+    pb::AgentToken {
+        id: id(token.id),
+        name: token.name.clone(),
+        description: token.description.clone(),
+        agent_id: id(token.agent_id),
+        status: if token.revoked { "revoked" } else { "active" }.to_owned(),
+        created_at: Some(timestamp(token.created_at_ms)),
+        created_by_user_id: token.created_by_user_id.map(id),
+        last_used_at: if with_last_used {
+            token.last_used_at_ms.map(timestamp)
+        } else {
+            None
+        },
+        token: None,
+    }
+}

@@ -1,0 +1,117 @@
+//! `UrlConfigurationService`. Like REST, the project and the instance setting are checked first.
+
+use super::pb::url_configuration_service_server::UrlConfigurationService;
+use super::{caller, id, pb, status, unmodified_since};
+use crate::app::url_configs::{NewUrlConfigurationInput, UrlConfigurationView};
+use crate::app::{App, Intent};
+use secrecy::SecretString;
+use tonic::{Request, Response, Status};
+
+pub struct UrlConfigurationGrpc {
+    pub app: App,
+}
+
+#[tonic::async_trait]
+impl UrlConfigurationService for UrlConfigurationGrpc {
+    async fn list_url_configurations(
+        &self,
+        request: Request<pb::ListUrlConfigurationsRequest>,
+    ) -> Result<Response<pb::ListUrlConfigurationsResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Read).await?;
+        let request = request.into_inner();
+        let project = self
+            .app
+            .receptive_project(&caller, &request.project)
+            .await
+            .map_err(status)?;
+        let configs = self
+            .app
+            .list_url_configurations(&project, request.agent_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListUrlConfigurationsResponse {
+            url_configurations: configs.into_iter().map(config).collect(),
+        }))
+    }
+
+    async fn get_url_configuration(
+        &self,
+        request: Request<pb::GetUrlConfigurationRequest>,
+    ) -> Result<Response<pb::UrlConfiguration>, Status> {
+        let caller = caller(&self.app, &request, Intent::Read).await?;
+        let request = request.into_inner();
+        let project = self
+            .app
+            .receptive_project(&caller, &request.project)
+            .await
+            .map_err(status)?;
+        let found = self
+            .app
+            .url_configuration(&project, request.agent_id, request.url_configuration_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(config(found)))
+    }
+
+    async fn create_url_configuration(
+        &self,
+        request: Request<pb::CreateUrlConfigurationRequest>,
+    ) -> Result<Response<pb::UrlConfiguration>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let request = request.into_inner();
+        let project = self
+            .app
+            .receptive_project(&caller, &request.project)
+            .await
+            .map_err(status)?;
+        let input = NewUrlConfigurationInput {
+            url: request.url,
+            client_cert: request.client_cert,
+            client_key: request.client_key.map(SecretString::from),
+            ca_cert: request.ca_cert,
+            tls_host: request.tls_host,
+        };
+        let created = self
+            .app
+            .create_url_configuration(&project, request.agent_id, input)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(config(created)))
+    }
+
+    async fn delete_url_configuration(
+        &self,
+        request: Request<pb::DeleteUrlConfigurationRequest>,
+    ) -> Result<Response<pb::DeleteUrlConfigurationResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let request = request.into_inner();
+        let project = self
+            .app
+            .receptive_project(&caller, &request.project)
+            .await
+            .map_err(status)?;
+        let since = unmodified_since(request.if_unmodified_since);
+        self.app
+            .delete_url_configuration(
+                &project,
+                request.agent_id,
+                request.url_configuration_id,
+                since,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteUrlConfigurationResponse {}))
+    }
+}
+
+fn config(view: UrlConfigurationView) -> pb::UrlConfiguration {
+    pb::UrlConfiguration {
+        id: id(view.id),
+        agent_id: id(view.agent_id),
+        url: view.url,
+        public_key: view.public_key,
+        client_cert: view.client_cert,
+        ca_cert: view.ca_cert,
+        tls_host: view.tls_host,
+    }
+}

@@ -1,0 +1,210 @@
+//! Building and running the service: `Application::build` opens the store, loads the secrets,
+//! creates the administrator on first start and binds both listeners (reporting their ports);
+//! `run_until` serves until the shutdown future resolves, drains in-flight requests and flushes.
+
+use crate::app::crypto::Sealer;
+use crate::app::internal::KasVerifier;
+use crate::app::{App, AppConfig};
+use crate::config::Settings;
+use crate::grpc::{self, pb};
+use crate::rest::{self, RestState};
+use crate::{secrets, telemetry};
+use agentreg_storage::{SecretHasher, Store};
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+/// The file that receives a generated root token on first start.
+pub const ROOT_TOKEN_FILE: &str = "initial_root_token";
+
+/// A built service whose listeners are bound.
+pub struct Application {
+    app: App,
+    settings: Settings,
+    http_listener: TcpListener,
+    grpc_listener: TcpListener,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Application::build_with_hasher(settings, SecretHasher::new()).await
+    }
+
+    /// Builds with a given hasher; tests use [`SecretHasher::insecure_for_tests`] only where
+    /// they hash in bulk.
+    pub async fn build_with_hasher(
+        settings: Settings,
+        hasher: SecretHasher,
+    ) -> anyhow::Result<Application> {
+        let data_dir = settings.data_dir.clone();
+        secrets::create_data_dir(&data_dir)?;
+        let kas_secret = secrets::kas_secret(settings.kas_secret_file.as_deref(), &data_dir)?;
+        let encryption_key =
+            secrets::encryption_key(settings.encryption_key_file.as_deref(), &data_dir)?;
+        let db_dir = data_dir.join("db");
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_dir))
+            .await
+            .context("opening the store")??;
+        let app = App::new(
+            store,
+            hasher,
+            AppConfig {
+                receptive_agents_enabled: settings.receptive_agents_enabled,
+            },
+            Sealer::new(&encryption_key),
+            KasVerifier::new(&kas_secret),
+        );
+        let chosen_token = settings.root_token.clone();
+        let chose_token = chosen_token.is_some();
+        if let Some(token) = app
+            .bootstrap_root(chosen_token)
+            .await
+            .context("creating the administrator")?
+        {
+            if chose_token {
+                tracing::info!("created user root with the token from AGENTREG_ROOT_TOKEN");
+            } else {
+                let path = data_dir.join(ROOT_TOKEN_FILE);
+                secrets::write_root_token(&path, &token)?;
+                tracing::info!(path = %path.display(), "created user root; its token is in this file");
+            }
+        }
+        let http_listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("binding the REST listener to {}", settings.http_addr))?;
+        let grpc_listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .with_context(|| format!("binding the gRPC listener to {}", settings.grpc_addr))?;
+        Ok(Application {
+            app,
+            settings,
+            http_listener,
+            grpc_listener,
+        })
+    }
+
+    pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.http_listener.local_addr()?)
+    }
+
+    pub fn grpc_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.grpc_listener.local_addr()?)
+    }
+
+    /// Serves REST and gRPC until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish, and flushes the store.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+
+        let router = rest::router(RestState {
+            app: self.app.clone(),
+            external_url: self.settings.external_url.clone(),
+        })
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(telemetry::http_span));
+        let http_stop = stop.clone();
+        let http = axum::serve(self.http_listener, router)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+
+        let grpc_routes = grpc_routes(&self.app).await?;
+        let grpc_stop = stop.clone();
+        let grpc = tonic::transport::Server::builder()
+            .add_routes(grpc_routes)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(self.grpc_listener),
+                async move { grpc_stop.cancelled().await },
+            );
+
+        let (http_result, grpc_result) = tokio::join!(http, grpc);
+        http_result.context("serving REST")?;
+        grpc_result.context("serving gRPC")?;
+        self.app
+            .flush()
+            .await
+            .context("flushing the store at shutdown")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Every gRPC service, with health and reflection (v1 and v1alpha).
+async fn grpc_routes(app: &App) -> anyhow::Result<tonic::service::Routes> {
+    use pb::agent_service_server::AgentServiceServer;
+    use pb::agent_token_service_server::AgentTokenServiceServer;
+    use pb::internal_service_server::InternalServiceServer;
+    use pb::meta_service_server::MetaServiceServer;
+    use pb::project_service_server::ProjectServiceServer;
+    use pb::url_configuration_service_server::UrlConfigurationServiceServer;
+    use pb::user_service_server::UserServiceServer;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for name in [
+        "agentreg.v1.MetaService",
+        "agentreg.v1.UserService",
+        "agentreg.v1.ProjectService",
+        "agentreg.v1.AgentService",
+        "agentreg.v1.AgentTokenService",
+        "agentreg.v1.UrlConfigurationService",
+        "agentreg.v1.InternalService",
+        "",
+    ] {
+        health_reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection v1")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building gRPC reflection v1alpha")?;
+
+    let intercept = grpc::extract_credentials;
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
+        .add_service(MetaServiceServer::with_interceptor(
+            grpc::MetaGrpc { app: app.clone() },
+            intercept,
+        ))
+        .add_service(UserServiceServer::with_interceptor(
+            grpc::UserGrpc { app: app.clone() },
+            intercept,
+        ))
+        .add_service(ProjectServiceServer::with_interceptor(
+            grpc::ProjectGrpc { app: app.clone() },
+            intercept,
+        ))
+        .add_service(AgentServiceServer::with_interceptor(
+            grpc::AgentGrpc { app: app.clone() },
+            intercept,
+        ))
+        .add_service(AgentTokenServiceServer::with_interceptor(
+            grpc::AgentTokenGrpc { app: app.clone() },
+            intercept,
+        ))
+        .add_service(UrlConfigurationServiceServer::with_interceptor(
+            grpc::UrlConfigurationGrpc { app: app.clone() },
+            intercept,
+        ))
+        .add_service(InternalServiceServer::new(grpc::InternalGrpc {
+            app: app.clone(),
+        }))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    Ok(routes.routes())
+}
