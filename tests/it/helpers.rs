@@ -1,0 +1,466 @@
+//! `TestApp`: the real application on ephemeral ports with a temporary data directory, plus
+//! typed REST and gRPC helpers. Logs are silent unless `TEST_LOG=1`.
+
+#![allow(
+    dead_code,
+    reason = "each test module uses a different subset of the helpers"
+)]
+
+use agentreg::config::Settings;
+use agentreg::grpc::pb;
+use agentreg::startup::Application;
+use base64::Engine as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// The administrator's token in every test instance.
+pub(crate) const ROOT_TOKEN: &str = "glpat-root-token-for-tests-0123456789";
+/// The raw KAS shared secret of every test instance.
+pub(crate) const KAS_SECRET: [u8; 32] = [42; 32];
+
+static TRACING: Once = Once::new();
+
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter("info")
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// A running application.
+pub(crate) struct TestApp {
+    pub(crate) base_url: String,
+    pub(crate) grpc_addr: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) channel: Channel,
+    pub(crate) data_dir: PathBuf,
+    _temp_dir: Option<tempfile::TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts an instance with default settings.
+    pub(crate) async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    /// Starts an instance after `configure` adjusts its settings.
+    pub(crate) async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let temp_dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp_dir.path().join("data");
+        let mut app = TestApp::start(&data_dir, configure).await;
+        app._temp_dir = Some(temp_dir);
+        app
+    }
+
+    /// Starts an instance on an existing data directory (after a restart).
+    pub(crate) async fn start(data_dir: &Path, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        init_tracing();
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let kas_file = data_dir.with_extension("kas_secret");
+        std::fs::write(
+            &kas_file,
+            base64::engine::general_purpose::STANDARD.encode(KAS_SECRET),
+        )
+        .expect("kas secret");
+        let mut settings = Settings::for_tests(data_dir);
+        settings.root_token = Some(ROOT_TOKEN.to_owned().into());
+        settings.kas_secret_file = Some(kas_file);
+        configure(&mut settings);
+        let application = Application::build(settings)
+            .await
+            .expect("application builds");
+        let http_addr = application.http_addr().expect("http addr");
+        let grpc_addr = application.grpc_addr().expect("grpc addr");
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(application.run_until(async move {
+            let _ = stop.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+            .expect("grpc uri")
+            .connect_lazy();
+        TestApp {
+            base_url: format!("http://{http_addr}"),
+            grpc_addr: grpc_addr.to_string(),
+            http: reqwest::Client::new(),
+            channel,
+            data_dir: data_dir.to_path_buf(),
+            _temp_dir: None,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+
+    /// Stops gracefully and waits until the store is flushed.
+    pub(crate) async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+        self._temp_dir.take()
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}/api/v4{path}", self.base_url)
+    }
+
+    /// A request with `PRIVATE-TOKEN`, or anonymous when `token` is `None`.
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, self.url(path));
+        match token {
+            Some(token) => builder.header("PRIVATE-TOKEN", token),
+            None => builder,
+        }
+    }
+
+    /// Sends a request and returns the status and the JSON body (`Null` when empty).
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let builder = self.request(method, path, token);
+        let builder = match body {
+            Some(body) => builder.json(&body),
+            None => builder,
+        };
+        let response = builder.send().await.expect("request sent");
+        read(response).await
+    }
+
+    pub(crate) async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub(crate) async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Creates a user with an `api` token (or the given scopes); returns (user id, token).
+    pub(crate) async fn user(&self, username: &str) -> (i64, String) {
+        self.user_with_scopes(username, &["api"]).await
+    }
+
+    pub(crate) async fn user_with_scopes(&self, username: &str, scopes: &[&str]) -> (i64, String) {
+        let (status, user) = self
+            .post(
+                "/users",
+                ROOT_TOKEN,
+                json!({"username": username, "name": username.to_uppercase(), "email": format!("{username}@example.com")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{user}");
+        let user_id = user["id"].as_i64().expect("user id");
+        let (status, token) = self
+            .post(
+                &format!("/users/{user_id}/personal_access_tokens"),
+                ROOT_TOKEN,
+                json!({"name": "test", "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{token}");
+        (user_id, token["token"].as_str().expect("token").to_owned())
+    }
+
+    /// Creates a project owned by the holder of `token`; returns its id.
+    pub(crate) async fn project(&self, token: &str, name: &str) -> i64 {
+        let (status, project) = self.post("/projects", token, json!({"name": name})).await;
+        assert_eq!(status, StatusCode::CREATED, "{project}");
+        project["id"].as_i64().expect("project id")
+    }
+
+    pub(crate) async fn add_member(&self, project_id: i64, user_id: i64, access_level: i64) {
+        let (status, body) = self
+            .post(
+                &format!("/projects/{project_id}/members"),
+                ROOT_TOKEN,
+                json!({"user_id": user_id, "access_level": access_level}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// A new user with the given role in the project; returns their token.
+    pub(crate) async fn member(
+        &self,
+        project_id: i64,
+        username: &str,
+        access_level: i64,
+    ) -> String {
+        let (user_id, token) = self.user(username).await;
+        self.add_member(project_id, user_id, access_level).await;
+        token
+    }
+
+    /// Registers an agent as root; returns its id.
+    pub(crate) async fn agent(&self, project_id: i64, name: &str) -> i64 {
+        let (status, agent) = self
+            .post(
+                &format!("/projects/{project_id}/cluster_agents"),
+                ROOT_TOKEN,
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{agent}");
+        agent["id"].as_i64().expect("agent id")
+    }
+
+    /// Creates an agent token as root; returns (token id, secret).
+    pub(crate) async fn agent_token(
+        &self,
+        project_id: i64,
+        agent_id: i64,
+        name: &str,
+    ) -> (i64, String) {
+        let (status, token) = self
+            .post(
+                &format!("/projects/{project_id}/cluster_agents/{agent_id}/tokens"),
+                ROOT_TOKEN,
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{token}");
+        (
+            token["id"].as_i64().expect("token id"),
+            token["token"].as_str().expect("secret").to_owned(),
+        )
+    }
+
+    /// A valid agent-server JWT for this instance.
+    pub(crate) fn kas_jwt(&self) -> String {
+        kas_jwt_signed_with(&KAS_SECRET)
+    }
+
+    /// `GET /internal/agents/agentk/agent_info` with a valid KAS JWT.
+    pub(crate) async fn agent_info(&self, agent_token: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url("/internal/agents/agentk/agent_info"))
+            .header("Gitlab-Kas-Api-Request", self.kas_jwt())
+            .header("Gitlab-Agent-Api-Request", agent_token)
+            .send()
+            .await
+            .expect("request sent");
+        read(response).await
+    }
+
+    pub(crate) fn grpc_agents(
+        &self,
+        token: &str,
+    ) -> pb::agent_service_client::AgentServiceClient<InterceptedService<Channel, WithToken>> {
+        pb::agent_service_client::AgentServiceClient::with_interceptor(
+            self.channel.clone(),
+            WithToken::new(token),
+        )
+    }
+
+    pub(crate) fn grpc_tokens(
+        &self,
+        token: &str,
+    ) -> pb::agent_token_service_client::AgentTokenServiceClient<
+        InterceptedService<Channel, WithToken>,
+    > {
+        pb::agent_token_service_client::AgentTokenServiceClient::with_interceptor(
+            self.channel.clone(),
+            WithToken::new(token),
+        )
+    }
+
+    pub(crate) fn grpc_url_configs(
+        &self,
+        token: &str,
+    ) -> pb::url_configuration_service_client::UrlConfigurationServiceClient<
+        InterceptedService<Channel, WithToken>,
+    > {
+        pb::url_configuration_service_client::UrlConfigurationServiceClient::with_interceptor(
+            self.channel.clone(),
+            WithToken::new(token),
+        )
+    }
+
+    pub(crate) fn grpc_projects(
+        &self,
+        token: &str,
+    ) -> pb::project_service_client::ProjectServiceClient<InterceptedService<Channel, WithToken>>
+    {
+        pb::project_service_client::ProjectServiceClient::with_interceptor(
+            self.channel.clone(),
+            WithToken::new(token),
+        )
+    }
+
+    pub(crate) fn grpc_users(
+        &self,
+        token: &str,
+    ) -> pb::user_service_client::UserServiceClient<InterceptedService<Channel, WithToken>> {
+        pb::user_service_client::UserServiceClient::with_interceptor(
+            self.channel.clone(),
+            WithToken::new(token),
+        )
+    }
+
+    pub(crate) fn grpc_meta(
+        &self,
+        token: &str,
+    ) -> pb::meta_service_client::MetaServiceClient<InterceptedService<Channel, WithToken>> {
+        pb::meta_service_client::MetaServiceClient::with_interceptor(
+            self.channel.clone(),
+            WithToken::new(token),
+        )
+    }
+
+    /// The internal service, with the KAS JWT and (optionally) an agent token in the metadata.
+    pub(crate) fn grpc_internal(
+        &self,
+        kas_jwt: Option<String>,
+        agent_token: Option<&str>,
+    ) -> pb::internal_service_client::InternalServiceClient<InterceptedService<Channel, WithMetadata>>
+    {
+        let mut pairs = Vec::new();
+        if let Some(jwt) = kas_jwt {
+            pairs.push(("gitlab-kas-api-request", jwt));
+        }
+        if let Some(token) = agent_token {
+            pairs.push(("gitlab-agent-api-request", token.to_owned()));
+        }
+        pb::internal_service_client::InternalServiceClient::with_interceptor(
+            self.channel.clone(),
+            WithMetadata(pairs),
+        )
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Reads a response's status and JSON body (`Null` when empty).
+pub(crate) async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let bytes = response.bytes().await.expect("body read");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    (status, body)
+}
+
+/// An HS256 JWT with issuer `gitlab-kas` and audience `gitlab`.
+pub(crate) fn kas_jwt_signed_with(secret: &[u8]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = json!({"iss": "gitlab-kas", "aud": "gitlab", "iat": now, "exp": now + 60});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("jwt encodes")
+}
+
+/// Adds `private-token` metadata to every call.
+#[derive(Clone)]
+pub(crate) struct WithToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl WithToken {
+    fn new(token: &str) -> WithToken {
+        WithToken(token.parse().expect("ascii token"))
+    }
+}
+
+impl Interceptor for WithToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("private-token", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// Adds fixed metadata to every call.
+#[derive(Clone)]
+pub(crate) struct WithMetadata(Vec<(&'static str, String)>);
+
+impl Interceptor for WithMetadata {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        for (key, value) in &self.0 {
+            request
+                .metadata_mut()
+                .insert(*key, value.parse().expect("ascii metadata"));
+        }
+        Ok(request)
+    }
+}
+
+/// The status of a gRPC error and its message.
+pub(crate) fn grpc_error<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+) -> (tonic::Code, String) {
+    let status = result.expect_err("the call should fail");
+    (status.code(), status.message().to_owned())
+}
+
+/// Every file under `dir`, recursively, as bytes.
+pub(crate) fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read file");
+                files.push((path, bytes));
+            }
+        }
+    }
+    files
+}
+
+/// Whether `needle` occurs anywhere in any file under `dir`.
+pub(crate) fn data_dir_contains(dir: &Path, needle: &[u8]) -> bool {
+    files_under(dir)
+        .iter()
+        .any(|(_, bytes)| bytes.windows(needle.len()).any(|window| window == needle))
+}
