@@ -101,6 +101,7 @@ impl Store {
         };
         let encoded = encode(&record);
         let handle_key = new.handle.as_str().as_bytes().to_vec();
+        let _writing = self.writing();
         let trees = &self.trees;
         finish_tx(
             (
@@ -186,6 +187,7 @@ impl Store {
         agent_id: u64,
         token_id: u64,
     ) -> Result<AgentToken, RevokeAgentTokenError> {
+        let _writing = self.writing();
         let trees = &self.trees;
         let record = finish_tx((&trees.agent_token_sets, &trees.agent_tokens).transaction(
             |(token_sets, tokens)| {
@@ -238,6 +240,7 @@ impl Store {
     /// not flushed on its own: last-use times are advisory, and the next flush (at most half a
     /// second later, or at shutdown) makes them durable.
     pub fn record_agent_token_use(&self, uses: &[(u64, i64)]) -> Result<(), StoreError> {
+        let _writing = self.writing();
         let trees = &self.trees;
         finish_tx::<_, StoreError>(
             (&trees.agent_tokens, &trees.agent_token_last_used).transaction(

@@ -86,6 +86,7 @@ impl Store {
         let encoded = encode(&record);
         let token_set = encode(&v1::AgentTokenSet::default());
         let name_key = agent_name_key(project_id, name.as_str());
+        let _writing = self.writing();
         let trees = &self.trees;
         finish_tx(
             (
@@ -174,6 +175,7 @@ impl Store {
         agent_id: u64,
         precondition: Option<UnmodifiedSince>,
     ) -> Result<DeletedAgent, DeleteAgentError> {
+        let _writing = self.writing();
         let trees = &self.trees;
         let deleted = finish_tx(
             (

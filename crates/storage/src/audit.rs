@@ -42,6 +42,7 @@ impl Store {
             details: event.details,
             created_at_ms: now_ms,
         };
+        let _writing = self.writing();
         self.trees
             .audit_events
             .insert(pair_key(event.project_id, id), encode(&record))

@@ -132,6 +132,7 @@ impl Store {
         let encoded = encode(&record);
         let username_key = folded_key(identity.username());
         let email_key = folded_key(identity.email());
+        let _writing = self.writing();
         let trees = &self.trees;
         finish_tx(
             (&trees.users, &trees.usernames, &trees.user_emails).transaction(
@@ -195,6 +196,7 @@ impl Store {
         };
         let encoded = encode(&record);
         let handle_key = new.handle.as_str().as_bytes().to_vec();
+        let _writing = self.writing();
         let trees = &self.trees;
         finish_tx((&trees.users, &trees.pats, &trees.pat_handles).transaction(
             |(users, pats, handles)| {
@@ -260,6 +262,7 @@ impl Store {
             access_level: AccessLevel::Owner.value(),
             created_at_ms: now_ms,
         });
+        let _writing = self.writing();
         let trees = &self.trees;
         finish_tx(
             (&trees.projects, &trees.project_paths, &trees.members).transaction(
@@ -340,6 +343,7 @@ impl Store {
             created_at_ms: now_ms,
         };
         let encoded = encode(&record);
+        let _writing = self.writing();
         let trees = &self.trees;
         let user = finish_tx(
             (&trees.users, &trees.members).transaction(|(users, members)| {

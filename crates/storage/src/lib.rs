@@ -9,6 +9,7 @@
 pub mod agent_tokens;
 pub mod agents;
 pub mod audit;
+pub mod backup;
 pub mod hashing;
 pub mod identity;
 mod records;
@@ -60,6 +61,9 @@ pub struct OpenError {
 pub struct Store {
     db: sled::Db,
     trees: Trees,
+    /// Writers hold it shared; a snapshot holds it exclusively, so that it sees no write half
+    /// done across trees.
+    gate: std::sync::Arc<std::sync::RwLock<()>>,
 }
 
 #[derive(Clone)]
@@ -125,7 +129,19 @@ impl Store {
             url_configurations: db.open_tree(schema::URL_CONFIGURATIONS)?,
             audit_events: db.open_tree(schema::AUDIT_EVENTS)?,
         };
-        Ok(Store { db, trees })
+        Ok(Store {
+            db,
+            trees,
+            gate: std::sync::Arc::default(),
+        })
+    }
+
+    /// Held by every write for the span of its transaction; see [`Store::write_snapshot`].
+    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        // The guarded data is `()`, so a poisoned lock holds nothing inconsistent.
+        self.gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Makes every write so far durable.

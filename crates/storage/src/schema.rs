@@ -39,6 +39,28 @@ pub(crate) const URL_CONFIGURATIONS: &str = "url_configurations";
 /// project id ++ audit event id → `records::v1::AuditEvent`.
 pub(crate) const AUDIT_EVENTS: &str = "audit_events";
 
+/// Every tree, in snapshot order.
+pub(crate) const ALL_TREES: [&str; 18] = [
+    META,
+    USERS,
+    USERNAMES,
+    USER_EMAILS,
+    PATS,
+    PAT_HANDLES,
+    PROJECTS,
+    PROJECT_PATHS,
+    MEMBERS,
+    AGENTS,
+    AGENT_NAMES,
+    PROJECT_AGENT_COUNTS,
+    AGENT_TOKEN_SETS,
+    AGENT_TOKENS,
+    AGENT_TOKEN_HANDLES,
+    AGENT_TOKEN_LAST_USED,
+    URL_CONFIGURATIONS,
+    AUDIT_EVENTS,
+];
+
 /// The id counters.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum IdKind {

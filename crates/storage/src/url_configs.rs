@@ -112,6 +112,7 @@ impl Store {
             created_at_ms: now_ms,
         };
         let encoded = encode(&record);
+        let _writing = self.writing();
         let trees = &self.trees;
         finish_tx(
             (&trees.agents, &trees.url_configurations).transaction(|(agents, configs)| {
@@ -181,6 +182,7 @@ impl Store {
         precondition: Option<UnmodifiedSince>,
         now_ms: i64,
     ) -> Result<UrlConfiguration, DeleteUrlConfigurationError> {
+        let _writing = self.writing();
         let trees = &self.trees;
         let record = finish_tx((&trees.agents, &trees.url_configurations).transaction(
             |(agents, configs)| {

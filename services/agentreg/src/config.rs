@@ -19,6 +19,32 @@ pub struct Cli {
 pub enum Command {
     /// Serve the REST API and the gRPC API until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
+    /// Write a consistent, versioned snapshot of a stopped service's database to a file.
+    /// (While the service runs, use `GET /api/v4/admin/snapshot` as an administrator.)
+    Backup(BackupArgs),
+    /// Restore a snapshot into an empty data directory.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// Data directory of the (stopped) service
+    #[arg(long, env = "AGENTREG_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// File to write; it is created with mode 0600 and must not exist
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// Snapshot file written by `agentreg backup` or the snapshot route
+    #[arg(long = "in")]
+    pub input: PathBuf,
+    /// Data directory to create; it must be absent or empty. Copy `encryption_key` and
+    /// `kas_secret` into it too (snapshots do not contain them).
+    #[arg(long)]
+    pub data_dir: PathBuf,
 }
 
 /// Every setting of `agentreg serve`. Unset values come from the config file, then the defaults.

@@ -7,5 +7,6 @@ pub mod config;
 pub mod grpc;
 pub mod rest;
 pub mod secrets;
+pub mod snapshots;
 pub mod startup;
 pub mod telemetry;

@@ -21,7 +21,31 @@ async fn main() -> anyhow::Result<()> {
             );
             application.run_until(shutdown_signal()).await
         }
+        Command::Backup(args) => {
+            let summary = agentreg::snapshots::backup(&args.data_dir, &args.out)?;
+            report(&format!(
+                "wrote {} ({} trees, {} entries)",
+                args.out.display(),
+                summary.n_trees,
+                summary.n_entries
+            ))
+        }
+        Command::Restore(args) => {
+            let summary = agentreg::snapshots::restore(&args.input, &args.data_dir)?;
+            report(&format!(
+                "restored {} trees, {} entries into {}",
+                summary.n_trees,
+                summary.n_entries,
+                args.data_dir.display()
+            ))
+        }
     }
+}
+
+/// Prints a one-line result of a command-line operation.
+fn report(line: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout(), "{line}").context("writing to stdout")
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

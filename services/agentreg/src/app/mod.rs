@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod identity;
 pub mod internal;
 pub mod pagination;
+mod snapshot;
 pub mod url_configs;
 
 use agentreg_domain::access::ProjectRole;

@@ -2,6 +2,7 @@
 //! bodies and pagination headers over the app layer. Handlers decode, call one app operation and
 //! render; `ApiError` is the one mapping from app errors to GitLab's error responses.
 
+mod admin;
 mod agent_tokens;
 mod agents;
 mod dto;
@@ -34,6 +35,7 @@ pub fn router(state: RestState) -> Router {
     let agents = "/api/v4/projects/{id}/cluster_agents";
     Router::new()
         .route("/api/v4/version", get(identity::version))
+        .route("/api/v4/admin/snapshot", get(admin::snapshot))
         .route("/api/v4/user", get(identity::current_user))
         .route("/api/v4/users", axum::routing::post(identity::create_user))
         .route(
