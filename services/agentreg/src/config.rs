@@ -80,6 +80,18 @@ pub struct ServeArgs {
     /// Serve the receptive-agent URL-configuration routes [default: true]
     #[arg(long, env = "AGENTREG_RECEPTIVE_AGENTS_ENABLED")]
     pub receptive_agents_enabled: Option<bool>,
+    /// PEM certificate chain: with --tls-key, both listeners serve TLS
+    #[arg(long, env = "AGENTREG_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "AGENTREG_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve /metrics on this address instead of on the REST listener
+    #[arg(long, env = "AGENTREG_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Failed authentications a client address may make per minute before it gets 429 [default: 30]
+    #[arg(long, env = "AGENTREG_AUTH_FAILURES_PER_MINUTE")]
+    pub auth_failures_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -102,7 +114,21 @@ pub struct Settings {
     pub receptive_agents_enabled: bool,
     /// `AGENTREG_ROOT_TOKEN`: the administrator's token to create on first start.
     pub root_token: Option<secrecy::SecretString>,
+    /// A certificate chain and key: both listeners serve TLS.
+    pub tls: Option<TlsFiles>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub auth_failures_per_minute: u32,
 }
+
+/// The PEM files of the listeners' TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The default of `--auth-failures-per-minute`.
+pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 30;
 
 /// The config file's shape: the same settings, all optional.
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +142,10 @@ struct FileSettings {
     kas_secret_file: Option<PathBuf>,
     encryption_key_file: Option<PathBuf>,
     receptive_agents_enabled: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    metrics_addr: Option<SocketAddr>,
+    auth_failures_per_minute: Option<u32>,
 }
 
 /// The settings could not be resolved.
@@ -137,6 +167,8 @@ pub enum SettingsError {
     RootTokenTooShort,
     #[error("external URL {0:?} must start with http:// or https://")]
     ExternalUrl(String),
+    #[error("TLS needs both a certificate and a key")]
+    IncompleteTls,
 }
 
 /// The shortest root token accepted from `AGENTREG_ROOT_TOKEN`.
@@ -187,6 +219,19 @@ impl Settings {
                 .or(file.receptive_agents_enabled)
                 .unwrap_or(true),
             root_token,
+            tls: match (
+                args.tls_cert.or(file.tls_cert),
+                args.tls_key.or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                (Some(_), None) | (None, Some(_)) => return Err(SettingsError::IncompleteTls),
+            },
+            metrics_addr: args.metrics_addr.or(file.metrics_addr),
+            auth_failures_per_minute: args
+                .auth_failures_per_minute
+                .or(file.auth_failures_per_minute)
+                .unwrap_or(DEFAULT_AUTH_FAILURES_PER_MINUTE),
         })
     }
 
@@ -202,6 +247,9 @@ impl Settings {
             encryption_key_file: None,
             receptive_agents_enabled: true,
             root_token: None,
+            tls: None,
+            metrics_addr: None,
+            auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
         }
     }
 }

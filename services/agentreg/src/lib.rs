@@ -5,6 +5,7 @@
 pub mod app;
 pub mod config;
 pub mod grpc;
+pub mod metrics;
 pub mod rest;
 pub mod secrets;
 pub mod snapshots;

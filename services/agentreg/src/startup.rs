@@ -5,14 +5,19 @@
 use crate::app::crypto::Sealer;
 use crate::app::internal::KasVerifier;
 use crate::app::{App, AppConfig};
-use crate::config::Settings;
+use crate::config::{Settings, TlsFiles};
 use crate::grpc::{self, pb};
+use crate::metrics::{self, Metrics};
 use crate::rest::{self, RestState};
 use crate::{secrets, telemetry};
 use agentreg_storage::{SecretHasher, Store};
 use anyhow::Context;
+use axum::routing::get;
+use axum::{Router, middleware};
+use axum_server::tls_rustls::RustlsConfig;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -106,28 +111,61 @@ impl Application {
             shutdown.await;
             trigger.cancel();
         });
+        let tls = match &self.settings.tls {
+            Some(files) => Some(tls_config(files).await?),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let metrics_route = Router::new()
+            .route("/metrics", get(metrics::serve_metrics))
+            .with_state((metrics.clone(), self.app.clone()));
 
-        let router = rest::router(RestState {
+        let mut rest_router = rest::router(RestState {
             app: self.app.clone(),
             external_url: self.settings.external_url.clone(),
-        })
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(telemetry::http_span));
-        let http_stop = stop.clone();
-        let http = axum::serve(self.http_listener, router)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
-
-        let grpc_routes = grpc_routes(&self.app).await?;
-        let grpc_stop = stop.clone();
-        let grpc = tonic::transport::Server::builder()
-            .add_routes(grpc_routes)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(self.grpc_listener),
-                async move { grpc_stop.cancelled().await },
+        });
+        let metrics_listener = match self.settings.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener to {addr}"))?,
+            ),
+            None => {
+                rest_router = rest_router.merge(metrics_route.clone());
+                None
+            }
+        };
+        let rest_router = rest_router
+            .layer(middleware::from_fn_with_state(
+                metrics.clone(),
+                metrics::track_rest,
+            ))
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http().make_span_with(telemetry::http_span),
             );
+        let grpc_router =
+            grpc_routes(&self.app)
+                .await?
+                .into_axum_router()
+                .layer(middleware::from_fn_with_state(
+                    metrics.clone(),
+                    metrics::track_grpc,
+                ));
 
-        let (http_result, grpc_result) = tokio::join!(http, grpc);
-        http_result.context("serving REST")?;
+        let metrics_server = async {
+            match metrics_listener {
+                Some(listener) => serve(listener, metrics_route, None, stop.clone()).await,
+                None => Ok(()),
+            }
+        };
+        let (rest_result, grpc_result, metrics_result) = tokio::join!(
+            serve(self.http_listener, rest_router, tls.clone(), stop.clone()),
+            serve(self.grpc_listener, grpc_router, tls, stop.clone()),
+            metrics_server,
+        );
+        rest_result.context("serving REST")?;
         grpc_result.context("serving gRPC")?;
+        metrics_result.context("serving metrics")?;
         self.app
             .flush()
             .await
@@ -135,6 +173,52 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Serves `router` on `listener`, with TLS when configured, until `stop` is cancelled; then
+/// finishes the requests in flight.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<RustlsConfig>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await?;
+        }
+        Some(config) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                stopper.graceful_shutdown(None);
+            });
+            axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, config)?
+                .handle(handle)
+                .serve(service)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The listeners' TLS identity, with ALPN for HTTP/2 (gRPC) and HTTP/1.1.
+async fn tls_config(files: &TlsFiles) -> anyhow::Result<RustlsConfig> {
+    // Installing the process-wide provider fails only if one is installed already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    RustlsConfig::from_pem_file(&files.cert, &files.key)
+        .await
+        .with_context(|| {
+            format!(
+                "loading TLS certificate {} and key {}",
+                files.cert.display(),
+                files.key.display()
+            )
+        })
 }
 
 /// Every gRPC service, with health and reflection (v1 and v1alpha).

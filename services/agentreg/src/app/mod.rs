@@ -138,6 +138,14 @@ impl AuthCounters {
     }
 }
 
+/// How many of each record exist, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub agents: usize,
+    pub active_agent_tokens: usize,
+    pub url_configurations: usize,
+}
+
 /// The application: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct App {
@@ -187,6 +195,20 @@ impl App {
 
     pub fn counters(&self) -> &AuthCounters {
         &self.inner.counters
+    }
+
+    /// The numbers of agents, active tokens and URL configurations.
+    pub async fn inventory(&self) -> Result<Inventory, Error> {
+        let inventory = self
+            .blocking(|store| -> Result<Inventory, StoreError> {
+                Ok(Inventory {
+                    agents: store.count_agents(),
+                    active_agent_tokens: store.count_active_agent_tokens()?,
+                    url_configurations: store.count_url_configurations(),
+                })
+            })
+            .await??;
+        Ok(inventory)
     }
 
     /// Makes every write durable; used at shutdown.

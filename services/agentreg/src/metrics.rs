@@ -1,0 +1,229 @@
+//! Prometheus metrics at `GET /metrics`: request counts and a latency histogram per route,
+//! protocol and status (REST and gRPC), the numbers of agents, active tokens and URL
+//! configurations, and authentication counters (argon2 verifications, cache hits, failures).
+
+use crate::app::{App, Inventory};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The labels of request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    protocol: &'static str,
+    route: String,
+    status: String,
+}
+
+/// Every metric, and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram>,
+    state: Arc<Mutex<ScrapeState>>,
+}
+
+/// Values read from the app just before each scrape.
+#[derive(Debug, Default, Clone)]
+struct ScrapeState {
+    inventory: Inventory,
+    argon2_verifications: u64,
+    cache_hits: u64,
+    authentication_failures: u64,
+}
+
+#[derive(Debug)]
+struct AppCollector(Arc<Mutex<ScrapeState>>);
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms to about 8 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RequestLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "agentreg_requests",
+            "Requests handled, by protocol, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "agentreg_request_duration_seconds",
+            "Time to handle a request, by protocol, route and status",
+            latency.clone(),
+        );
+        let state = Arc::new(Mutex::new(ScrapeState::default()));
+        registry.register_collector(Box::new(AppCollector(state.clone())));
+        Metrics {
+            registry,
+            requests,
+            latency,
+            state,
+        }
+    }
+
+    fn observe(&self, protocol: &'static str, route: String, status: String, seconds: f64) {
+        let labels = RequestLabels {
+            protocol,
+            route,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(seconds);
+    }
+
+    /// The text exposition, with the app's current numbers.
+    pub async fn render(&self, app: &App) -> Result<String, crate::app::Error> {
+        let inventory = app.inventory().await?;
+        let counters = app.counters();
+        {
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *state = ScrapeState {
+                inventory,
+                argon2_verifications: counters.argon2_verifications.load(Ordering::Relaxed),
+                cache_hits: counters.cache_hits.load(Ordering::Relaxed),
+                authentication_failures: counters.failures.load(Ordering::Relaxed),
+            };
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(|error| crate::app::Error::internal("encoding metrics failed", error))?;
+        Ok(text)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Collector for AppCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let state = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let gauges = [
+            (
+                "agentreg_agents",
+                "Registered agents",
+                state.inventory.agents,
+            ),
+            (
+                "agentreg_active_agent_tokens",
+                "Active agent tokens",
+                state.inventory.active_agent_tokens,
+            ),
+            (
+                "agentreg_url_configurations",
+                "URL configurations of receptive agents",
+                state.inventory.url_configurations,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)?;
+        }
+        let counters = [
+            (
+                "agentreg_argon2_verifications",
+                "Token verifications that ran argon2",
+                state.argon2_verifications,
+            ),
+            (
+                "agentreg_token_cache_hits",
+                "Token authentications served from the cache",
+                state.cache_hits,
+            ),
+            (
+                "agentreg_authentication_failures",
+                "Failed authentications",
+                state.authentication_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// Middleware recording every REST request under its route template.
+pub async fn track_rest(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics.observe("rest", route, status, started.elapsed().as_secs_f64());
+    response
+}
+
+/// Middleware recording every gRPC call under its method and `grpc-status` (0 when the status
+/// travels in the trailers, which only successful unary calls do).
+pub async fn track_grpc(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let route = if path.starts_with("/agentreg.v1.") || path.starts_with("/grpc.") {
+        path.to_owned()
+    } else {
+        "unmatched".to_owned()
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("0")
+        .to_owned();
+    metrics.observe("grpc", route, status, started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`.
+pub async fn serve_metrics(State((metrics, app)): State<(Arc<Metrics>, App)>) -> Response {
+    match metrics.render(&app).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => crate::rest::ApiError::App(error).into_response(),
+    }
+}
