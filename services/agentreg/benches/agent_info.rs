@@ -12,7 +12,12 @@
 //! the same run, because machines here are noisy. `BENCH_ROUNDS`, `BENCH_SECONDS` and
 //! `BENCH_CONCURRENCY` override the defaults.
 
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, reason = "benchmark binary")]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "benchmark binary"
+)]
 
 use agentreg::config::Settings;
 use agentreg::startup::Application;
@@ -22,7 +27,10 @@ use std::time::{Duration, Instant};
 const ROOT_TOKEN: &str = "glpat-benchmark-root-token-0123456789";
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -34,7 +42,11 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let kas_file = dir.path().join("kas_secret");
     let kas_secret = [7u8; 32];
-    std::fs::write(&kas_file, base64::engine::general_purpose::STANDARD.encode(kas_secret)).unwrap();
+    std::fs::write(
+        &kas_file,
+        base64::engine::general_purpose::STANDARD.encode(kas_secret),
+    )
+    .unwrap();
     let mut settings = Settings::for_tests(&dir.path().join("data"));
     settings.root_token = Some(ROOT_TOKEN.to_owned().into());
     settings.kas_secret_file = Some(kas_file);
@@ -42,9 +54,17 @@ async fn main() {
     let base = format!("http://{}/api/v4", application.http_addr().unwrap());
     tokio::spawn(application.run_until(std::future::pending()));
 
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
     let jwt = kas_jwt(&kas_secret);
-    let project: serde_json::Value = post(&http, &format!("{base}/projects"), serde_json::json!({"name": "bench"})).await;
+    let project: serde_json::Value = post(
+        &http,
+        &format!("{base}/projects"),
+        serde_json::json!({"name": "bench"}),
+    )
+    .await;
     let project_id = project["id"].as_i64().unwrap();
 
     // Enough fresh tokens for the uncached runs: two per agent, each used once.
@@ -72,7 +92,11 @@ async fn main() {
     let agent_info = format!("{base}/internal/agents/agentk/agent_info");
     let version = format!("{base}/version");
 
-    let mut results: Vec<(&str, Vec<f64>)> = vec![("baseline", vec![]), ("cached", vec![]), ("uncached", vec![])];
+    let mut results: Vec<(&str, Vec<f64>)> = vec![
+        ("baseline", vec![]),
+        ("cached", vec![]),
+        ("uncached", vec![]),
+    ];
     for round in 0..rounds {
         let duration = Duration::from_secs(seconds);
         let baseline = run(concurrency, duration, |_| {
@@ -92,16 +116,24 @@ async fn main() {
                 .header("Gitlab-Agent-Api-Request", token)
         })
         .await;
-        println!("round {round}: baseline {baseline:.0} req/s, cached {cached:.0} req/s, uncached {uncached:.1} req/s");
+        println!(
+            "round {round}: baseline {baseline:.0} req/s, cached {cached:.0} req/s, uncached {uncached:.1} req/s"
+        );
         results[0].1.push(baseline);
         results[1].1.push(cached);
         results[2].1.push(uncached);
     }
-    let medians: Vec<(&str, f64)> = results.iter().map(|(name, values)| (*name, median(values))).collect();
+    let medians: Vec<(&str, f64)> = results
+        .iter()
+        .map(|(name, values)| (*name, median(values)))
+        .collect();
     let baseline = medians[0].1;
     println!("\nmedian over {rounds} rounds, {concurrency} concurrent clients:");
     for (name, value) in &medians {
-        println!("  {name:<9} {value:>10.1} req/s  ({:.3} x baseline)", value / baseline);
+        println!(
+            "  {name:<9} {value:>10.1} req/s  ({:.3} x baseline)",
+            value / baseline
+        );
     }
     println!("  cached / uncached = {:.0} x", medians[1].1 / medians[2].1);
 }
@@ -136,7 +168,9 @@ async fn run_each(
 ) -> f64 {
     let started = Instant::now();
     let request = &request;
-    let chunks: Vec<&[String]> = items.chunks(items.len().div_ceil(concurrency).max(1)).collect();
+    let chunks: Vec<&[String]> = items
+        .chunks(items.len().div_ceil(concurrency).max(1))
+        .collect();
     futures::future::join_all(chunks.into_iter().map(|chunk| async move {
         for item in chunk {
             let response = request(item).send().await.unwrap();
@@ -149,8 +183,18 @@ async fn run_each(
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: serde_json::Value) -> serde_json::Value {
-    let response = http.post(url).header("PRIVATE-TOKEN", ROOT_TOKEN).json(&body).send().await.unwrap();
-    assert!(response.status().is_success(), "{url}: {}", response.status());
+    let response = http
+        .post(url)
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
     response.json().await.unwrap()
 }
 
@@ -161,8 +205,12 @@ fn median(values: &[f64]) -> f64 {
 }
 
 fn kas_jwt(secret: &[u8]) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let claims = serde_json::json!({"iss": "gitlab-kas", "aud": "gitlab", "iat": now, "exp": now + 3600});
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims =
+        serde_json::json!({"iss": "gitlab-kas", "aud": "gitlab", "iat": now, "exp": now + 3600});
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,

@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the REST API and the gRPC API until SIGTERM or Ctrl-C.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a consistent, versioned snapshot of a stopped service's database to a file.
     /// (While the service runs, use `GET /api/v4/admin/snapshot` as an administrator.)
     Backup(BackupArgs),

@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let root_token = std::env::var("AGENTREG_ROOT_TOKEN").ok();
-            let settings = Settings::resolve(args, root_token).context("resolving settings")?;
+            let settings = Settings::resolve(*args, root_token).context("resolving settings")?;
             agentreg::telemetry::init(settings.log_format);
             let application = Application::build(settings).await?;
             tracing::info!(
