@@ -1,6 +1,12 @@
 //! End-to-end tests: each test starts the real application in-process on port 0 with a
 //! temporary data directory and talks to it over HTTP and gRPC.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot proceed should fail loudly"
+)]
+
 mod agent_tokens;
 mod agents;
 mod helpers;
