@@ -58,6 +58,7 @@ impl Application {
             hasher,
             AppConfig {
                 receptive_agents_enabled: settings.receptive_agents_enabled,
+                auth_failures_per_minute: settings.auth_failures_per_minute,
             },
             Sealer::new(&encryption_key),
             KasVerifier::new(&kas_secret),

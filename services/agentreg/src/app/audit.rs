@@ -42,7 +42,49 @@ pub(crate) fn record(
     store.record_audit_event(event, now_ms).map(drop)
 }
 
+/// Instance-wide events (failed authentications) are kept under this project id, which no
+/// project has (ids start at 1).
+pub(crate) const INSTANCE: u64 = 0;
+
+/// Records a failed authentication: which kind of credential, from where; never the credential.
+pub(crate) fn record_authentication_failure(
+    store: &Store,
+    credential: &'static str,
+    ip_address: Option<String>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let event = NewAuditEvent {
+        project_id: INSTANCE,
+        author_id: None,
+        entity_id: 0,
+        entity_type: "Gitlab::Audit::UnauthenticatedAuthor",
+        details: serde_json::json!({
+            "event_name": "authentication_failed",
+            "custom_message": format!("Failed to authenticate with {}", credential.replace('_', " ")),
+            "credential": credential,
+            "ip_address": ip_address,
+            "outcome": "failure",
+        }),
+    };
+    store.record_audit_event(event, now_ms).map(drop)
+}
+
 impl App {
+    /// Instance-wide audit events (failed authentications), newest first (administrators).
+    pub async fn instance_audit_events(
+        &self,
+        caller: &Caller,
+        pagination: Pagination,
+    ) -> Result<(Vec<AuditEvent>, PageInfo), Error> {
+        if !caller.user.is_admin {
+            return Err(Error::Forbidden);
+        }
+        let page = self
+            .blocking(move |store| store.audit_events_page(INSTANCE, pagination.window()))
+            .await??;
+        Ok((page.items, pagination.info(page.total)))
+    }
+
     /// A project's audit events, newest first (Maintainer and above).
     pub async fn audit_events(
         &self,

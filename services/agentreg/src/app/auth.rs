@@ -9,18 +9,23 @@ use agentreg_domain::tokens::personal_access_token_handle;
 use agentreg_storage::identity::User;
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
+use std::net::IpAddr;
+use std::time::Instant;
 use time::Date;
 use time::macros::format_description;
 
-/// A caller's presented token, if any. Edges fill it from headers, query or metadata.
+/// A caller's presented token, if any, and the address it came from. Edges fill it from
+/// headers, query or metadata, and the connection.
 pub struct Credentials {
     pub token: Option<SecretString>,
+    pub client: Option<IpAddr>,
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
             .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -135,6 +140,48 @@ impl App {
     }
 }
 
+impl App {
+    /// Refuses a client that has failed to authenticate too often this minute.
+    pub(crate) fn check_throttle(&self, client: Option<IpAddr>) -> Result<(), Error> {
+        let Some(client) = client else {
+            return Ok(());
+        };
+        match self.inner.limiter.retry_after(client, Instant::now()) {
+            Some(retry_after_secs) => Err(Error::TooManyRequests { retry_after_secs }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication towards the client's limit and records an instance
+    /// audit event (without the presented credential).
+    pub(crate) async fn authentication_failed(
+        &self,
+        client: Option<IpAddr>,
+        credential: &'static str,
+    ) {
+        AuthCounters::bump(&self.inner.counters.failures);
+        if let Some(client) = client {
+            self.inner.limiter.record_failure(client, Instant::now());
+        }
+        let now = super::now_ms();
+        let address = client.map(|ip| ip.to_string());
+        let recorded = self
+            .blocking(move |store| {
+                super::audit::record_authentication_failure(store, credential, address, now)
+            })
+            .await;
+        match recorded {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(error = %error, "recording a failed authentication failed")
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "recording a failed authentication failed")
+            }
+        }
+    }
+}
+
 /// Parses an ISO date, `YYYY-MM-DD`.
 pub(crate) fn parse_date(text: &str) -> Option<Date> {
     Date::parse(text, format_description!("[year]-[month]-[day]")).ok()
@@ -155,6 +202,7 @@ mod tests {
     fn credentials_debug_hides_the_token() {
         let credentials = Credentials {
             token: Some(SecretString::from("glpat-secret")),
+            client: None,
         };
         assert!(!format!("{credentials:?}").contains("glpat-secret"));
     }

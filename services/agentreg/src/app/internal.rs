@@ -13,6 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use std::collections::HashSet;
 use std::fmt;
+use std::net::IpAddr;
 
 /// The issuer of agent-server JWTs.
 pub const KAS_ISSUER: &str = "gitlab-kas";
@@ -90,11 +91,24 @@ impl App {
         &self,
         kas_jwt: Option<&str>,
         agent_token: Option<SecretString>,
+        client: Option<IpAddr>,
     ) -> Result<AuthenticatedAgent, Error> {
-        self.inner.kas.verify(kas_jwt)?;
+        let cached = agent_token.as_ref().is_some_and(|token| {
+            self.inner
+                .agent_tokens
+                .get(&TokenDigest::of(token))
+                .is_some()
+        });
+        if !cached {
+            self.check_throttle(client)?;
+        }
+        if let Err(error) = self.inner.kas.verify(kas_jwt) {
+            self.authentication_failed(client, "kas_jwt").await;
+            return Err(error);
+        }
         let result = self.verify_agent_token(agent_token).await;
-        if result.is_err() {
-            AuthCounters::bump(&self.inner.counters.failures);
+        if let Err(Error::Unauthorized) = &result {
+            self.authentication_failed(client, "agent_token").await;
         }
         let agent = result?;
         let now = now_ms();
@@ -156,8 +170,13 @@ impl App {
     pub async fn receptive_agents(
         &self,
         kas_jwt: Option<&str>,
+        client: Option<IpAddr>,
     ) -> Result<Vec<ReceptiveAgent>, Error> {
-        self.inner.kas.verify(kas_jwt)?;
+        self.check_throttle(client)?;
+        if let Err(error) = self.inner.kas.verify(kas_jwt) {
+            self.authentication_failed(client, "kas_jwt").await;
+            return Err(error);
+        }
         if !self.inner.config.receptive_agents_enabled {
             return Err(Error::NotFound);
         }

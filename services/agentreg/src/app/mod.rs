@@ -10,6 +10,7 @@ mod cache;
 pub mod crypto;
 pub mod identity;
 pub mod internal;
+mod limiter;
 pub mod pagination;
 mod snapshot;
 pub mod url_configs;
@@ -72,6 +73,9 @@ pub enum Error {
     /// The agent-server JWT is missing or invalid.
     #[error("KAS JWT authentication invalid")]
     KasUnauthorized,
+    /// The client failed to authenticate too often; it may retry after this many seconds.
+    #[error("429 Too Many Requests")]
+    TooManyRequests { retry_after_secs: u64 },
     /// Something broke inside the service; the caller gets a generic message.
     #[error("500 Internal Server Error")]
     Internal(#[source] InternalError),
@@ -122,6 +126,8 @@ impl From<ValidationErrors> for Error {
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub receptive_agents_enabled: bool,
+    /// Failed authentications one client address may make per minute before it gets 429s.
+    pub auth_failures_per_minute: u32,
 }
 
 /// Counters that metrics report.
@@ -161,6 +167,7 @@ struct Inner {
     sealer: crypto::Sealer,
     kas: internal::KasVerifier,
     counters: AuthCounters,
+    limiter: limiter::FailureLimiter,
 }
 
 /// A project the caller can see, with the caller's role in it.
@@ -183,12 +190,13 @@ impl App {
             inner: Arc::new(Inner {
                 store,
                 hasher,
-                config,
                 personal_tokens: TokenCache::new(),
                 agent_tokens: TokenCache::new(),
                 sealer,
                 kas,
                 counters: AuthCounters::default(),
+                limiter: limiter::FailureLimiter::new(config.auth_failures_per_minute),
+                config,
             }),
         }
     }

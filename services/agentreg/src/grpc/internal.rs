@@ -30,7 +30,7 @@ impl InternalService for InternalGrpc {
         let token = metadata_text(&request, "gitlab-agent-api-request").map(SecretString::from);
         let agent = self
             .app
-            .authenticate_agent(jwt.as_deref(), token)
+            .authenticate_agent(jwt.as_deref(), token, super::client_address(&request))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::AgentInfo {
@@ -47,7 +47,7 @@ impl InternalService for InternalGrpc {
         let jwt = metadata_text(&request, "gitlab-kas-api-request");
         let agents = self
             .app
-            .receptive_agents(jwt.as_deref())
+            .receptive_agents(jwt.as_deref(), super::client_address(&request))
             .await
             .map_err(status)?;
         let agents = agents

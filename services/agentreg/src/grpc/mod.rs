@@ -36,6 +36,14 @@ pub mod pb {
 #[derive(Clone)]
 struct PresentedToken(Option<SecretString>);
 
+/// The peer address of a call (the listeners record it for every request).
+fn client_address<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
 /// Reads `private-token` or `authorization: Bearer` metadata into the request's extensions.
 pub fn extract_credentials(mut request: Request<()>) -> Result<Request<()>, Status> {
     let metadata = request.metadata();
@@ -65,7 +73,8 @@ async fn caller<T>(app: &App, request: &Request<T>, intent: Intent) -> Result<Ca
         .extensions()
         .get::<PresentedToken>()
         .and_then(|presented| presented.0.clone());
-    app.authenticate(Credentials { token }, intent)
+    let client = client_address(request);
+    app.authenticate(Credentials { token, client }, intent)
         .await
         .map_err(status)
 }
@@ -91,6 +100,13 @@ pub fn status(error: Error) -> Status {
         }
         Error::Conflict(message) => Status::already_exists(message),
         Error::PreconditionFailed => Status::failed_precondition(error.to_string()),
+        Error::TooManyRequests { retry_after_secs } => {
+            let mut status = Status::resource_exhausted(error.to_string());
+            status
+                .metadata_mut()
+                .insert("retry-after", retry_after_secs.into());
+            status
+        }
         Error::Internal(cause) => {
             tracing::error!(error = %crate::rest::error_chain(&cause), "rpc failed");
             Status::internal("500 Internal Server Error")

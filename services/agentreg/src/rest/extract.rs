@@ -27,11 +27,30 @@ impl FromRequestParts<RestState> for Authenticated {
         };
         let credentials = Credentials {
             token: personal_token(&parts.headers, parts.uri.query()),
+            client: client_address(parts),
         };
         Ok(Authenticated(
             state.app.authenticate(credentials, intent).await?,
         ))
     }
+}
+
+/// The peer address of the connection, when the listener recorded it.
+pub(crate) struct ClientAddress(pub(crate) Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(client_address(parts)))
+    }
+}
+
+fn client_address(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
 }
 
 /// The token from `PRIVATE-TOKEN`, `Authorization: Bearer`, or `private_token` in the query.

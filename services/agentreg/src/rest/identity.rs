@@ -134,3 +134,16 @@ pub(super) async fn audit_events(
     let body: Vec<AuditEventJson> = events.iter().map(AuditEventJson::from).collect();
     Ok(paginated(&state, &target, &ids, &params, &info, body))
 }
+
+pub(super) async fn instance_audit_events(
+    State(state): State<RestState>,
+    Authenticated(caller): Authenticated,
+    target: RequestTarget,
+    ids: Ids,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let pagination = params.pagination()?;
+    let (events, info) = state.app.instance_audit_events(&caller, pagination).await?;
+    let body: Vec<AuditEventJson> = events.iter().map(AuditEventJson::from).collect();
+    Ok(paginated(&state, &target, &ids, &params, &info, body))
+}

@@ -51,6 +51,7 @@ pub fn router(state: RestState) -> Router {
             "/api/v4/projects/{id}/members",
             axum::routing::post(identity::add_member),
         )
+        .route("/api/v4/audit_events", get(identity::instance_audit_events))
         .route(
             "/api/v4/projects/{id}/audit_events",
             get(identity::audit_events),
@@ -213,6 +214,17 @@ fn app_error_response(error: Error) -> Response {
             StatusCode::UNAUTHORIZED,
             json!({"message": "KAS JWT authentication invalid"}),
         ),
+        Error::TooManyRequests { retry_after_secs } => {
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({"message": "429 Too Many Requests"})),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            return response;
+        }
         Error::Internal(cause) => {
             tracing::error!(error = %error_chain(cause), "request failed");
             (
