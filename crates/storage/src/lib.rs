@@ -23,6 +23,10 @@ use std::path::Path;
 
 pub use hashing::{SecretHash, SecretHasher};
 
+/// sled's page cache. sled's default (1 GiB) would make the service's memory grow to that for
+/// no benefit at agentreg's record counts.
+pub const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A failure of the storage engine or of the data it holds, as opposed to a refused operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -91,7 +95,9 @@ struct Trees {
 impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Store, OpenError> {
-        let config = sled::Config::new().path(dir);
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_CAPACITY_BYTES);
         Store::from_config(config).map_err(|source| OpenError {
             path: dir.display().to_string(),
             source: EngineError(source),

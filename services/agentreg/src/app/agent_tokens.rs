@@ -105,12 +105,7 @@ impl App {
         let (name, description) = validate_token_fields(&name, input.description.as_deref())?;
 
         let generated = generate_token(TokenKind::Agent, &mut rand::rng());
-        let hasher = self.inner.hasher.clone();
-        let secret = generated.plaintext.clone();
-        let secret_hash = tokio::task::spawn_blocking(move || hasher.hash(&secret))
-            .await
-            .map_err(|error| Error::internal("hashing task failed", error))?
-            .map_err(|error| Error::internal("hashing a token failed", error))?;
+        let secret_hash = self.hash_secret(&generated.plaintext).await?;
         let user_id = author(caller);
         let now = now_ms();
         let handle = generated.handle;

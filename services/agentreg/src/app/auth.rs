@@ -6,7 +6,8 @@ use super::cache::TokenDigest;
 use super::{App, AuthCounters, Error};
 use agentreg_domain::access::Scope;
 use agentreg_domain::tokens::personal_access_token_handle;
-use agentreg_storage::identity::User;
+use agentreg_storage::StoreError;
+use agentreg_storage::identity::{PersonalAccessToken, User};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::net::IpAddr;
@@ -92,43 +93,41 @@ impl App {
         }
         let handle = personal_access_token_handle(token.expose_secret());
         let generation = cache.generation();
-        let app = self.clone();
-        let verified = self
-            .blocking(move |store| -> Result<Option<(u64, Caller)>, Error> {
-                let Some(pat) = store.personal_access_token_by_handle(&handle)? else {
-                    return Ok(None);
-                };
-                if pat.revoked {
-                    return Ok(None);
-                }
-                AuthCounters::bump(&app.inner.counters.argon2_verifications);
-                if !app.inner.hasher.verify(&token, &pat.secret_hash) {
-                    return Ok(None);
-                }
-                let Some(user) = store.user(pat.user_id)? else {
-                    return Ok(None);
-                };
-                let scopes = pat
-                    .scopes
-                    .iter()
-                    .filter_map(|s| Scope::parse(s).ok())
-                    .collect();
-                let expires_on = match pat.expires_at.as_deref() {
-                    Some(date) => Some(parse_date(date).ok_or_else(|| {
-                        Error::internal("stored token expiry is malformed", date.to_owned())
-                    })?),
-                    None => None,
-                };
-                Ok(Some((
-                    pat.id,
-                    Caller {
-                        user,
-                        scopes,
-                        expires_on,
-                    },
-                )))
-            })
+        let found = self
+            .blocking(
+                move |store| -> Result<Option<(PersonalAccessToken, User)>, StoreError> {
+                    let Some(pat) = store.personal_access_token_by_handle(&handle)? else {
+                        return Ok(None);
+                    };
+                    Ok(store.user(pat.user_id)?.map(|user| (pat, user)))
+                },
+            )
             .await??;
+        let Some((pat, user)) = found.filter(|(pat, _)| !pat.revoked) else {
+            return Err(Error::Unauthorized);
+        };
+        if !self.verify_secret(&token, pat.secret_hash.clone()).await? {
+            return Err(Error::Unauthorized);
+        }
+        let scopes = pat
+            .scopes
+            .iter()
+            .filter_map(|s| Scope::parse(s).ok())
+            .collect();
+        let expires_on = match pat.expires_at.as_deref() {
+            Some(date) => Some(parse_date(date).ok_or_else(|| {
+                Error::internal("stored token expiry is malformed", date.to_owned())
+            })?),
+            None => None,
+        };
+        let verified = Some((
+            pat.id,
+            Caller {
+                user,
+                scopes,
+                expires_on,
+            },
+        ));
         let Some((pat_id, caller)) = verified else {
             return Err(Error::Unauthorized);
         };

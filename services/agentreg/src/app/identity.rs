@@ -158,12 +158,7 @@ impl App {
 
         let generated = generate_token(TokenKind::PersonalAccess, &mut rand::rng());
         let plaintext = generated.plaintext;
-        let hasher = self.inner.hasher.clone();
-        let secret = plaintext.clone();
-        let secret_hash = tokio::task::spawn_blocking(move || hasher.hash(&secret))
-            .await
-            .map_err(|error| Error::internal("hashing task failed", error))?
-            .map_err(|error| Error::internal("hashing a token failed", error))?;
+        let secret_hash = self.hash_secret(&plaintext).await?;
         let now = now_ms();
         let scope_names: Vec<String> = parsed_scopes
             .iter()
@@ -299,12 +294,7 @@ impl App {
             generate_token(TokenKind::PersonalAccess, &mut rand::rng()).plaintext
         });
         let handle = personal_access_token_handle(plaintext.expose_secret());
-        let hasher = self.inner.hasher.clone();
-        let secret = plaintext.clone();
-        let secret_hash = tokio::task::spawn_blocking(move || hasher.hash(&secret))
-            .await
-            .map_err(|error| Error::internal("hashing task failed", error))?
-            .map_err(|error| Error::internal("hashing the root token failed", error))?;
+        let secret_hash = self.hash_secret(&plaintext).await?;
         let now = now_ms();
         self.blocking(move |store| -> Result<(), Error> {
             let identity = UserIdentity::parse("root", "Administrator", "admin@example.com")?;

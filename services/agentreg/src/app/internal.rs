@@ -135,30 +135,28 @@ impl App {
             return Err(Error::Unauthorized);
         };
         let generation = cache.generation();
-        let app = self.clone();
-        let verified = self
-            .blocking(move |store| -> Result<Option<AuthenticatedAgent>, Error> {
-                let Some(stored) = store.agent_token_by_handle(&handle)? else {
-                    return Ok(None);
-                };
-                if stored.revoked {
-                    return Ok(None);
-                }
-                AuthCounters::bump(&app.inner.counters.argon2_verifications);
-                if !app.inner.hasher.verify(&token, &stored.secret_hash) {
-                    return Ok(None);
-                }
-                let Some(agent) = store.agent(stored.project_id, stored.agent_id)? else {
-                    return Ok(None);
-                };
-                Ok(Some(AuthenticatedAgent {
-                    token_id: stored.id,
-                    project_id: stored.project_id,
-                    agent_id: agent.id,
-                    agent_name: agent.name,
-                }))
-            })
+        let found = self
+            .blocking(move |store| store.agent_token_by_handle(&handle))
             .await??;
+        let Some(stored) = found.filter(|stored| !stored.revoked) else {
+            return Err(Error::Unauthorized);
+        };
+        if !self
+            .verify_secret(&token, stored.secret_hash.clone())
+            .await?
+        {
+            return Err(Error::Unauthorized);
+        }
+        let (project_id, agent_id) = (stored.project_id, stored.agent_id);
+        let agent = self
+            .blocking(move |store| store.agent(project_id, agent_id))
+            .await??;
+        let verified = agent.map(|agent| AuthenticatedAgent {
+            token_id: stored.id,
+            project_id: stored.project_id,
+            agent_id: agent.id,
+            agent_name: agent.name,
+        });
         let Some(agent) = verified else {
             return Err(Error::Unauthorized);
         };
