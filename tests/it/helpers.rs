@@ -66,7 +66,6 @@ impl TestApp {
     /// Starts an instance on an existing data directory (after a restart).
     pub(crate) async fn start(data_dir: &Path, configure: impl FnOnce(&mut Settings)) -> TestApp {
         init_tracing();
-        std::fs::create_dir_all(data_dir).expect("data dir");
         let kas_file = data_dir.with_extension("kas_secret");
         std::fs::write(
             &kas_file,

@@ -11,4 +11,5 @@ mod agent_tokens;
 mod agents;
 mod helpers;
 mod identity;
+mod operations;
 mod url_configs;

@@ -31,6 +31,7 @@ pub struct Application {
     settings: Settings,
     http_listener: TcpListener,
     grpc_listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -84,11 +85,28 @@ impl Application {
         let grpc_listener = TcpListener::bind(settings.grpc_addr)
             .await
             .with_context(|| format!("binding the gRPC listener to {}", settings.grpc_addr))?;
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener to {addr}"))?,
+            ),
+            None => None,
+        };
         Ok(Application {
             app,
             settings,
             http_listener,
             grpc_listener,
+            metrics_listener,
+        })
+    }
+
+    /// The address of the separate metrics listener, if `--metrics-addr` was given.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        Ok(match &self.metrics_listener {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
         })
     }
 
@@ -125,17 +143,10 @@ impl Application {
             app: self.app.clone(),
             external_url: self.settings.external_url.clone(),
         });
-        let metrics_listener = match self.settings.metrics_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the metrics listener to {addr}"))?,
-            ),
-            None => {
-                rest_router = rest_router.merge(metrics_route.clone());
-                None
-            }
-        };
+        let metrics_listener = self.metrics_listener;
+        if metrics_listener.is_none() {
+            rest_router = rest_router.merge(metrics_route.clone());
+        }
         let rest_router = rest_router
             .layer(middleware::from_fn_with_state(
                 metrics.clone(),
@@ -226,6 +237,7 @@ async fn tls_config(files: &TlsFiles) -> anyhow::Result<RustlsConfig> {
 async fn grpc_routes(app: &App) -> anyhow::Result<tonic::service::Routes> {
     use pb::agent_service_server::AgentServiceServer;
     use pb::agent_token_service_server::AgentTokenServiceServer;
+    use pb::audit_event_service_server::AuditEventServiceServer;
     use pb::internal_service_server::InternalServiceServer;
     use pb::meta_service_server::MetaServiceServer;
     use pb::project_service_server::ProjectServiceServer;
@@ -241,6 +253,7 @@ async fn grpc_routes(app: &App) -> anyhow::Result<tonic::service::Routes> {
         "agentreg.v1.AgentTokenService",
         "agentreg.v1.UrlConfigurationService",
         "agentreg.v1.InternalService",
+        "agentreg.v1.AuditEventService",
         "",
     ] {
         health_reporter
@@ -283,6 +296,10 @@ async fn grpc_routes(app: &App) -> anyhow::Result<tonic::service::Routes> {
         ))
         .add_service(UrlConfigurationServiceServer::with_interceptor(
             grpc::UrlConfigurationGrpc { app: app.clone() },
+            intercept,
+        ))
+        .add_service(AuditEventServiceServer::with_interceptor(
+            grpc::AuditEventGrpc { app: app.clone() },
             intercept,
         ))
         .add_service(InternalServiceServer::new(grpc::InternalGrpc {

@@ -65,9 +65,20 @@ impl App {
         credentials: Credentials,
         intent: Intent,
     ) -> Result<Caller, Error> {
+        let client = credentials.client;
+        let cached = credentials.token.as_ref().is_some_and(|token| {
+            self.inner
+                .personal_tokens
+                .get(&TokenDigest::of(token))
+                .is_some()
+        });
+        if !cached {
+            self.check_throttle(client)?;
+        }
         let caller = self.authenticate_token(credentials).await;
-        if caller.is_err() {
-            AuthCounters::bump(&self.inner.counters.failures);
+        if let Err(Error::Unauthorized) = &caller {
+            self.authentication_failed(client, "personal_access_token")
+                .await;
         }
         let caller = caller?;
         if intent == Intent::Write && !caller.can_write() {

@@ -3,11 +3,13 @@
 //! mapping from app errors to gRPC codes.
 
 mod agents;
+mod audit;
 mod identity;
 mod internal;
 mod url_configs;
 
 pub use agents::{AgentGrpc, AgentTokenGrpc};
+pub use audit::AuditEventGrpc;
 pub use identity::{MetaGrpc, ProjectGrpc, UserGrpc};
 pub use internal::InternalGrpc;
 pub use url_configs::UrlConfigurationGrpc;
