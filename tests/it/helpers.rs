@@ -76,9 +76,7 @@ impl TestApp {
         settings.root_token = Some(ROOT_TOKEN.to_owned().into());
         settings.kas_secret_file = Some(kas_file);
         configure(&mut settings);
-        let application = Application::build(settings)
-            .await
-            .expect("application builds");
+        let application = build_when_unlocked(settings).await;
         let http_addr = application.http_addr().expect("http addr");
         let grpc_addr = application.grpc_addr().expect("grpc addr");
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
@@ -361,6 +359,22 @@ impl Drop for TestApp {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// Builds the application. sled releases a database's lock shortly after its last handle is
+/// dropped (its thread pool still holds references for a moment), so a test that reopens a
+/// directory in the same process may briefly find it locked; only that error is retried.
+async fn build_when_unlocked(settings: Settings) -> Application {
+    for _ in 0..100 {
+        match Application::build(settings.clone()).await {
+            Ok(application) => return application,
+            Err(error) if format!("{error:#}").contains("could not acquire lock") => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("application builds: {error:#}"),
+        }
+    }
+    panic!("the data directory stayed locked for two seconds")
 }
 
 /// Reads a response's status and JSON body (`Null` when empty).
