@@ -126,6 +126,15 @@ pub struct TokenLimitReached {
     pub active: usize,
 }
 
+/// GitLab's order of an agent's tokens: most recently used first, never-used last, then by id.
+/// `key` gives each item's last use (unix milliseconds) and id.
+pub fn sort_by_last_use<T>(items: &mut [T], key: impl Fn(&T) -> (Option<i64>, u64)) {
+    items.sort_by_key(|item| {
+        let (last_used, id) = key(item);
+        (last_used.is_none(), std::cmp::Reverse(last_used), id)
+    });
+}
+
 /// The ids of one agent's tokens, split by status. It owns the active-token limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentTokenSet {
@@ -287,6 +296,16 @@ mod tests {
         assert!(tokens.revoke(1));
         assert!(!tokens.revoke(9));
         assert_eq!(tokens.all().collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn recently_used_tokens_come_first_and_unused_ones_last_by_id() {
+        let mut tokens = vec![(None, 1), (Some(5), 2), (Some(9), 3), (None, 0)];
+        sort_by_last_use(&mut tokens, |token| *token);
+        assert_eq!(
+            tokens,
+            vec![(Some(9), 3), (Some(5), 2), (None, 0), (None, 1)]
+        );
     }
 
     #[test]

@@ -6,9 +6,8 @@ use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
 use agentreg_domain::names::{TokenDescription, TokenName};
-use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, TokenLimitReached};
+use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, TokenLimitReached, sort_by_last_use};
 use sled::Transactional;
-use std::cmp::Reverse;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentToken {
@@ -154,13 +153,7 @@ impl Store {
                 })?;
             tokens.push(token);
         }
-        tokens.sort_by_key(|token| {
-            (
-                token.last_used_at_ms.is_none(),
-                Reverse(token.last_used_at_ms),
-                token.id,
-            )
-        });
+        sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id));
         Ok(Some(tokens))
     }
 

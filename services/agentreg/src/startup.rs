@@ -170,6 +170,21 @@ impl Application {
                 None => Ok(()),
             }
         };
+        let usage_app = self.app.clone();
+        let usage_stop = stop.clone();
+        let usage_writer = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(crate::app::usage::USAGE_FLUSH_INTERVAL);
+            loop {
+                tokio::select! {
+                    () = usage_stop.cancelled() => break,
+                    _ = interval.tick() => {
+                        if let Err(error) = usage_app.flush_token_usage().await {
+                            tracing::error!(error = %crate::rest::error_chain(&error), "writing token last-use times failed");
+                        }
+                    }
+                }
+            }
+        });
         let (rest_result, grpc_result, metrics_result) = tokio::join!(
             serve(self.http_listener, rest_router, tls.clone(), stop.clone()),
             serve(self.grpc_listener, grpc_router, tls, stop.clone()),
@@ -178,6 +193,7 @@ impl Application {
         rest_result.context("serving REST")?;
         grpc_result.context("serving gRPC")?;
         metrics_result.context("serving metrics")?;
+        usage_writer.await.context("stopping the last-use writer")?;
         self.app
             .flush()
             .await

@@ -6,7 +6,7 @@ use super::audit::{self, AuditEntry};
 use super::pagination::{PageInfo, Pagination};
 use super::{App, Caller, Error, author, now_ms};
 use agentreg_domain::names::{TokenDescription, TokenName};
-use agentreg_domain::tokens::{TokenKind, generate_token};
+use agentreg_domain::tokens::{TokenKind, generate_token, sort_by_last_use};
 use agentreg_storage::agent_tokens::{
     AgentToken, CreateAgentTokenError, NewAgentToken, RevokeAgentTokenError,
 };
@@ -43,10 +43,14 @@ impl App {
         }
         let agent = self.find_agent(&access, agent_id).await?;
         let project_id = access.project.id;
-        let tokens = self
+        let mut tokens = self
             .blocking(move |store| store.active_agent_tokens(project_id, agent.id))
             .await??
             .ok_or(Error::RecordNotFound)?;
+        for token in &mut tokens {
+            token.last_used_at_ms = self.inner.usage.overlay(token.id, token.last_used_at_ms);
+        }
+        sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id));
         Ok(pagination.slice(tokens))
     }
 
@@ -71,7 +75,10 @@ impl App {
             .blocking(move |store| store.agent_token(project_id, agent.id, token_id))
             .await??;
         match token {
-            Some(token) if !token.revoked => Ok(token),
+            Some(mut token) if !token.revoked => {
+                token.last_used_at_ms = self.inner.usage.overlay(token.id, token.last_used_at_ms);
+                Ok(token)
+            }
             Some(_) | None => Err(Error::RecordNotFound),
         }
     }

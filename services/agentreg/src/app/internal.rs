@@ -111,10 +111,7 @@ impl App {
             self.authentication_failed(client, "agent_token").await;
         }
         let agent = result?;
-        let now = now_ms();
-        let token_id = agent.token_id;
-        self.blocking(move |store| store.record_agent_token_use(&[(token_id, now)]))
-            .await??;
+        self.inner.usage.record(agent.token_id, now_ms());
         Ok(agent)
     }
 

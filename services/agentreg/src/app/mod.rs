@@ -14,6 +14,7 @@ mod limiter;
 pub mod pagination;
 mod snapshot;
 pub mod url_configs;
+pub mod usage;
 
 use agentreg_domain::access::ProjectRole;
 use agentreg_domain::validation::ValidationErrors;
@@ -171,6 +172,7 @@ struct Inner {
     /// Bounds concurrent argon2 runs to the CPUs: each takes 19 MiB and a core for ~20 ms, so
     /// more at once only adds memory and latency.
     argon2_slots: tokio::sync::Semaphore,
+    usage: usage::TokenUsage,
 }
 
 /// A project the caller can see, with the caller's role in it.
@@ -199,6 +201,7 @@ impl App {
                 kas,
                 counters: AuthCounters::default(),
                 limiter: limiter::FailureLimiter::new(config.auth_failures_per_minute),
+                usage: usage::TokenUsage::default(),
                 argon2_slots: tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
                 ),
@@ -225,8 +228,22 @@ impl App {
         Ok(inventory)
     }
 
-    /// Makes every write durable; used at shutdown.
+    /// Writes pending last-use times of agent tokens in one transaction.
+    pub async fn flush_token_usage(&self) -> Result<(), Error> {
+        let pending = self.inner.usage.snapshot();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let written = pending.clone();
+        self.blocking(move |store| store.record_agent_token_use(&pending))
+            .await??;
+        self.inner.usage.forget_written(&written);
+        Ok(())
+    }
+
+    /// Makes every write durable, pending last-use times included; used at shutdown.
     pub async fn flush(&self) -> Result<(), Error> {
+        self.flush_token_usage().await?;
         self.blocking(|store| store.flush()).await??;
         Ok(())
     }
