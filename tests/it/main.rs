@@ -12,4 +12,5 @@ mod agents;
 mod helpers;
 mod identity;
 mod operations;
+mod role_matrix;
 mod url_configs;

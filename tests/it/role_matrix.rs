@@ -1,0 +1,1 @@
+//! Role matrix (being written).
