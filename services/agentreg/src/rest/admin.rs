@@ -2,11 +2,26 @@
 //! `agentreg restore` reads.
 
 use super::extract::Authenticated;
+use super::openapi::{Forbidden, Snapshot, TooManyRequests, Unauthorized};
 use super::{ApiError, RestState};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+/// A consistent snapshot of the whole store, streamed while the service runs
+/// (administrators only).
+#[utoipa::path(
+    get,
+    path = "/api/v4/admin/snapshot",
+    operation_id = "get_snapshot",
+    tag = "meta",
+    responses(
+        (status = 200, response = Snapshot),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn snapshot(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,

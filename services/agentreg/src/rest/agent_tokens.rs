@@ -1,7 +1,12 @@
 //! `/projects/:id/cluster_agents/:agent_id/tokens` and `.../tokens/:token_id`.
 
-use super::dto::{AgentTokenBasicJson, AgentTokenJson, agent_token_with_token};
+use super::dto::{AgentTokenBasicJson, AgentTokenJson, AgentTokenWithTokenJson};
 use super::extract::{Authenticated, Ids, Params, RequestTarget};
+use super::openapi::bodies::NewAgentTokenBody;
+use super::openapi::{
+    AgentPath, AgentTokenPage, AgentTokenPath, BadRequest, InvalidParameter, NotFound, PageQuery,
+    PayloadTooLarge, TooManyRequests, Unauthorized, UnsupportedMediaType, WriteForbidden,
+};
 use super::{ApiError, RestState, paginated};
 use crate::app::agent_tokens::NewAgentTokenInput;
 use axum::Json;
@@ -9,6 +14,23 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+/// The agent's active tokens (Developer and above).
+#[utoipa::path(
+    get,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens",
+    operation_id = "list_agent_tokens",
+    tag = "agent_tokens",
+    params(AgentPath, PageQuery),
+    responses(
+        (status = 200, response = AgentTokenPage),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+                (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -26,6 +48,23 @@ pub(super) async fn list(
     Ok(paginated(&state, &target, &ids, &params, &info, body))
 }
 
+/// One of the agent's tokens, active or revoked (Developer and above).
+#[utoipa::path(
+    get,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}",
+    operation_id = "get_agent_token",
+    tag = "agent_tokens",
+    params(AgentTokenPath),
+    responses(
+        (status = 200, description = "The token.", body = AgentTokenJson),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+                (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn show(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -41,6 +80,50 @@ pub(super) async fn show(
     Ok(Json(AgentTokenJson::from(&token)).into_response())
 }
 
+/// Creates a token for the agent (Maintainer and above; at most two active).
+#[utoipa::path(
+    post,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens",
+    operation_id = "create_agent_token",
+    tag = "agent_tokens",
+    params(AgentPath),
+    request_body(content(
+        (NewAgentTokenBody = "application/json"),
+        (NewAgentTokenBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (
+            status = 201,
+            description = "The token, with its secret shown this once.",
+            body = AgentTokenWithTokenJson,
+            links(
+                ("GetAgentToken" = (
+                    operation_id = "get_agent_token",
+                    parameters(
+                        ("id" = "$request.path.id"),
+                        ("agent_id" = "$request.path.agent_id"),
+                        ("token_id" = "$response.body#/id"),
+                    )
+                )),
+                ("RevokeAgentToken" = (
+                    operation_id = "revoke_agent_token",
+                    parameters(
+                        ("id" = "$request.path.id"),
+                        ("agent_id" = "$request.path.agent_id"),
+                        ("token_id" = "$response.body#/id"),
+                    )
+                )),
+            ),
+        ),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn create(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -56,10 +139,28 @@ pub(super) async fn create(
         .app
         .create_agent_token(&caller, ids.project(), agent_id, input)
         .await?;
-    let body = agent_token_with_token(&created.token, &created.plaintext);
+    let body = AgentTokenWithTokenJson::new(&created.token, &created.plaintext);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// Revokes one of the agent's tokens (Maintainer and above).
+#[utoipa::path(
+    delete,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}",
+    operation_id = "revoke_agent_token",
+    tag = "agent_tokens",
+    params(AgentTokenPath),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn revoke(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,

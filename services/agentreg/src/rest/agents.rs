@@ -2,12 +2,35 @@
 
 use super::dto::AgentJson;
 use super::extract::{Authenticated, Ids, Params, RequestTarget, unmodified_since};
+use super::openapi::bodies::NewAgentBody;
+use super::openapi::{
+    AgentPage, AgentPath, BadRequest, InvalidParameter, NotFound, PageQuery, PayloadTooLarge,
+    PreconditionFailed, ProjectPath, TooManyRequests, Unauthorized, UnmodifiedSinceHeader,
+    UnsupportedMediaType, WriteForbidden,
+};
 use super::{ApiError, RestState, paginated};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+/// The project's agents (Developer and above).
+#[utoipa::path(
+    get,
+    path = "/api/v4/projects/{id}/cluster_agents",
+    operation_id = "list_cluster_agents",
+    tag = "cluster_agents",
+    params(ProjectPath, PageQuery),
+    responses(
+        (status = 200, response = AgentPage),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -24,6 +47,23 @@ pub(super) async fn list(
     Ok(paginated(&state, &target, &ids, &params, &info, body))
 }
 
+/// One agent (Developer and above).
+#[utoipa::path(
+    get,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}",
+    operation_id = "get_cluster_agent",
+    tag = "cluster_agents",
+    params(AgentPath),
+    responses(
+        (status = 200, description = "The agent.", body = AgentJson),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn show(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -35,6 +75,55 @@ pub(super) async fn show(
     Ok(Json(AgentJson::from(&agent)).into_response())
 }
 
+/// Registers an agent (Maintainer and above).
+#[utoipa::path(
+    post,
+    path = "/api/v4/projects/{id}/cluster_agents",
+    operation_id = "create_cluster_agent",
+    tag = "cluster_agents",
+    params(ProjectPath),
+    request_body(content(
+        (NewAgentBody = "application/json"),
+        (NewAgentBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 201, description = "The new agent.", body = AgentJson,
+            links(
+                ("GetClusterAgent" = (
+                    operation_id = "get_cluster_agent",
+                    parameters(("id" = "$request.path.id"), ("agent_id" = "$response.body#/id"))
+                )),
+                ("DeleteClusterAgent" = (
+                    operation_id = "delete_cluster_agent",
+                    parameters(("id" = "$request.path.id"), ("agent_id" = "$response.body#/id"))
+                )),
+                ("CreateAgentToken" = (
+                    operation_id = "create_agent_token",
+                    parameters(("id" = "$request.path.id"), ("agent_id" = "$response.body#/id"))
+                )),
+                ("ListAgentTokens" = (
+                    operation_id = "list_agent_tokens",
+                    parameters(("id" = "$request.path.id"), ("agent_id" = "$response.body#/id"))
+                )),
+                ("CreateUrlConfiguration" = (
+                    operation_id = "create_url_configuration",
+                    parameters(("id" = "$request.path.id"), ("agent_id" = "$response.body#/id"))
+                )),
+                ("ListUrlConfigurations" = (
+                    operation_id = "list_url_configurations",
+                    parameters(("id" = "$request.path.id"), ("agent_id" = "$response.body#/id"))
+                )),
+            ),
+        ),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn create(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -46,6 +135,25 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(AgentJson::from(&agent))).into_response())
 }
 
+/// Deletes an agent with its tokens and URL configuration (Maintainer and above).
+#[utoipa::path(
+    delete,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}",
+    operation_id = "delete_cluster_agent",
+    tag = "cluster_agents",
+    params(AgentPath, UnmodifiedSinceHeader),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 404, response = NotFound),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn delete(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,

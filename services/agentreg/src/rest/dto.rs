@@ -1,17 +1,22 @@
-//! GitLab's JSON entities. Keys appear in GitLab's declaration order and are always present,
-//! `null` when unset; timestamps are UTC with milliseconds and a `Z`.
+//! GitLab's JSON entities, and their OpenAPI schemas. Keys appear in GitLab's declaration order
+//! and are always present, `null` when unset; timestamps are UTC with milliseconds and a `Z`.
+//! Every body the REST edge writes is one of these types, so the document cannot drift from the
+//! wire: each schema is closed (`additionalProperties: false`, from `deny_unknown_fields`) and
+//! lists every key as required, nullable where the field is an `Option`.
 
 use crate::app::agents::AgentDetails;
 use crate::app::identity::{CreatedPersonalAccessToken, VersionInfo};
 use crate::app::internal::{AuthenticatedAgent, ReceptiveAgent, ReceptiveAuth};
 use crate::app::url_configs::UrlConfigurationView;
+use agentreg_domain::validation::ValidationErrors;
 use agentreg_storage::agent_tokens::AgentToken;
 use agentreg_storage::audit::AuditEvent;
 use agentreg_storage::identity::{Member, Project, User};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::macros::format_description;
+use utoipa::ToSchema;
 
 /// `2022-03-25T14:12:11.497Z`.
 pub(crate) fn timestamp(ms: i64) -> String {
@@ -23,14 +28,19 @@ pub(crate) fn timestamp(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Serialize)]
+/// The project an agent is configured in (GitLab's `ProjectIdentity`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ProjectIdentity)]
 pub(crate) struct ProjectIdentityJson {
     id: u64,
+    #[schema(required = true)]
     description: Option<String>,
     name: String,
     name_with_namespace: String,
     path: String,
     path_with_namespace: String,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -48,13 +58,19 @@ impl From<&Project> for ProjectIdentityJson {
     }
 }
 
-#[derive(Serialize)]
+/// A Kubernetes agent (GitLab's `ClusterAgent`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ClusterAgent)]
 pub(crate) struct AgentJson {
     id: u64,
     name: String,
     config_project: ProjectIdentityJson,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(required = true)]
     created_by_user_id: Option<u64>,
+    /// Whether the agent has a URL configuration, so that the agent server connects to it.
     is_receptive: bool,
 }
 
@@ -71,15 +87,38 @@ impl From<&AgentDetails> for AgentJson {
     }
 }
 
+/// Whether an agent token still authenticates.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TokenStatus {
+    Active,
+    Revoked,
+}
+
+impl TokenStatus {
+    fn of(token: &AgentToken) -> TokenStatus {
+        if token.revoked {
+            TokenStatus::Revoked
+        } else {
+            TokenStatus::Active
+        }
+    }
+}
+
 /// GitLab's `AgentTokenBasic`: what the list returns.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AgentTokenBasic)]
 pub(crate) struct AgentTokenBasicJson {
     id: u64,
     name: String,
+    #[schema(required = true)]
     description: Option<String>,
     agent_id: u64,
-    status: &'static str,
+    status: TokenStatus,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(required = true)]
     created_by_user_id: Option<u64>,
 }
 
@@ -90,54 +129,109 @@ impl From<&AgentToken> for AgentTokenBasicJson {
             name: token.name.clone(),
             description: token.description.clone(),
             agent_id: token.agent_id,
-            status: if token.revoked { "revoked" } else { "active" },
+            status: TokenStatus::of(token),
             created_at: timestamp(token.created_at_ms),
             created_by_user_id: token.created_by_user_id,
         }
     }
 }
 
-/// GitLab's `AgentToken`: the basic shape plus `last_used_at`.
-#[derive(Serialize)]
+/// GitLab's `AgentToken`: the basic shape plus `last_used_at`. The keys are spelled out rather
+/// than flattened so that the schema stays closed.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AgentToken)]
 pub(crate) struct AgentTokenJson {
-    #[serde(flatten)]
-    basic: AgentTokenBasicJson,
+    id: u64,
+    name: String,
+    #[schema(required = true)]
+    description: Option<String>,
+    agent_id: u64,
+    status: TokenStatus,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(required = true)]
+    created_by_user_id: Option<u64>,
+    #[schema(required = true, format = DateTime)]
     last_used_at: Option<String>,
 }
 
 impl From<&AgentToken> for AgentTokenJson {
     fn from(token: &AgentToken) -> AgentTokenJson {
         AgentTokenJson {
-            basic: AgentTokenBasicJson::from(token),
+            id: token.id,
+            name: token.name.clone(),
+            description: token.description.clone(),
+            agent_id: token.agent_id,
+            status: TokenStatus::of(token),
+            created_at: timestamp(token.created_at_ms),
+            created_by_user_id: token.created_by_user_id,
             last_used_at: token.last_used_at_ms.map(timestamp),
         }
     }
 }
 
-/// GitLab's `AgentTokenWithToken`: the create response. It is built as a JSON value so that
-/// the secret is written once into the response and kept in no other type.
-pub(crate) fn agent_token_with_token(
-    token: &AgentToken,
-    plaintext: &secrecy::SecretString,
-) -> serde_json::Value {
-    let mut value = serde_json::to_value(AgentTokenJson::from(token)).unwrap_or_default();
-    if let serde_json::Value::Object(object) = &mut value {
-        object.insert(
-            "token".to_owned(),
-            serde_json::Value::String(plaintext.expose_secret().to_owned()),
-        );
-    }
-    value
+/// GitLab's `AgentTokenWithToken`: the create response, the only place the secret is shown. It
+/// borrows the secret, so that it is written into the response and kept in no other value.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AgentTokenWithToken)]
+pub(crate) struct AgentTokenWithTokenJson<'a> {
+    id: u64,
+    name: String,
+    #[schema(required = true)]
+    description: Option<String>,
+    agent_id: u64,
+    status: TokenStatus,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(required = true)]
+    created_by_user_id: Option<u64>,
+    #[schema(required = true, format = DateTime)]
+    last_used_at: Option<String>,
+    /// The token, shown this once.
+    #[serde(serialize_with = "expose")]
+    #[schema(value_type = String)]
+    token: &'a SecretString,
 }
 
-#[derive(Serialize)]
+impl<'a> AgentTokenWithTokenJson<'a> {
+    pub(crate) fn new(
+        token: &AgentToken,
+        plaintext: &'a SecretString,
+    ) -> AgentTokenWithTokenJson<'a> {
+        let shown = AgentTokenJson::from(token);
+        AgentTokenWithTokenJson {
+            id: shown.id,
+            name: shown.name,
+            description: shown.description,
+            agent_id: shown.agent_id,
+            status: shown.status,
+            created_at: shown.created_at,
+            created_by_user_id: shown.created_by_user_id,
+            last_used_at: shown.last_used_at,
+            token: plaintext,
+        }
+    }
+}
+
+/// A receptive agent's URL configuration (GitLab's `ClusterAgentUrlConfiguration`). Private keys
+/// never appear; `public_key` is set in JWT mode and `client_cert` in mTLS mode.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = UrlConfiguration)]
 pub(crate) struct UrlConfigurationJson {
     id: u64,
     agent_id: u64,
     url: String,
+    /// Standard base64 of the raw 32-byte Ed25519 public key, in JWT mode.
+    #[schema(required = true)]
     public_key: Option<String>,
+    #[schema(required = true)]
     client_cert: Option<String>,
+    #[schema(required = true)]
     ca_cert: Option<String>,
+    #[schema(required = true)]
     tls_host: Option<String>,
 }
 
@@ -155,15 +249,22 @@ impl From<UrlConfigurationView> for UrlConfigurationJson {
     }
 }
 
-#[derive(Serialize)]
+/// GitLab's `UserPublic` (what `/user` shows its own caller, and `POST /users` returns).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = User)]
 pub(crate) struct UserJson {
     id: u64,
     username: String,
     name: String,
+    /// Always `active`.
+    #[schema(value_type = String)]
     state: &'static str,
     locked: bool,
+    #[schema(required = true)]
     avatar_url: Option<String>,
     web_url: String,
+    #[schema(format = DateTime)]
     created_at: String,
     email: String,
     is_admin: bool,
@@ -186,31 +287,46 @@ impl UserJson {
     }
 }
 
-#[derive(Serialize)]
+/// The namespace a project lives in: always its owner's personal namespace.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Namespace)]
 pub(crate) struct NamespaceJson {
     id: u64,
     name: String,
     path: String,
+    /// Always `user`.
+    #[schema(value_type = String)]
     kind: &'static str,
     full_path: String,
+    #[schema(required = true)]
     parent_id: Option<u64>,
+    #[schema(required = true)]
     avatar_url: Option<String>,
     web_url: String,
 }
 
-#[derive(Serialize)]
+/// GitLab's `Project`, reduced to the keys agentreg knows.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Project)]
 pub(crate) struct ProjectJson {
     id: u64,
+    #[schema(required = true)]
     description: Option<String>,
     name: String,
     name_with_namespace: String,
     path: String,
     path_with_namespace: String,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(required = true)]
     default_branch: Option<String>,
     tag_list: Vec<String>,
     topics: Vec<String>,
     web_url: String,
+    /// Always `private`.
+    #[schema(value_type = String)]
     visibility: &'static str,
     namespace: NamespaceJson,
 }
@@ -244,16 +360,25 @@ impl ProjectJson {
     }
 }
 
-#[derive(Serialize)]
+/// GitLab's `Member`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Member)]
 pub(crate) struct MemberJson {
     id: u64,
     username: String,
     name: String,
+    /// Always `active`.
+    #[schema(value_type = String)]
     state: &'static str,
+    #[schema(required = true)]
     avatar_url: Option<String>,
     web_url: String,
+    /// 10 Guest, 20 Reporter, 30 Developer, 40 Maintainer, 50 Owner.
     access_level: i64,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(required = true, format = Date)]
     expires_at: Option<String>,
 }
 
@@ -273,40 +398,111 @@ impl MemberJson {
     }
 }
 
-/// The personal access token create response, with its secret.
-pub(crate) fn personal_access_token(created: &CreatedPersonalAccessToken) -> serde_json::Value {
-    let token = &created.token;
-    serde_json::json!({
-        "id": token.id,
-        "name": token.name,
-        "revoked": token.revoked,
-        "created_at": timestamp(token.created_at_ms),
-        "description": null,
-        "scopes": token.scopes,
-        "user_id": token.user_id,
-        "last_used_at": null,
-        "active": !token.revoked,
-        "expires_at": token.expires_at,
-        "token": created.plaintext.expose_secret(),
-    })
+/// GitLab's `PersonalAccessTokenWithToken`: the create response, with its secret shown once.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PersonalAccessTokenWithToken)]
+pub(crate) struct PersonalAccessTokenJson<'a> {
+    id: u64,
+    name: String,
+    revoked: bool,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Always `null`: agentreg stores no token descriptions.
+    #[schema(required = true)]
+    description: Option<String>,
+    scopes: Vec<String>,
+    user_id: u64,
+    /// Always `null` in the create response.
+    #[schema(required = true, format = DateTime)]
+    last_used_at: Option<String>,
+    active: bool,
+    #[schema(required = true, format = Date)]
+    expires_at: Option<String>,
+    /// The token, shown this once.
+    #[serde(serialize_with = "expose")]
+    #[schema(value_type = String)]
+    token: &'a SecretString,
 }
 
-pub(crate) fn version(info: &VersionInfo) -> serde_json::Value {
-    serde_json::json!({
-        "version": info.version,
-        "revision": info.revision,
-        "kas": {"enabled": true, "externalUrl": null, "externalK8sProxyUrl": null, "version": null},
-        "enterprise": false,
-    })
+impl<'a> PersonalAccessTokenJson<'a> {
+    pub(crate) fn new(created: &'a CreatedPersonalAccessToken) -> PersonalAccessTokenJson<'a> {
+        let token = &created.token;
+        PersonalAccessTokenJson {
+            id: token.id,
+            name: token.name.clone(),
+            revoked: token.revoked,
+            created_at: timestamp(token.created_at_ms),
+            description: None,
+            scopes: token.scopes.clone(),
+            user_id: token.user_id,
+            last_used_at: None,
+            active: !token.revoked,
+            expires_at: token.expires_at.clone(),
+            token: &created.plaintext,
+        }
+    }
 }
 
-#[derive(Serialize)]
+/// `GET /version`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Version)]
+pub(crate) struct VersionJson {
+    /// The GitLab version whose agent API this service implements.
+    version: &'static str,
+    /// agentreg's own version.
+    revision: &'static str,
+    kas: KasJson,
+    enterprise: bool,
+}
+
+/// The agent server (KAS) as `/version` reports it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Kas)]
+pub(crate) struct KasJson {
+    enabled: bool,
+    #[serde(rename = "externalUrl")]
+    #[schema(required = true)]
+    external_url: Option<String>,
+    #[serde(rename = "externalK8sProxyUrl")]
+    #[schema(required = true)]
+    external_k8s_proxy_url: Option<String>,
+    #[schema(required = true)]
+    version: Option<String>,
+}
+
+impl From<&VersionInfo> for VersionJson {
+    fn from(info: &VersionInfo) -> VersionJson {
+        VersionJson {
+            version: info.version,
+            revision: info.revision,
+            kas: KasJson {
+                enabled: true,
+                external_url: None,
+                external_k8s_proxy_url: None,
+                version: None,
+            },
+            enterprise: false,
+        }
+    }
+}
+
+/// GitLab's audit-event shape.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AuditEvent)]
 pub(crate) struct AuditEventJson {
     id: u64,
+    #[schema(required = true)]
     author_id: Option<u64>,
     entity_id: u64,
     entity_type: String,
+    /// The action, its target and its outcome; never a secret.
+    #[schema(value_type = Object)]
     details: serde_json::Value,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -323,45 +519,189 @@ impl From<&AuditEvent> for AuditEventJson {
     }
 }
 
-pub(crate) fn agent_info(agent: &AuthenticatedAgent) -> serde_json::Value {
-    serde_json::json!({
-        "project_id": agent.project_id,
-        "agent_id": agent.agent_id,
-        "agent_name": agent.agent_name,
-    })
+/// The agent an agent token belongs to, for the agent server.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AgentInfo)]
+pub(crate) struct AgentInfoJson {
+    project_id: u64,
+    agent_id: u64,
+    agent_name: String,
 }
 
-pub(crate) fn receptive_agents(agents: &[ReceptiveAgent]) -> serde_json::Value {
-    let entries: Vec<serde_json::Value> = agents
-        .iter()
-        .map(|agent| {
-            let (jwt, mtls) = match &agent.auth {
-                ReceptiveAuth::Jwt { private_key } => (
-                    serde_json::json!({"private_key": private_key.expose_secret()}),
-                    serde_json::Value::Null,
-                ),
-                ReceptiveAuth::Mtls {
-                    client_cert,
-                    client_key,
-                } => (
-                    serde_json::Value::Null,
-                    serde_json::json!({
-                        "client_key": client_key.expose_secret(),
-                        "client_cert": client_cert,
-                    }),
-                ),
-            };
-            serde_json::json!({
-                "id": agent.agent_id,
-                "url": agent.url,
-                "ca_cert": agent.ca_cert,
-                "tls_host": agent.tls_host,
-                "jwt": jwt,
-                "mtls": mtls,
+impl From<&AuthenticatedAgent> for AgentInfoJson {
+    fn from(agent: &AuthenticatedAgent) -> AgentInfoJson {
+        AgentInfoJson {
+            project_id: agent.project_id,
+            agent_id: agent.agent_id,
+            agent_name: agent.agent_name.clone(),
+        }
+    }
+}
+
+/// Every receptive agent's configuration, for the agent server, keys in clear.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ReceptiveAgents)]
+pub(crate) struct ReceptiveAgentsJson<'a> {
+    agents: Vec<ReceptiveAgentJson<'a>>,
+}
+
+/// One receptive agent: exactly one of `jwt` and `mtls` is set.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ReceptiveAgent)]
+pub(crate) struct ReceptiveAgentJson<'a> {
+    id: u64,
+    url: &'a str,
+    #[schema(required = true)]
+    ca_cert: Option<&'a str>,
+    #[schema(required = true)]
+    tls_host: Option<&'a str>,
+    #[schema(required = true)]
+    jwt: Option<ReceptiveJwtJson<'a>>,
+    #[schema(required = true)]
+    mtls: Option<ReceptiveMtlsJson<'a>>,
+}
+
+/// JWT mode: the agent server signs with this key.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ReceptiveJwt)]
+pub(crate) struct ReceptiveJwtJson<'a> {
+    /// Standard base64 of the 32-byte Ed25519 seed.
+    #[serde(serialize_with = "expose")]
+    #[schema(value_type = String)]
+    private_key: &'a SecretString,
+}
+
+/// mTLS mode: the agent server presents this client certificate.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ReceptiveMtls)]
+pub(crate) struct ReceptiveMtlsJson<'a> {
+    #[serde(serialize_with = "expose")]
+    #[schema(value_type = String)]
+    client_key: &'a SecretString,
+    client_cert: &'a str,
+}
+
+impl<'a> ReceptiveAgentsJson<'a> {
+    pub(crate) fn new(agents: &'a [ReceptiveAgent]) -> ReceptiveAgentsJson<'a> {
+        let agents = agents
+            .iter()
+            .map(|agent| {
+                let (jwt, mtls) = match &agent.auth {
+                    ReceptiveAuth::Jwt { private_key } => {
+                        (Some(ReceptiveJwtJson { private_key }), None)
+                    }
+                    ReceptiveAuth::Mtls {
+                        client_cert,
+                        client_key,
+                    } => (
+                        None,
+                        Some(ReceptiveMtlsJson {
+                            client_key,
+                            client_cert,
+                        }),
+                    ),
+                };
+                ReceptiveAgentJson {
+                    id: agent.agent_id,
+                    url: &agent.url,
+                    ca_cert: agent.ca_cert.as_deref(),
+                    tls_host: agent.tls_host.as_deref(),
+                    jwt,
+                    mtls,
+                }
             })
-        })
-        .collect();
-    serde_json::json!({"agents": entries})
+            .collect();
+        ReceptiveAgentsJson { agents }
+    }
+}
+
+/// GitLab's most common error body, `{"message": "404 Project Not Found"}`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = MessageError)]
+pub(crate) struct MessageErrorJson {
+    message: String,
+}
+
+impl MessageErrorJson {
+    pub(crate) fn new(message: impl Into<String>) -> MessageErrorJson {
+        MessageErrorJson {
+            message: message.into(),
+        }
+    }
+}
+
+/// Grape's error body for parameters and bodies, `{"error": "name is missing"}`, and GitLab's
+/// catch-all `{"error": "404 Not Found"}`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ParameterError)]
+pub(crate) struct ParameterErrorJson {
+    error: String,
+}
+
+impl ParameterErrorJson {
+    pub(crate) fn new(error: impl Into<String>) -> ParameterErrorJson {
+        ParameterErrorJson {
+            error: error.into(),
+        }
+    }
+}
+
+/// A `read_api` token on a route that writes (sent with a `WWW-Authenticate` header).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = InsufficientScopeError)]
+pub(crate) struct InsufficientScopeJson {
+    /// Always `insufficient_scope`.
+    #[schema(value_type = String)]
+    error: &'static str,
+    #[schema(value_type = String)]
+    error_description: &'static str,
+    /// The scope the route needs: `api`.
+    #[schema(value_type = String)]
+    scope: &'static str,
+}
+
+impl InsufficientScopeJson {
+    pub(crate) fn new() -> InsufficientScopeJson {
+        InsufficientScopeJson {
+            error: "insufficient_scope",
+            error_description: "The request requires higher privileges than provided by the access token.",
+            scope: "api",
+        }
+    }
+}
+
+/// Model validation of a user or project: messages keyed by attribute,
+/// `{"message": {"path": ["has already been taken"]}}`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AttributeErrors)]
+pub(crate) struct AttributeErrorsJson {
+    #[schema(value_type = std::collections::HashMap<String, Vec<String>>)]
+    message: serde_json::Map<String, serde_json::Value>,
+}
+
+impl From<&ValidationErrors> for AttributeErrorsJson {
+    fn from(errors: &ValidationErrors) -> AttributeErrorsJson {
+        let message = errors
+            .by_attribute()
+            .into_iter()
+            .map(|(attribute, messages)| (attribute.to_owned(), serde_json::json!(messages)))
+            .collect();
+        AttributeErrorsJson { message }
+    }
+}
+
+/// Writes a borrowed secret into a response body; the only place a secret is exposed.
+fn expose<S: serde::Serializer>(secret: &&SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose_secret())
 }
 
 #[cfg(test)]
@@ -372,5 +712,48 @@ mod tests {
     fn timestamps_have_milliseconds_and_z() {
         assert_eq!(timestamp(1_648_217_531_497), "2022-03-25T14:12:11.497Z");
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn version_keeps_gitlabs_keys() {
+        let info = VersionInfo {
+            version: "18.0.0",
+            revision: "0.1.0",
+        };
+        let value = serde_json::to_value(VersionJson::from(&info)).unwrap();
+        assert_eq!(
+            value.to_string(),
+            r#"{"version":"18.0.0","revision":"0.1.0","kas":{"enabled":true,"externalUrl":null,"externalK8sProxyUrl":null,"version":null},"enterprise":false}"#
+        );
+    }
+
+    #[test]
+    fn secrets_are_written_once_as_text() {
+        let private_key = SecretString::from("c2VlZA==");
+        let client_key = SecretString::from("-----BEGIN PRIVATE KEY-----");
+        let agents = vec![
+            ReceptiveAgent {
+                agent_id: 1,
+                url: "grpc://a.example".to_owned(),
+                ca_cert: None,
+                tls_host: None,
+                auth: ReceptiveAuth::Jwt { private_key },
+            },
+            ReceptiveAgent {
+                agent_id: 2,
+                url: "grpc://b.example".to_owned(),
+                ca_cert: Some("ca".to_owned()),
+                tls_host: Some("b".to_owned()),
+                auth: ReceptiveAuth::Mtls {
+                    client_cert: "cert".to_owned(),
+                    client_key,
+                },
+            },
+        ];
+        let value = serde_json::to_value(ReceptiveAgentsJson::new(&agents)).unwrap();
+        assert_eq!(
+            value.to_string(),
+            r#"{"agents":[{"id":1,"url":"grpc://a.example","ca_cert":null,"tls_host":null,"jwt":{"private_key":"c2VlZA=="},"mtls":null},{"id":2,"url":"grpc://b.example","ca_cert":"ca","tls_host":"b","jwt":null,"mtls":{"client_key":"-----BEGIN PRIVATE KEY-----","client_cert":"cert"}}]}"#
+        );
     }
 }

@@ -1,8 +1,19 @@
 //! `/version`, `/user`, `/users`, `/users/:id/personal_access_tokens`, `/projects`,
 //! `/projects/:id`, `/projects/:id/members` and `/projects/:id/audit_events`.
 
-use super::dto::{self, AuditEventJson, MemberJson, ProjectJson, UserJson};
+use super::dto::{
+    AuditEventJson, MemberJson, PersonalAccessTokenJson, ProjectJson, UserJson, VersionJson,
+};
 use super::extract::{Authenticated, Ids, Params, RequestTarget};
+use super::openapi::bodies::{
+    NewMemberBody, NewPersonalAccessTokenBody, NewPersonalAccessTokenForm, NewProjectBody,
+    NewUserBody,
+};
+use super::openapi::{
+    AuditEventPage, BadRequest, Conflict, Forbidden, InvalidAttributes, InvalidParameter, NotFound,
+    PageQuery, PayloadTooLarge, ProjectPath, ScopeForbidden, TooManyRequests, Unauthorized,
+    UnsupportedMediaType, UserPath, WriteForbidden,
+};
 use super::{ApiError, RestState, paginated};
 use crate::app::identity::{
     NewMemberInput, NewPersonalAccessTokenInput, NewProjectInput, NewUserInput,
@@ -12,13 +23,37 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+/// The GitLab version whose agent API this implements, and agentreg's own version.
+#[utoipa::path(
+    get,
+    path = "/api/v4/version",
+    operation_id = "get_version",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The versions.", body = VersionJson),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn version(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
 ) -> Result<Response, ApiError> {
-    Ok(Json(dto::version(&state.app.version(&caller))).into_response())
+    Ok(Json(VersionJson::from(&state.app.version(&caller))).into_response())
 }
 
+/// The caller.
+#[utoipa::path(
+    get,
+    path = "/api/v4/user",
+    operation_id = "get_current_user",
+    tag = "users",
+    responses(
+        (status = 200, description = "The user the token belongs to.", body = UserJson),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn current_user(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -27,6 +62,34 @@ pub(super) async fn current_user(
     Ok(Json(UserJson::new(&caller.user, &target.origin(&state))).into_response())
 }
 
+/// Creates a user (administrators only).
+#[utoipa::path(
+    post,
+    path = "/api/v4/users",
+    operation_id = "create_user",
+    tag = "users",
+    request_body(content(
+        (NewUserBody = "application/json"),
+        (NewUserBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 201, description = "The new user.", body = UserJson,
+            links(
+                ("CreatePersonalAccessToken" = (
+                    operation_id = "create_personal_access_token",
+                    parameters(("user_id" = "$response.body#/id"))
+                )),
+            ),
+        ),
+        (status = 400, response = InvalidAttributes),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn create_user(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -46,6 +109,32 @@ pub(super) async fn create_user(
         .into_response())
 }
 
+/// Creates a personal access token for a user (administrators only).
+#[utoipa::path(
+    post,
+    path = "/api/v4/users/{user_id}/personal_access_tokens",
+    operation_id = "create_personal_access_token",
+    tag = "users",
+    params(UserPath),
+    request_body(content(
+        (NewPersonalAccessTokenBody = "application/json"),
+        (NewPersonalAccessTokenForm = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (
+            status = 201,
+            description = "The token, with its secret shown this once.",
+            body = PersonalAccessTokenJson,
+        ),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn create_personal_access_token(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -64,11 +153,54 @@ pub(super) async fn create_personal_access_token(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(dto::personal_access_token(&created)),
+        Json(PersonalAccessTokenJson::new(&created)),
     )
         .into_response())
 }
 
+/// Creates a project in the caller's namespace; the caller becomes its Owner.
+#[utoipa::path(
+    post,
+    path = "/api/v4/projects",
+    operation_id = "create_project",
+    tag = "projects",
+    request_body(content(
+        (NewProjectBody = "application/json"),
+        (NewProjectBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 201, description = "The new project.", body = ProjectJson,
+            links(
+                ("GetProject" = (
+                    operation_id = "get_project",
+                    parameters(("id" = "$response.body#/id"))
+                )),
+                ("AddProjectMember" = (
+                    operation_id = "add_project_member",
+                    parameters(("id" = "$response.body#/id"))
+                )),
+                ("ListProjectAuditEvents" = (
+                    operation_id = "list_project_audit_events",
+                    parameters(("id" = "$response.body#/id"))
+                )),
+                ("CreateClusterAgent" = (
+                    operation_id = "create_cluster_agent",
+                    parameters(("id" = "$response.body#/id"))
+                )),
+                ("ListClusterAgents" = (
+                    operation_id = "list_cluster_agents",
+                    parameters(("id" = "$response.body#/id"))
+                )),
+            ),
+        ),
+        (status = 400, response = InvalidAttributes),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ScopeForbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn create_project(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -88,6 +220,23 @@ pub(super) async fn create_project(
         .into_response())
 }
 
+/// A project the caller can see.
+#[utoipa::path(
+    get,
+    path = "/api/v4/projects/{id}",
+    operation_id = "get_project",
+    tag = "projects",
+    params(ProjectPath),
+    responses(
+        (status = 200, description = "The project.", body = ProjectJson),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn project(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -99,6 +248,29 @@ pub(super) async fn project(
     Ok(Json(ProjectJson::new(&project, &target.origin(&state))).into_response())
 }
 
+/// Adds a member (Maintainer and above; only an Owner or an administrator grants Owner).
+#[utoipa::path(
+    post,
+    path = "/api/v4/projects/{id}/members",
+    operation_id = "add_project_member",
+    tag = "projects",
+    params(ProjectPath),
+    request_body(content(
+        (NewMemberBody = "application/json"),
+        (NewMemberBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 201, description = "The new member.", body = MemberJson),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn add_member(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -119,6 +291,24 @@ pub(super) async fn add_member(
         .into_response())
 }
 
+/// The project's audit events, newest first (Maintainer and above).
+#[utoipa::path(
+    get,
+    path = "/api/v4/projects/{id}/audit_events",
+    operation_id = "list_project_audit_events",
+    tag = "projects",
+    params(ProjectPath, PageQuery),
+    responses(
+        (status = 200, response = AuditEventPage),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn audit_events(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -135,6 +325,23 @@ pub(super) async fn audit_events(
     Ok(paginated(&state, &target, &ids, &params, &info, body))
 }
 
+/// Instance-wide audit events (failed authentications), newest first (administrators only).
+#[utoipa::path(
+    get,
+    path = "/api/v4/audit_events",
+    operation_id = "list_instance_audit_events",
+    tag = "projects",
+    params(PageQuery),
+    responses(
+        (status = 200, response = AuditEventPage),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn instance_audit_events(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,

@@ -1,8 +1,9 @@
 //! The agent-server (KAS) routes: `agent_info` (current and legacy paths) and
 //! `receptive_agents`. They authenticate with the KAS JWT, not a personal access token.
 
-use super::dto;
+use super::dto::{AgentInfoJson, ReceptiveAgentsJson};
 use super::extract::{ClientAddress, header_text};
+use super::openapi::{KasUnauthorized, NotFound, TooManyRequests};
 use super::{ApiError, RestState};
 use axum::Json;
 use axum::extract::State;
@@ -15,7 +16,73 @@ pub(crate) const KAS_HEADER: &str = "gitlab-kas-api-request";
 /// The header carrying the agent's token.
 pub(crate) const AGENT_TOKEN_HEADER: &str = "gitlab-agent-api-request";
 
+/// The agent a token belongs to, for the agent server; records the token's use.
+#[utoipa::path(
+    get,
+    path = "/api/v4/internal/agents/agentk/agent_info",
+    operation_id = "get_agent_info",
+    tag = "internal",
+    security(("kas_jwt" = [], "agent_token" = [])),
+    responses(
+        (status = 200, description = "The agent.", body = AgentInfoJson),
+        (status = 401, response = KasUnauthorized),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn agent_info(
+    state: State<RestState>,
+    client: ClientAddress,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authenticate_agent(state, client, headers).await
+}
+
+/// The agent a token belongs to, at GitLab's older path.
+#[utoipa::path(
+    get,
+    path = "/api/v4/internal/kubernetes/agent_info",
+    operation_id = "get_agent_info_legacy",
+    tag = "internal",
+    security(("kas_jwt" = [], "agent_token" = [])),
+    responses(
+        (status = 200, description = "The agent.", body = AgentInfoJson),
+        (status = 401, response = KasUnauthorized),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
+pub(super) async fn legacy_agent_info(
+    state: State<RestState>,
+    client: ClientAddress,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authenticate_agent(state, client, headers).await
+}
+
+/// Every receptive agent's configuration, private keys in clear, for the agent server.
+#[utoipa::path(
+    get,
+    path = "/api/v4/internal/kubernetes/receptive_agents",
+    operation_id = "list_receptive_agents",
+    tag = "internal",
+    security(("kas_jwt" = [])),
+    responses(
+        (status = 200, description = "The receptive agents.", body = ReceptiveAgentsJson),
+        (status = 401, response = KasUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
+pub(super) async fn receptive_agents(
+    State(state): State<RestState>,
+    ClientAddress(client): ClientAddress,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let jwt = header_text(&headers, KAS_HEADER);
+    let agents = state.app.receptive_agents(jwt, client).await?;
+    Ok(Json(ReceptiveAgentsJson::new(&agents)).into_response())
+}
+
+async fn authenticate_agent(
     State(state): State<RestState>,
     ClientAddress(client): ClientAddress,
     headers: HeaderMap,
@@ -24,15 +91,5 @@ pub(super) async fn agent_info(
     let token = header_text(&headers, AGENT_TOKEN_HEADER)
         .map(|value| SecretString::from(value.trim().to_owned()));
     let agent = state.app.authenticate_agent(jwt, token, client).await?;
-    Ok(Json(dto::agent_info(&agent)).into_response())
-}
-
-pub(super) async fn receptive_agents(
-    State(state): State<RestState>,
-    ClientAddress(client): ClientAddress,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let jwt = header_text(&headers, KAS_HEADER);
-    let agents = state.app.receptive_agents(jwt, client).await?;
-    Ok(Json(dto::receptive_agents(&agents)).into_response())
+    Ok(Json(AgentInfoJson::from(&agent)).into_response())
 }

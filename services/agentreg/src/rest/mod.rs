@@ -1,6 +1,7 @@
 //! The REST edge: GitLab's `/api/v4` paths, parameters, JSON entities, status codes, error
 //! bodies and pagination headers over the app layer. Handlers decode, call one app operation and
-//! render; `ApiError` is the one mapping from app errors to GitLab's error responses.
+//! render; `ApiError` is the one mapping from app errors to GitLab's error responses. `routes`
+//! is the one list of routes, and `openapi` describes every one of them.
 
 mod admin;
 mod agent_tokens;
@@ -9,15 +10,17 @@ mod dto;
 mod extract;
 mod identity;
 mod internal;
+mod openapi;
 mod pagination;
 mod url_configs;
 
 use crate::app::{App, Error};
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::handler::Handler;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
+use axum::routing::MethodRouter;
+use dto::{AttributeErrorsJson, InsufficientScopeJson, MessageErrorJson, ParameterErrorJson};
 
 /// What every REST handler shares.
 #[derive(Clone)]
@@ -30,68 +33,110 @@ pub struct RestState {
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Every GitLab route agentreg serves. Anything else is GitLab's catch-all 404.
+/// Every GitLab route agentreg serves, built from [`routes`]. Anything else is GitLab's
+/// catch-all 404.
 pub fn router(state: RestState) -> Router {
-    let agents = "/api/v4/projects/{id}/cluster_agents";
-    Router::new()
-        .route("/api/v4/version", get(identity::version))
-        .route("/api/v4/admin/snapshot", get(admin::snapshot))
-        .route("/api/v4/user", get(identity::current_user))
-        .route("/api/v4/users", axum::routing::post(identity::create_user))
-        .route(
-            "/api/v4/users/{user_id}/personal_access_tokens",
-            axum::routing::post(identity::create_personal_access_token),
-        )
-        .route(
-            "/api/v4/projects",
-            axum::routing::post(identity::create_project),
-        )
-        .route("/api/v4/projects/{id}", get(identity::project))
-        .route(
-            "/api/v4/projects/{id}/members",
-            axum::routing::post(identity::add_member),
-        )
-        .route("/api/v4/audit_events", get(identity::instance_audit_events))
-        .route(
-            "/api/v4/projects/{id}/audit_events",
-            get(identity::audit_events),
-        )
-        .route(agents, get(agents::list).post(agents::create))
-        .route(
-            &format!("{agents}/{{agent_id}}"),
-            get(agents::show).delete(agents::delete),
-        )
-        .route(
-            &format!("{agents}/{{agent_id}}/tokens"),
-            get(agent_tokens::list).post(agent_tokens::create),
-        )
-        .route(
-            &format!("{agents}/{{agent_id}}/tokens/{{token_id}}"),
-            get(agent_tokens::show).delete(agent_tokens::revoke),
-        )
-        .route(
-            &format!("{agents}/{{agent_id}}/url_configurations"),
-            get(url_configs::list).post(url_configs::create),
-        )
-        .route(
-            &format!("{agents}/{{agent_id}}/url_configurations/{{url_configuration_id}}"),
-            get(url_configs::show).delete(url_configs::delete),
-        )
-        .route(
-            "/api/v4/internal/agents/agentk/agent_info",
-            get(internal::agent_info),
-        )
-        .route(
-            "/api/v4/internal/kubernetes/agent_info",
-            get(internal::agent_info),
-        )
-        .route(
-            "/api/v4/internal/kubernetes/receptive_agents",
-            get(internal::receptive_agents),
-        )
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, route.handler)
+        })
         .fallback(route_not_found)
         .method_not_allowed_fallback(route_not_found)
         .with_state(state)
+}
+
+/// One REST route: a method, a path in OpenAPI's `{name}` syntax (which is also axum's) and
+/// its handler. The OpenAPI document's tests compare it with this table both ways, so a route
+/// cannot be served without being described, or described without being served.
+struct Route {
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "only the OpenAPI tests read it; the handler has the method"
+        )
+    )]
+    method: Method,
+    path: &'static str,
+    handler: MethodRouter<RestState>,
+}
+
+impl Route {
+    fn get<H: Handler<T, RestState>, T: 'static>(path: &'static str, handler: H) -> Route {
+        Route {
+            method: Method::GET,
+            path,
+            handler: axum::routing::get(handler),
+        }
+    }
+
+    fn post<H: Handler<T, RestState>, T: 'static>(path: &'static str, handler: H) -> Route {
+        Route {
+            method: Method::POST,
+            path,
+            handler: axum::routing::post(handler),
+        }
+    }
+
+    fn delete<H: Handler<T, RestState>, T: 'static>(path: &'static str, handler: H) -> Route {
+        Route {
+            method: Method::DELETE,
+            path,
+            handler: axum::routing::delete(handler),
+        }
+    }
+}
+
+/// The one list of routes.
+fn routes() -> Vec<Route> {
+    const AGENTS: &str = "/api/v4/projects/{id}/cluster_agents";
+    const AGENT: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}";
+    const TOKENS: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens";
+    const TOKEN: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}";
+    const URL_CONFIGS: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations";
+    const URL_CONFIG: &str =
+        "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations/{url_configuration_id}";
+    vec![
+        Route::get("/api/v4/openapi.json", openapi::document),
+        Route::get("/api/v4/version", identity::version),
+        Route::get("/api/v4/admin/snapshot", admin::snapshot),
+        Route::get("/api/v4/user", identity::current_user),
+        Route::post("/api/v4/users", identity::create_user),
+        Route::post(
+            "/api/v4/users/{user_id}/personal_access_tokens",
+            identity::create_personal_access_token,
+        ),
+        Route::post("/api/v4/projects", identity::create_project),
+        Route::get("/api/v4/projects/{id}", identity::project),
+        Route::post("/api/v4/projects/{id}/members", identity::add_member),
+        Route::get("/api/v4/audit_events", identity::instance_audit_events),
+        Route::get("/api/v4/projects/{id}/audit_events", identity::audit_events),
+        Route::get(AGENTS, agents::list),
+        Route::post(AGENTS, agents::create),
+        Route::get(AGENT, agents::show),
+        Route::delete(AGENT, agents::delete),
+        Route::get(TOKENS, agent_tokens::list),
+        Route::post(TOKENS, agent_tokens::create),
+        Route::get(TOKEN, agent_tokens::show),
+        Route::delete(TOKEN, agent_tokens::revoke),
+        Route::get(URL_CONFIGS, url_configs::list),
+        Route::post(URL_CONFIGS, url_configs::create),
+        Route::get(URL_CONFIG, url_configs::show),
+        Route::delete(URL_CONFIG, url_configs::delete),
+        Route::get(
+            "/api/v4/internal/agents/agentk/agent_info",
+            internal::agent_info,
+        ),
+        Route::get(
+            "/api/v4/internal/kubernetes/agent_info",
+            internal::legacy_agent_info,
+        ),
+        Route::get(
+            "/api/v4/internal/kubernetes/receptive_agents",
+            internal::receptive_agents,
+        ),
+    ]
 }
 
 async fn route_not_found() -> ApiError {
@@ -126,29 +171,31 @@ impl IntoResponse for ApiError {
             ApiError::App(error) => app_error_response(error),
             ApiError::RouteNotFound => (
                 StatusCode::NOT_FOUND,
-                axum::Json(json!({"error": "404 Not Found"})),
+                axum::Json(ParameterErrorJson::new("404 Not Found")),
             )
                 .into_response(),
             ApiError::UnsupportedContentType(content_type) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                axum::Json(json!({
-                    "error": format!("The provided content-type '{content_type}' is not supported.")
-                })),
+                axum::Json(ParameterErrorJson::new(format!(
+                    "The provided content-type '{content_type}' is not supported."
+                ))),
             )
                 .into_response(),
             ApiError::MalformedBody => (
                 StatusCode::BAD_REQUEST,
-                axum::Json(json!({"error": "message body does not match declared format"})),
+                axum::Json(ParameterErrorJson::new(
+                    "message body does not match declared format",
+                )),
             )
                 .into_response(),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                axum::Json(json!({"message": "413 Request Entity Too Large"})),
+                axum::Json(MessageErrorJson::new("413 Request Entity Too Large")),
             )
                 .into_response(),
             ApiError::MalformedPath => (
                 StatusCode::BAD_REQUEST,
-                axum::Json(json!({"error": "path is invalid"})),
+                axum::Json(ParameterErrorJson::new("path is invalid")),
             )
                 .into_response(),
         }
@@ -157,83 +204,68 @@ impl IntoResponse for ApiError {
 
 /// The one mapping from app errors to GitLab's status codes and bodies.
 fn app_error_response(error: Error) -> Response {
-    let (status, body) = match &error {
-        Error::Unauthorized => (
-            StatusCode::UNAUTHORIZED,
-            json!({"message": "401 Unauthorized"}),
-        ),
+    let message = |status: StatusCode, text: &str| {
+        (status, axum::Json(MessageErrorJson::new(text))).into_response()
+    };
+    match &error {
+        Error::Unauthorized => message(StatusCode::UNAUTHORIZED, "401 Unauthorized"),
         Error::InsufficientScope => {
-            let body = json!({
-                "error": "insufficient_scope",
-                "error_description": "The request requires higher privileges than provided by the access token.",
-                "scope": "api",
-            });
-            let mut response = (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+            let mut response = (
+                StatusCode::FORBIDDEN,
+                axum::Json(InsufficientScopeJson::new()),
+            )
+                .into_response();
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(
                     "Bearer realm=\"\", error=\"insufficient_scope\", error_description=\"The request requires higher privileges than provided by the access token.\", scope=\"api\"",
                 ),
             );
-            return response;
+            response
         }
-        Error::Forbidden => (StatusCode::FORBIDDEN, json!({"message": "403 Forbidden"})),
-        Error::ProjectNotFound => (
-            StatusCode::NOT_FOUND,
-            json!({"message": "404 Project Not Found"}),
-        ),
-        Error::ClusterAgentsNotFound => (
-            StatusCode::NOT_FOUND,
-            json!({"message": "404 ClusterAgents Not Found"}),
-        ),
-        Error::RecordNotFound => (StatusCode::NOT_FOUND, json!({"message": "404 Not found"})),
-        Error::NotFound => (StatusCode::NOT_FOUND, json!({"message": "404 Not Found"})),
-        Error::UserNotFound => (
-            StatusCode::NOT_FOUND,
-            json!({"message": "404 User Not Found"}),
-        ),
-        Error::InvalidParameter(message) => (StatusCode::BAD_REQUEST, json!({"error": message})),
-        Error::BadRequest(_) | Error::Invalid(_) => (
+        Error::Forbidden => message(StatusCode::FORBIDDEN, "403 Forbidden"),
+        Error::ProjectNotFound => message(StatusCode::NOT_FOUND, "404 Project Not Found"),
+        Error::ClusterAgentsNotFound => {
+            message(StatusCode::NOT_FOUND, "404 ClusterAgents Not Found")
+        }
+        Error::RecordNotFound => message(StatusCode::NOT_FOUND, "404 Not found"),
+        Error::NotFound => message(StatusCode::NOT_FOUND, "404 Not Found"),
+        Error::UserNotFound => message(StatusCode::NOT_FOUND, "404 User Not Found"),
+        Error::InvalidParameter(text) => (
             StatusCode::BAD_REQUEST,
-            json!({"message": error.to_string()}),
-        ),
-        Error::InvalidAttributes(errors) => {
-            let messages: serde_json::Map<String, serde_json::Value> = errors
-                .by_attribute()
-                .into_iter()
-                .map(|(attribute, messages)| (attribute.to_owned(), json!(messages)))
-                .collect();
-            (StatusCode::BAD_REQUEST, json!({"message": messages}))
+            axum::Json(ParameterErrorJson::new(text.as_str())),
+        )
+            .into_response(),
+        Error::BadRequest(_) | Error::Invalid(_) => {
+            message(StatusCode::BAD_REQUEST, &error.to_string())
         }
-        Error::Conflict(message) => (StatusCode::CONFLICT, json!({"message": message})),
-        Error::PreconditionFailed => (
-            StatusCode::PRECONDITION_FAILED,
-            json!({"message": "412 Precondition Failed"}),
-        ),
-        Error::KasUnauthorized => (
-            StatusCode::UNAUTHORIZED,
-            json!({"message": "KAS JWT authentication invalid"}),
-        ),
+        Error::InvalidAttributes(errors) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(AttributeErrorsJson::from(errors)),
+        )
+            .into_response(),
+        Error::Conflict(text) => message(StatusCode::CONFLICT, text),
+        Error::PreconditionFailed => {
+            message(StatusCode::PRECONDITION_FAILED, "412 Precondition Failed")
+        }
+        Error::KasUnauthorized => {
+            message(StatusCode::UNAUTHORIZED, "KAS JWT authentication invalid")
+        }
         Error::TooManyRequests { retry_after_secs } => {
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(json!({"message": "429 Too Many Requests"})),
-            )
-                .into_response();
+            let mut response = message(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests");
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            return response;
+            response
         }
         Error::Internal(cause) => {
             tracing::error!(error = %error_chain(cause), "request failed");
-            (
+            message(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"message": "500 Internal Server Error"}),
+                "500 Internal Server Error",
             )
         }
-    };
-    (status, axum::Json(body)).into_response()
+    }
 }
 
 /// An error and all its causes, for one log line.

@@ -3,6 +3,12 @@
 
 use super::dto::UrlConfigurationJson;
 use super::extract::{Authenticated, Ids, Params, unmodified_since};
+use super::openapi::bodies::NewUrlConfigurationBody;
+use super::openapi::{
+    AgentPath, BadRequest, Forbidden, InvalidParameter, NotFound, PayloadTooLarge,
+    PreconditionFailed, TooManyRequests, Unauthorized, UnmodifiedSinceHeader, UnsupportedMediaType,
+    UrlConfigurationPath, WriteForbidden,
+};
 use super::{ApiError, RestState};
 use crate::app::url_configs::NewUrlConfigurationInput;
 use axum::Json;
@@ -11,6 +17,28 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 
+/// The agent's URL configurations: none or one (Developer and above).
+#[utoipa::path(
+    get,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations",
+    operation_id = "list_url_configurations",
+    tag = "url_configurations",
+    params(AgentPath),
+    responses(
+        (
+            status = 200,
+            description = "The configurations (not paginated).",
+            body = [UrlConfigurationJson],
+        ),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -30,6 +58,24 @@ pub(super) async fn list(
     Ok(Json(body).into_response())
 }
 
+/// One URL configuration (Developer and above).
+#[utoipa::path(
+    get,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations/{url_configuration_id}",
+    operation_id = "get_url_configuration",
+    tag = "url_configurations",
+    params(UrlConfigurationPath),
+    responses(
+        (status = 200, description = "The configuration.", body = UrlConfigurationJson),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn show(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -46,6 +92,48 @@ pub(super) async fn show(
     Ok(Json(UrlConfigurationJson::from(config)).into_response())
 }
 
+/// Makes the agent receptive (Maintainer and above; one per agent). Without a client
+/// certificate the service generates an Ed25519 key pair (JWT mode).
+#[utoipa::path(
+    post,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations",
+    operation_id = "create_url_configuration",
+    tag = "url_configurations",
+    params(AgentPath),
+    request_body(content(
+        (NewUrlConfigurationBody = "application/json"),
+        (NewUrlConfigurationBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 201, description = "The new configuration.", body = UrlConfigurationJson,
+            links(
+                ("GetUrlConfiguration" = (
+                    operation_id = "get_url_configuration",
+                    parameters(
+                        ("id" = "$request.path.id"),
+                        ("agent_id" = "$request.path.agent_id"),
+                        ("url_configuration_id" = "$response.body#/id"),
+                    )
+                )),
+                ("DeleteUrlConfiguration" = (
+                    operation_id = "delete_url_configuration",
+                    parameters(
+                        ("id" = "$request.path.id"),
+                        ("agent_id" = "$request.path.agent_id"),
+                        ("url_configuration_id" = "$response.body#/id"),
+                    )
+                )),
+            ),
+        ),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn create(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
@@ -72,6 +160,25 @@ pub(super) async fn create(
         .into_response())
 }
 
+/// Deletes a URL configuration (Maintainer and above).
+#[utoipa::path(
+    delete,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations/{url_configuration_id}",
+    operation_id = "delete_url_configuration",
+    tag = "url_configurations",
+    params(UrlConfigurationPath, UnmodifiedSinceHeader),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 404, response = NotFound),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
 pub(super) async fn delete(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
