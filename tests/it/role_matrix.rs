@@ -87,12 +87,12 @@ async fn no_caller_reaches_another_projects_agents_tokens_or_configurations() {
     for transport in [Transport::Rest, Transport::Grpc] {
         for probe in &probes {
             let observed = perform(&world.app, &probe.call, probe.token, transport).await;
-            if let Some(mismatch) = compare(&probe.call, probe.outcome, &observed) {
+            if let Some((expected, got)) = compare(&probe.call, probe.outcome, &observed) {
                 mismatches.push(Mismatch {
-                    request: format!("{} {}", transport.name(), describe_request(&probe.call)),
+                    request: describe_request(&probe.call, transport),
                     caller: probe.caller.to_owned(),
-                    expected: mismatch.0,
-                    got: mismatch.1,
+                    expected,
+                    got,
                 });
             }
         }
@@ -461,15 +461,6 @@ impl Outcome {
             | Outcome::ClusterAgentsNotFound
             | Outcome::RecordNotFound
             | Outcome::NotFound => Code::NotFound,
-        }
-    }
-}
-
-impl Transport {
-    fn name(self) -> &'static str {
-        match self {
-            Transport::Rest => "REST",
-            Transport::Grpc => "gRPC",
         }
     }
 }
@@ -1066,10 +1057,21 @@ fn rest_request(call: &Call) -> (Method, String, Option<Value>) {
     (call.route.method(), path, body)
 }
 
-/// `call` as a REST request line with its real ids, for the isolation table.
-fn describe_request(call: &Call) -> String {
-    let (method, path, _) = rest_request(call);
-    format!("{method} {path}")
+/// `call` with its real ids, for the isolation table.
+fn describe_request(call: &Call, transport: Transport) -> String {
+    match transport {
+        Transport::Rest => {
+            let (method, path, _) = rest_request(call);
+            format!("REST {method} {path}")
+        }
+        Transport::Grpc => format!(
+            "gRPC {} (project {}, agent {}, item {})",
+            call.route.grpc_method(),
+            call.project_id,
+            call.agent_id,
+            call.item_id
+        ),
+    }
 }
 
 /// Calls the gRPC twin of `call`'s route; a success is flattened into JSON with REST's keys.
