@@ -413,6 +413,11 @@ impl WithToken {
     fn new(token: &str) -> WithToken {
         WithToken(token.parse().expect("ascii token"))
     }
+
+    /// An interceptor for clients the helpers do not build.
+    pub(crate) fn for_token(token: &str) -> WithToken {
+        WithToken::new(token)
+    }
 }
 
 impl Interceptor for WithToken {

@@ -424,3 +424,112 @@ async fn bad_input_gets_gitlab_shaped_4xx_never_5xx() {
         (StatusCode::NOT_FOUND, json!({"error": "404 Not Found"}))
     );
 }
+
+#[tokio::test]
+async fn grpc_reflection_v1_and_v1alpha_list_every_service_and_health_is_serving() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let app = TestApp::spawn().await;
+
+    let v1_request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut v1_stream =
+        v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone())
+            .server_reflection_info(futures::stream::iter([v1_request]))
+            .await
+            .unwrap()
+            .into_inner();
+    let v1_reply = v1_stream.message().await.unwrap().unwrap();
+    let alpha_request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut alpha_stream =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone())
+            .server_reflection_info(futures::stream::iter([alpha_request]))
+            .await
+            .unwrap()
+            .into_inner();
+    let alpha_reply = alpha_stream.message().await.unwrap().unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(v1_list)) =
+        v1_reply.message_response
+    else {
+        panic!("v1 reflection did not list services");
+    };
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(
+        alpha_list,
+    )) = alpha_reply.message_response
+    else {
+        panic!("v1alpha reflection did not list services");
+    };
+    let v1_names: Vec<String> = v1_list.service.into_iter().map(|s| s.name).collect();
+    let alpha_names: Vec<String> = alpha_list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "agentreg.v1.AgentService",
+        "agentreg.v1.AgentTokenService",
+        "agentreg.v1.UrlConfigurationService",
+        "agentreg.v1.ProjectService",
+        "agentreg.v1.UserService",
+        "agentreg.v1.MetaService",
+        "agentreg.v1.InternalService",
+        "agentreg.v1.AuditEventService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            v1_names.iter().any(|name| name == expected),
+            "v1 lacks {expected}: {v1_names:?}"
+        );
+        assert!(
+            alpha_names.iter().any(|name| name == expected),
+            "v1alpha lacks {expected}"
+        );
+    }
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+#[tokio::test]
+async fn audit_events_are_served_over_grpc_too() {
+    let app = TestApp::spawn().await;
+    let project_id = app.project(ROOT_TOKEN, "audited").await;
+    app.agent(project_id, "a").await;
+    let mut audit = pb::audit_event_service_client::AuditEventServiceClient::with_interceptor(
+        app.channel.clone(),
+        crate::helpers::WithToken::for_token(ROOT_TOKEN),
+    );
+
+    let (status, rest) = app
+        .get(&format!("/projects/{project_id}/audit_events"), ROOT_TOKEN)
+        .await;
+    let grpc = audit
+        .list_project_audit_events(pb::ListProjectAuditEventsRequest {
+            project: project_id.to_string(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rest[0]["details"]["event_name"], "cluster_agent_created");
+    assert_eq!(grpc.events.len(), 1);
+    assert_eq!(grpc.events[0].id, rest[0]["id"].as_i64().unwrap());
+    let details: serde_json::Value = serde_json::from_str(&grpc.events[0].details_json).unwrap();
+    assert_eq!(details, rest[0]["details"]);
+    assert_eq!(grpc.page_info.unwrap().total, 1);
+}
