@@ -136,8 +136,8 @@ impl From<&AgentToken> for AgentTokenBasicJson {
     }
 }
 
-/// GitLab's `AgentToken`: the basic shape plus `last_used_at`. The keys are spelled out rather
-/// than flattened so that the schema stays closed.
+/// GitLab's `AgentToken`: the basic shape plus `last_used_at`.
+// The keys are spelled out rather than flattened so that the schema stays closed.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = AgentToken)]
@@ -171,8 +171,8 @@ impl From<&AgentToken> for AgentTokenJson {
     }
 }
 
-/// GitLab's `AgentTokenWithToken`: the create response, the only place the secret is shown. It
-/// borrows the secret, so that it is written into the response and kept in no other value.
+/// GitLab's `AgentTokenWithToken`: the create response, the only place the secret is shown.
+// It borrows the secret, so that it is written into the response and kept in no other value.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = AgentTokenWithToken)]

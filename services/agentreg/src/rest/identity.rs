@@ -1,5 +1,5 @@
 //! `/version`, `/user`, `/users`, `/users/:id/personal_access_tokens`, `/projects`,
-//! `/projects/:id`, `/projects/:id/members` and `/projects/:id/audit_events`.
+//! `/projects/:id`, `/projects/:id/members`, `/projects/:id/audit_events` and `/audit_events`.
 
 use super::dto::{
     AuditEventJson, MemberJson, PersonalAccessTokenJson, ProjectJson, UserJson, VersionJson,
