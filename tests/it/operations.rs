@@ -533,3 +533,22 @@ async fn audit_events_are_served_over_grpc_too() {
     assert_eq!(details, rest[0]["details"]);
     assert_eq!(grpc.page_info.unwrap().total, 1);
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_public_and_describes_the_agent_routes() {
+    let app = TestApp::spawn().await;
+
+    let (status, document) = app.call(Method::GET, "/openapi.json", None, None).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = document["paths"].as_object().unwrap();
+    for path in [
+        "/api/v4/projects/{id}/cluster_agents",
+        "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}",
+        "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations",
+        "/api/v4/internal/agents/agentk/agent_info",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not described");
+    }
+}
