@@ -470,7 +470,7 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             fixtures::project(&store).0
         };
-        let store = Store::open(dir.path()).unwrap();
+        let store = fixtures::reopen(dir.path());
         let carol = UserIdentity::parse("carol", "Carol", "c@example.com").unwrap();
         let second = store.create_user(&carol, false, 1).unwrap().id;
         assert_eq!(second, first + 1);

@@ -232,6 +232,26 @@ pub(crate) mod fixtures {
         Store::temporary().unwrap()
     }
 
+    /// Opens `dir` again after a store on it was dropped. sled releases its lock shortly after
+    /// the last handle goes (its thread pool holds references for a moment), so only the lock
+    /// error is retried.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a synchronous test waits for sled to release its directory lock"
+    )]
+    pub(crate) fn reopen(dir: &std::path::Path) -> Store {
+        for _ in 0..200 {
+            match Store::open(dir) {
+                Ok(store) => return store,
+                Err(error) if format!("{error:?}").contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(error) => panic!("reopening the store: {error:?}"),
+            }
+        }
+        panic!("the store stayed locked for two seconds")
+    }
+
     /// A user `owner` with a project `owner/app`; returns (user id, project id).
     pub(crate) fn project(store: &Store) -> (u64, u64) {
         let identity = UserIdentity::parse("owner", "Owner", "owner@example.com").unwrap();
