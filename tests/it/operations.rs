@@ -234,7 +234,7 @@ async fn an_online_snapshot_restores_every_record_identically() {
     let restored_data = restored.data_dir.clone();
     restored.stop().await;
     let backup_file = restored_dir.path().join("offline");
-    agentreg::snapshots::backup(&restored_data, &backup_file).unwrap();
+    backup_when_unlocked(&restored_data, &backup_file).await;
     assert!(
         std::fs::read(&backup_file).unwrap() == snapshot.to_vec(),
         "the offline backup differs from the online snapshot"
@@ -242,6 +242,21 @@ async fn an_online_snapshot_restores_every_record_identically() {
     let restarted = TestApp::start(&restored_data, |_| {}).await;
     assert_eq!(restarted.agent_info(&secret).await.0, StatusCode::OK);
     drop(app);
+}
+
+/// `agentreg backup` on a directory this process has just stopped serving: sled releases its
+/// lock a moment after the last handle goes, so only that error is retried.
+async fn backup_when_unlocked(data_dir: &std::path::Path, out: &std::path::Path) {
+    for _ in 0..100 {
+        match agentreg::snapshots::backup(data_dir, out) {
+            Ok(_) => return,
+            Err(error) if format!("{error:#}").contains("could not acquire lock") => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("backup failed: {error:#}"),
+        }
+    }
+    panic!("the data directory stayed locked for two seconds")
 }
 
 #[tokio::test]
