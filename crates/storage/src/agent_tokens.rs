@@ -1,6 +1,7 @@
 //! Agent tokens: creation under the active-token limit, revocation that keeps the record, lookup
 //! by handle for authentication, and last-use times.
 
+use crate::audit::{Audit, audit_entry};
 use crate::hashing::SecretHash;
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
@@ -85,8 +86,10 @@ impl Store {
         agent_id: u64,
         new: NewAgentToken<'_>,
         now_ms: i64,
+        audit: Audit<'_, AgentToken>,
     ) -> Result<AgentToken, CreateAgentTokenError> {
         let id = self.next_id(IdKind::AgentToken)?;
+        let audit_id = self.audit_id(audit)?;
         let record = v1::AgentToken {
             agent_id,
             project_id,
@@ -99,6 +102,10 @@ impl Store {
             secret_hash: new.secret_hash.as_str().to_owned(),
         };
         let encoded = encode(&record);
+        let token = token_from_record(id, record, None);
+        let audit_event = audit_id
+            .zip(audit)
+            .map(|(audit_id, audit)| audit_entry(audit(&token), audit_id, now_ms));
         let handle_key = new.handle.as_str().as_bytes().to_vec();
         let _writing = self.writing();
         let trees = &self.trees;
@@ -108,8 +115,9 @@ impl Store {
                 &trees.agent_token_sets,
                 &trees.agent_tokens,
                 &trees.agent_token_handles,
+                &trees.audit_events,
             )
-                .transaction(|(agents, token_sets, tokens, handles)| {
+                .transaction(|(agents, token_sets, tokens, handles, audit_events)| {
                     let Some(agent_bytes) = agents.get(id_key(agent_id))? else {
                         return Err(abort(CreateAgentTokenError::AgentNotFound));
                     };
@@ -128,11 +136,14 @@ impl Store {
                     token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
                     tokens.insert(&id_key(id), encoded.as_slice())?;
                     handles.insert(handle_key.as_slice(), &id_key(id))?;
+                    if let Some((key, value)) = &audit_event {
+                        audit_events.insert(key, value.as_slice())?;
+                    }
                     Ok(())
                 }),
         )?;
         self.flush()?;
-        Ok(token_from_record(id, record, None))
+        Ok(token)
     }
 
     /// The agent's active tokens, most recently used first, never-used last, then by id.
@@ -179,32 +190,46 @@ impl Store {
         project_id: u64,
         agent_id: u64,
         token_id: u64,
+        now_ms: i64,
+        audit: Audit<'_, AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError> {
+        let audit_id = self.audit_id(audit)?;
         let _writing = self.writing();
         let trees = &self.trees;
-        let record = finish_tx((&trees.agent_token_sets, &trees.agent_tokens).transaction(
-            |(token_sets, tokens)| {
-                let Some(bytes) = tokens.get(id_key(token_id))? else {
-                    return Err(abort(RevokeAgentTokenError::NotFound));
-                };
-                let mut record: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
-                if record.agent_id != agent_id || record.project_id != project_id {
-                    return Err(abort(RevokeAgentTokenError::NotFound));
-                }
-                let Some(set_bytes) = token_sets.get(id_key(agent_id))? else {
-                    return Err(abort(RevokeAgentTokenError::NotFound));
-                };
-                let stored: v1::AgentTokenSet = decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
-                let mut token_set = AgentTokenSet::from_parts(stored.active, stored.revoked);
-                if !token_set.revoke(token_id) {
-                    return Err(abort(RevokeAgentTokenError::NotFound));
-                }
-                token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
-                record.revoked = true;
-                tokens.insert(&id_key(token_id), encode(&record))?;
-                Ok(record)
-            },
-        ))?;
+        let record = finish_tx(
+            (
+                &trees.agent_token_sets,
+                &trees.agent_tokens,
+                &trees.audit_events,
+            )
+                .transaction(|(token_sets, tokens, audit_events)| {
+                    let Some(bytes) = tokens.get(id_key(token_id))? else {
+                        return Err(abort(RevokeAgentTokenError::NotFound));
+                    };
+                    let mut record: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                    if record.agent_id != agent_id || record.project_id != project_id {
+                        return Err(abort(RevokeAgentTokenError::NotFound));
+                    }
+                    let Some(set_bytes) = token_sets.get(id_key(agent_id))? else {
+                        return Err(abort(RevokeAgentTokenError::NotFound));
+                    };
+                    let stored: v1::AgentTokenSet =
+                        decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
+                    let mut token_set = AgentTokenSet::from_parts(stored.active, stored.revoked);
+                    if !token_set.revoke(token_id) {
+                        return Err(abort(RevokeAgentTokenError::NotFound));
+                    }
+                    token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
+                    record.revoked = true;
+                    tokens.insert(&id_key(token_id), encode(&record))?;
+                    if let Some((audit_id, audit)) = audit_id.zip(audit) {
+                        let revoked = token_from_record(token_id, record.clone(), None);
+                        let (key, value) = audit_entry(audit(&revoked), audit_id, now_ms);
+                        audit_events.insert(&key, value)?;
+                    }
+                    Ok(record)
+                }),
+        )?;
         self.flush()?;
         let last_used = self.last_used(token_id)?;
         Ok(token_from_record(token_id, record, last_used))
@@ -334,13 +359,13 @@ mod tests {
             secret_hash: hash,
             created_by_user_id: None,
         };
-        store.create_agent_token(project_id, agent_id, new, seed as i64)
+        store.create_agent_token(project_id, agent_id, new, seed as i64, None)
     }
 
     fn agent(store: &Store) -> (u64, u64) {
         let (_, project_id) = fixtures::project(store);
         let agent = store
-            .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1)
+            .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1, None)
             .unwrap();
         (project_id, agent.id)
     }
@@ -356,7 +381,7 @@ mod tests {
             Err(CreateAgentTokenError::LimitReached(_))
         ));
         let revoked = store
-            .revoke_agent_token(project_id, agent_id, first.id)
+            .revoke_agent_token(project_id, agent_id, first.id, 0, None)
             .unwrap();
         assert!(revoked.revoked);
         new_token(&store, project_id, agent_id, 4).unwrap();
@@ -397,13 +422,13 @@ mod tests {
         let (project_id, agent_id) = agent(&store);
         let token = new_token(&store, project_id, agent_id, 1).unwrap();
         store
-            .revoke_agent_token(project_id, agent_id, token.id)
+            .revoke_agent_token(project_id, agent_id, token.id, 0, None)
             .unwrap();
         store
-            .revoke_agent_token(project_id, agent_id, token.id)
+            .revoke_agent_token(project_id, agent_id, token.id, 0, None)
             .unwrap();
         assert!(matches!(
-            store.revoke_agent_token(project_id, agent_id + 1, token.id),
+            store.revoke_agent_token(project_id, agent_id + 1, token.id, 0, None),
             Err(RevokeAgentTokenError::NotFound)
         ));
         assert_eq!(
@@ -452,9 +477,12 @@ mod tests {
                     created_by_user_id: None,
                 },
                 1,
+                None,
             )
             .unwrap();
-        let deleted = store.delete_agent(project_id, agent_id, None).unwrap();
+        let deleted = store
+            .delete_agent(project_id, agent_id, None, 0, None)
+            .unwrap();
         assert_eq!(deleted.token_ids, vec![token.id]);
         assert_eq!(
             store.agent_token_by_handle(&generated.handle).unwrap(),

@@ -2,6 +2,7 @@
 //! that pages the list, the per-project count, and deletion that cascades to everything the
 //! agent owns.
 
+use crate::audit::{Audit, audit_entry};
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, agent_name_key, id_key};
 use crate::{Page, PageWindow, Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
@@ -73,8 +74,10 @@ impl Store {
         name: &AgentName,
         created_by_user_id: Option<u64>,
         now_ms: i64,
+        audit: Audit<'_, Agent>,
     ) -> Result<Agent, CreateAgentError> {
         let id = self.next_id(IdKind::Agent)?;
+        let audit_id = self.audit_id(audit)?;
         let record = v1::Agent {
             project_id,
             name: name.as_str().to_owned(),
@@ -84,6 +87,10 @@ impl Store {
             url_configuration_id: None,
         };
         let encoded = encode(&record);
+        let agent = agent_from_record(id, record);
+        let audit_event = audit_id
+            .zip(audit)
+            .map(|(audit_id, audit)| audit_entry(audit(&agent), audit_id, now_ms));
         let token_set = encode(&v1::AgentTokenSet::default());
         let name_key = agent_name_key(project_id, name.as_str());
         let _writing = self.writing();
@@ -94,8 +101,9 @@ impl Store {
                 &trees.agent_names,
                 &trees.project_agent_counts,
                 &trees.agent_token_sets,
+                &trees.audit_events,
             )
-                .transaction(|(agents, names, counts, token_sets)| {
+                .transaction(|(agents, names, counts, token_sets, audit_events)| {
                     if names.get(&name_key)?.is_some() {
                         return Err(abort(CreateAgentError::NameTaken));
                     }
@@ -108,11 +116,14 @@ impl Store {
                     counts.insert(&id_key(project_id), &(count + 1).to_be_bytes())?;
                     agents.insert(&id_key(id), encoded.as_slice())?;
                     token_sets.insert(&id_key(id), token_set.as_slice())?;
+                    if let Some((key, value)) = &audit_event {
+                        audit_events.insert(key, value.as_slice())?;
+                    }
                     Ok(())
                 }),
         )?;
         self.flush()?;
-        Ok(agent_from_record(id, record))
+        Ok(agent)
     }
 
     /// The agent with this id, if it belongs to `project_id`.
@@ -174,7 +185,10 @@ impl Store {
         project_id: u64,
         agent_id: u64,
         precondition: Option<UnmodifiedSince>,
+        now_ms: i64,
+        audit: Audit<'_, DeletedAgent>,
     ) -> Result<DeletedAgent, DeleteAgentError> {
+        let audit_id = self.audit_id(audit)?;
         let _writing = self.writing();
         let trees = &self.trees;
         let deleted = finish_tx(
@@ -187,6 +201,7 @@ impl Store {
                 &trees.agent_token_handles,
                 &trees.agent_token_last_used,
                 &trees.url_configurations,
+                &trees.audit_events,
             )
                 .transaction(
                     |(
@@ -198,6 +213,7 @@ impl Store {
                         handles,
                         last_used,
                         url_configs,
+                        audit_events,
                     )| {
                         let Some(bytes) = agents.get(id_key(agent_id))? else {
                             return Err(abort(DeleteAgentError::NotFound));
@@ -242,10 +258,15 @@ impl Store {
                         counts
                             .insert(&id_key(project_id), &count.saturating_sub(1).to_be_bytes())?;
                         agents.remove(&id_key(agent_id))?;
-                        Ok(DeletedAgent {
+                        let deleted = DeletedAgent {
                             agent: agent_from_record(agent_id, record),
                             token_ids,
-                        })
+                        };
+                        if let Some((audit_id, audit)) = audit_id.zip(audit) {
+                            let (key, value) = audit_entry(audit(&deleted), audit_id, now_ms);
+                            audit_events.insert(&key, value)?;
+                        }
+                        Ok(deleted)
                     },
                 ),
         )?;
@@ -285,14 +306,14 @@ mod tests {
         let store = fixtures::store();
         let (user_id, project_id) = fixtures::project(&store);
         store
-            .create_agent(project_id, &name("a"), Some(user_id), 1)
+            .create_agent(project_id, &name("a"), Some(user_id), 1, None)
             .unwrap();
         assert!(matches!(
-            store.create_agent(project_id, &name("a"), Some(user_id), 2),
+            store.create_agent(project_id, &name("a"), Some(user_id), 2, None),
             Err(CreateAgentError::NameTaken)
         ));
         store
-            .create_agent(project_id + 1, &name("a"), Some(user_id), 2)
+            .create_agent(project_id + 1, &name("a"), Some(user_id), 2, None)
             .unwrap();
     }
 
@@ -302,7 +323,7 @@ mod tests {
         let (_, project_id) = fixtures::project(&store);
         for agent_name in ["c", "a", "d", "b"] {
             store
-                .create_agent(project_id, &name(agent_name), None, 1)
+                .create_agent(project_id, &name(agent_name), None, 1, None)
                 .unwrap();
         }
         let page = store
@@ -323,10 +344,12 @@ mod tests {
     fn agents_of_other_projects_are_invisible() {
         let store = fixtures::store();
         let (_, project_id) = fixtures::project(&store);
-        let agent = store.create_agent(project_id, &name("a"), None, 1).unwrap();
+        let agent = store
+            .create_agent(project_id, &name("a"), None, 1, None)
+            .unwrap();
         assert_eq!(store.agent(project_id + 1, agent.id).unwrap(), None);
         assert!(matches!(
-            store.delete_agent(project_id + 1, agent.id, None),
+            store.delete_agent(project_id + 1, agent.id, None, 0, None),
             Err(DeleteAgentError::NotFound)
         ));
     }
@@ -335,8 +358,12 @@ mod tests {
     fn delete_frees_the_name_and_the_count() {
         let store = fixtures::store();
         let (_, project_id) = fixtures::project(&store);
-        let agent = store.create_agent(project_id, &name("a"), None, 1).unwrap();
-        store.delete_agent(project_id, agent.id, None).unwrap();
+        let agent = store
+            .create_agent(project_id, &name("a"), None, 1, None)
+            .unwrap();
+        store
+            .delete_agent(project_id, agent.id, None, 0, None)
+            .unwrap();
         assert_eq!(store.agent(project_id, agent.id).unwrap(), None);
         let page = store
             .agents_page(
@@ -348,8 +375,46 @@ mod tests {
             )
             .unwrap();
         assert_eq!((page.items.len(), page.total), (0, 0));
-        let again = store.create_agent(project_id, &name("a"), None, 2).unwrap();
+        let again = store
+            .create_agent(project_id, &name("a"), None, 2, None)
+            .unwrap();
         assert!(again.id > agent.id);
+    }
+
+    #[test]
+    fn an_audited_change_and_its_event_are_written_together() {
+        let store = fixtures::store();
+        let (_, project_id) = fixtures::project(&store);
+        let audit = |agent: &Agent| crate::audit::NewAuditEvent {
+            project_id: agent.project_id,
+            author_id: None,
+            entity_id: agent.id,
+            entity_type: "Clusters::Agent",
+            details: serde_json::json!({"event_name": "cluster_agent_created"}),
+        };
+        let events = |store: &Store| {
+            store
+                .audit_events_page(
+                    project_id,
+                    PageWindow {
+                        offset: 0,
+                        limit: 10,
+                    },
+                )
+                .unwrap()
+                .items
+        };
+
+        let agent = store
+            .create_agent(project_id, &name("a"), None, 1, Some(&audit))
+            .unwrap();
+        let refused = store.create_agent(project_id, &name("a"), None, 2, Some(&audit));
+
+        assert!(matches!(refused, Err(CreateAgentError::NameTaken)));
+        let recorded = events(&store);
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].entity_id, agent.id);
+        assert_eq!(recorded[0].created_at_ms, 1);
     }
 
     #[test]
@@ -357,20 +422,20 @@ mod tests {
         let store = fixtures::store();
         let (_, project_id) = fixtures::project(&store);
         let agent = store
-            .create_agent(project_id, &name("a"), None, 1_000)
+            .create_agent(project_id, &name("a"), None, 1_000, None)
             .unwrap();
         let stale = UnmodifiedSince {
             latest_allowed_ms: 999,
         };
         assert!(matches!(
-            store.delete_agent(project_id, agent.id, Some(stale)),
+            store.delete_agent(project_id, agent.id, Some(stale), 0, None),
             Err(DeleteAgentError::PreconditionFailed)
         ));
         let fresh = UnmodifiedSince {
             latest_allowed_ms: 1_000,
         };
         store
-            .delete_agent(project_id, agent.id, Some(fresh))
+            .delete_agent(project_id, agent.id, Some(fresh), 0, None)
             .unwrap();
     }
 
@@ -380,7 +445,9 @@ mod tests {
         let (_, project_id) = fixtures::project(&store);
         let results: Vec<_> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..16)
-                .map(|_| scope.spawn(|| store.create_agent(project_id, &name("same"), None, 1)))
+                .map(|_| {
+                    scope.spawn(|| store.create_agent(project_id, &name("same"), None, 1, None))
+                })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });

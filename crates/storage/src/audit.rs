@@ -27,8 +27,36 @@ pub struct NewAuditEvent {
     pub details: serde_json::Value,
 }
 
+/// Builds the audit event of a change from its outcome. Mutating operations take one and write
+/// the event in the same transaction as the change, so a change is never durable without its
+/// event, nor an event without its change. It may run more than once (transactions re-run), so it
+/// must be pure.
+pub type Audit<'a, T> = Option<&'a dyn Fn(&T) -> NewAuditEvent>;
+
+/// The key and value of an audit event, for writing inside a transaction.
+pub(crate) fn audit_entry(event: NewAuditEvent, id: u64, now_ms: i64) -> ([u8; 16], Vec<u8>) {
+    let record = v1::AuditEvent {
+        author_id: event.author_id,
+        entity_id: event.entity_id,
+        entity_type: event.entity_type.to_owned(),
+        details: event.details,
+        created_at_ms: now_ms,
+    };
+    (pair_key(event.project_id, id), encode(&record))
+}
+
 impl Store {
-    /// Appends an event and makes it durable.
+    /// The id an audited operation's event will take, if it is audited. Taken before the
+    /// transaction, like every id.
+    pub(crate) fn audit_id<T>(&self, audit: Audit<'_, T>) -> Result<Option<u64>, StoreError> {
+        match audit {
+            Some(_) => Ok(Some(self.next_id(IdKind::AuditEvent)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends an event that belongs to no other change (a failed authentication) and makes it
+    /// durable.
     pub fn record_audit_event(
         &self,
         event: NewAuditEvent,

@@ -243,7 +243,7 @@ mod tests {
         let store = fixtures::store();
         let (_, project_id) = fixtures::project(&store);
         let agent = store
-            .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 5)
+            .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 5, None)
             .unwrap();
         let bytes = snapshot_of(&store);
         let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! module stores the ciphertext and never sees a key in clear.
 
 use crate::agents::UnmodifiedSince;
+use crate::audit::{Audit, audit_entry};
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
@@ -84,8 +85,10 @@ impl Store {
         agent_id: u64,
         new: NewUrlConfiguration,
         now_ms: i64,
+        audit: Audit<'_, UrlConfiguration>,
     ) -> Result<UrlConfiguration, CreateUrlConfigurationError> {
         let id = self.next_id(IdKind::UrlConfiguration)?;
+        let audit_id = self.audit_id(audit)?;
         let record = v1::UrlConfiguration {
             agent_id,
             project_id,
@@ -112,29 +115,41 @@ impl Store {
             created_at_ms: now_ms,
         };
         let encoded = encode(&record);
+        let config = config_from_record(id, record);
+        let audit_event = audit_id
+            .zip(audit)
+            .map(|(audit_id, audit)| audit_entry(audit(&config), audit_id, now_ms));
         let _writing = self.writing();
         let trees = &self.trees;
         finish_tx(
-            (&trees.agents, &trees.url_configurations).transaction(|(agents, configs)| {
-                let Some(bytes) = agents.get(id_key(agent_id))? else {
-                    return Err(abort(CreateUrlConfigurationError::AgentNotFound));
-                };
-                let mut agent: v1::Agent = decode_in_tx(schema::AGENTS, &bytes)?;
-                if agent.project_id != project_id {
-                    return Err(abort(CreateUrlConfigurationError::AgentNotFound));
-                }
-                if agent.url_configuration_id.is_some() {
-                    return Err(abort(CreateUrlConfigurationError::AlreadyExists));
-                }
-                agent.url_configuration_id = Some(id);
-                agent.updated_at_ms = now_ms;
-                agents.insert(&id_key(agent_id), encode(&agent))?;
-                configs.insert(&id_key(id), encoded.as_slice())?;
-                Ok(())
-            }),
+            (
+                &trees.agents,
+                &trees.url_configurations,
+                &trees.audit_events,
+            )
+                .transaction(|(agents, configs, audit_events)| {
+                    let Some(bytes) = agents.get(id_key(agent_id))? else {
+                        return Err(abort(CreateUrlConfigurationError::AgentNotFound));
+                    };
+                    let mut agent: v1::Agent = decode_in_tx(schema::AGENTS, &bytes)?;
+                    if agent.project_id != project_id {
+                        return Err(abort(CreateUrlConfigurationError::AgentNotFound));
+                    }
+                    if agent.url_configuration_id.is_some() {
+                        return Err(abort(CreateUrlConfigurationError::AlreadyExists));
+                    }
+                    agent.url_configuration_id = Some(id);
+                    agent.updated_at_ms = now_ms;
+                    agents.insert(&id_key(agent_id), encode(&agent))?;
+                    configs.insert(&id_key(id), encoded.as_slice())?;
+                    if let Some((key, value)) = &audit_event {
+                        audit_events.insert(key, value.as_slice())?;
+                    }
+                    Ok(())
+                }),
         )?;
         self.flush()?;
-        Ok(config_from_record(id, record))
+        Ok(config)
     }
 
     /// The agent's configurations: none or one.
@@ -181,36 +196,48 @@ impl Store {
         url_configuration_id: u64,
         precondition: Option<UnmodifiedSince>,
         now_ms: i64,
+        audit: Audit<'_, UrlConfiguration>,
     ) -> Result<UrlConfiguration, DeleteUrlConfigurationError> {
+        let audit_id = self.audit_id(audit)?;
         let _writing = self.writing();
         let trees = &self.trees;
-        let record = finish_tx((&trees.agents, &trees.url_configurations).transaction(
-            |(agents, configs)| {
-                let Some(bytes) = agents.get(id_key(agent_id))? else {
-                    return Err(abort(DeleteUrlConfigurationError::NotFound));
-                };
-                let mut agent: v1::Agent = decode_in_tx(schema::AGENTS, &bytes)?;
-                if agent.project_id != project_id
-                    || agent.url_configuration_id != Some(url_configuration_id)
-                {
-                    return Err(abort(DeleteUrlConfigurationError::NotFound));
-                }
-                let Some(config_bytes) = configs.remove(&id_key(url_configuration_id))? else {
-                    return Err(abort(DeleteUrlConfigurationError::NotFound));
-                };
-                let record: v1::UrlConfiguration =
-                    decode_in_tx(schema::URL_CONFIGURATIONS, &config_bytes)?;
-                if let Some(precondition) = precondition
-                    && !precondition.holds_for(record.created_at_ms)
-                {
-                    return Err(abort(DeleteUrlConfigurationError::PreconditionFailed));
-                }
-                agent.url_configuration_id = None;
-                agent.updated_at_ms = now_ms;
-                agents.insert(&id_key(agent_id), encode(&agent))?;
-                Ok(record)
-            },
-        ))?;
+        let record = finish_tx(
+            (
+                &trees.agents,
+                &trees.url_configurations,
+                &trees.audit_events,
+            )
+                .transaction(|(agents, configs, audit_events)| {
+                    let Some(bytes) = agents.get(id_key(agent_id))? else {
+                        return Err(abort(DeleteUrlConfigurationError::NotFound));
+                    };
+                    let mut agent: v1::Agent = decode_in_tx(schema::AGENTS, &bytes)?;
+                    if agent.project_id != project_id
+                        || agent.url_configuration_id != Some(url_configuration_id)
+                    {
+                        return Err(abort(DeleteUrlConfigurationError::NotFound));
+                    }
+                    let Some(config_bytes) = configs.remove(&id_key(url_configuration_id))? else {
+                        return Err(abort(DeleteUrlConfigurationError::NotFound));
+                    };
+                    let record: v1::UrlConfiguration =
+                        decode_in_tx(schema::URL_CONFIGURATIONS, &config_bytes)?;
+                    if let Some(precondition) = precondition
+                        && !precondition.holds_for(record.created_at_ms)
+                    {
+                        return Err(abort(DeleteUrlConfigurationError::PreconditionFailed));
+                    }
+                    agent.url_configuration_id = None;
+                    agent.updated_at_ms = now_ms;
+                    agents.insert(&id_key(agent_id), encode(&agent))?;
+                    if let Some((audit_id, audit)) = audit_id.zip(audit) {
+                        let deleted = config_from_record(url_configuration_id, record.clone());
+                        let (key, value) = audit_entry(audit(&deleted), audit_id, now_ms);
+                        audit_events.insert(&key, value)?;
+                    }
+                    Ok(record)
+                }),
+        )?;
         self.flush()?;
         Ok(config_from_record(url_configuration_id, record))
     }
@@ -301,10 +328,10 @@ mod tests {
         let store = fixtures::store();
         let (_, project_id) = fixtures::project(&store);
         let agent = store
-            .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1)
+            .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1, None)
             .unwrap();
         let config = store
-            .create_url_configuration(project_id, agent.id, jwt(), 2)
+            .create_url_configuration(project_id, agent.id, jwt(), 2, None)
             .unwrap();
         assert!(
             store
@@ -314,11 +341,11 @@ mod tests {
                 .is_receptive()
         );
         assert!(matches!(
-            store.create_url_configuration(project_id, agent.id, jwt(), 3),
+            store.create_url_configuration(project_id, agent.id, jwt(), 3, None),
             Err(CreateUrlConfigurationError::AlreadyExists)
         ));
         store
-            .delete_url_configuration(project_id, agent.id, config.id, None, 4)
+            .delete_url_configuration(project_id, agent.id, config.id, None, 4, None)
             .unwrap();
         let agent_after = store.agent(project_id, agent.id).unwrap().unwrap();
         assert!(!agent_after.is_receptive());
@@ -334,12 +361,14 @@ mod tests {
         let store = fixtures::store();
         let (_, project_id) = fixtures::project(&store);
         let agent = store
-            .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1)
+            .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1, None)
             .unwrap();
         store
-            .create_url_configuration(project_id, agent.id, jwt(), 2)
+            .create_url_configuration(project_id, agent.id, jwt(), 2, None)
             .unwrap();
-        store.delete_agent(project_id, agent.id, None).unwrap();
+        store
+            .delete_agent(project_id, agent.id, None, 0, None)
+            .unwrap();
         assert!(store.all_url_configurations().unwrap().is_empty());
     }
 }

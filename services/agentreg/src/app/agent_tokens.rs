@@ -125,8 +125,7 @@ impl App {
                     secret_hash,
                     created_by_user_id: user_id,
                 };
-                let created = store.create_agent_token(project_id, agent.id, new, now);
-                if let Ok(token) = &created {
+                let audit = |token: &AgentToken| {
                     let entry = AuditEntry {
                         event_name: "cluster_agent_token_created",
                         message: format!("Created cluster agent token '{}'", token.name),
@@ -134,11 +133,11 @@ impl App {
                         entity_id: token.id,
                         target_details: &token.name,
                     };
-                    audit::record(store, project_id, user_id, entry, now)?;
-                }
-                Ok::<_, agentreg_storage::StoreError>(created)
+                    audit::event(project_id, user_id, entry)
+                };
+                store.create_agent_token(project_id, agent.id, new, now, Some(&audit))
             })
-            .await??;
+            .await?;
         match created {
             Ok(token) => Ok(CreatedAgentToken {
                 token,
@@ -173,8 +172,7 @@ impl App {
         let now = now_ms();
         let revoked = self
             .blocking(move |store| {
-                let revoked = store.revoke_agent_token(project_id, agent.id, token_id);
-                if let Ok(token) = &revoked {
+                let audit = |token: &AgentToken| {
                     let entry = AuditEntry {
                         event_name: "cluster_agent_token_revoked",
                         message: format!("Revoked cluster agent token '{}'", token.name),
@@ -182,11 +180,11 @@ impl App {
                         entity_id: token.id,
                         target_details: &token.name,
                     };
-                    audit::record(store, project_id, user_id, entry, now)?;
-                }
-                Ok::<_, agentreg_storage::StoreError>(revoked)
+                    audit::event(project_id, user_id, entry)
+                };
+                store.revoke_agent_token(project_id, agent.id, token_id, now, Some(&audit))
             })
-            .await??;
+            .await?;
         match revoked {
             Ok(token) => {
                 self.inner.agent_tokens.invalidate(&[token.id]);

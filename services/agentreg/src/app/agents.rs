@@ -5,7 +5,9 @@ use super::audit::{self, AuditEntry};
 use super::pagination::{PageInfo, Pagination};
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
 use agentreg_domain::names::AgentName;
-use agentreg_storage::agents::{Agent, CreateAgentError, DeleteAgentError, UnmodifiedSince};
+use agentreg_storage::agents::{
+    Agent, CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince,
+};
 use agentreg_storage::identity::Project;
 
 /// GitLab's entity type for agents in audit events.
@@ -96,8 +98,7 @@ impl App {
         let now = now_ms();
         let created = self
             .blocking(move |store| {
-                let created = store.create_agent(project_id, &name, user_id, now);
-                if let Ok(agent) = &created {
+                let audit = |agent: &Agent| {
                     let entry = AuditEntry {
                         event_name: "cluster_agent_created",
                         message: format!("Created cluster agent '{}'", agent.name),
@@ -105,11 +106,11 @@ impl App {
                         entity_id: agent.id,
                         target_details: &agent.name,
                     };
-                    audit::record(store, project_id, user_id, entry, now)?;
-                }
-                Ok::<_, agentreg_storage::StoreError>(created)
+                    audit::event(project_id, user_id, entry)
+                };
+                store.create_agent(project_id, &name, user_id, now, Some(&audit))
             })
-            .await??;
+            .await?;
         match created {
             Ok(agent) => Ok(AgentDetails {
                 agent,
@@ -144,8 +145,7 @@ impl App {
         let now = now_ms();
         let deleted = self
             .blocking(move |store| {
-                let deleted = store.delete_agent(project_id, agent_id, precondition);
-                if let Ok(deleted) = &deleted {
+                let audit = |deleted: &DeletedAgent| {
                     let entry = AuditEntry {
                         event_name: "cluster_agent_deleted",
                         message: format!("Deleted cluster agent '{}'", deleted.agent.name),
@@ -153,11 +153,11 @@ impl App {
                         entity_id: deleted.agent.id,
                         target_details: &deleted.agent.name,
                     };
-                    audit::record(store, project_id, user_id, entry, now)?;
-                }
-                Ok::<_, agentreg_storage::StoreError>(deleted)
+                    audit::event(project_id, user_id, entry)
+                };
+                store.delete_agent(project_id, agent_id, precondition, now, Some(&audit))
             })
-            .await??;
+            .await?;
         match deleted {
             Ok(deleted) => {
                 self.inner.agent_tokens.invalidate(&deleted.token_ids);

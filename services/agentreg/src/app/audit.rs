@@ -16,15 +16,14 @@ pub(crate) struct AuditEntry<'a> {
     pub(crate) target_details: &'a str,
 }
 
-/// Records a successful change durably. Runs inside the storage call that made the change.
-pub(crate) fn record(
-    store: &Store,
+/// The audit event of a successful change, which the store writes in the change's own
+/// transaction.
+pub(crate) fn event(
     project_id: u64,
     author_id: Option<u64>,
     entry: AuditEntry<'_>,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    let event = NewAuditEvent {
+) -> NewAuditEvent {
+    NewAuditEvent {
         project_id,
         author_id,
         entity_id: entry.entity_id,
@@ -38,8 +37,7 @@ pub(crate) fn record(
             "target_details": entry.target_details,
             "outcome": "success",
         }),
-    };
-    store.record_audit_event(event, now_ms).map(drop)
+    }
 }
 
 /// Instance-wide events (failed authentications) are kept under this project id, which no

@@ -160,8 +160,7 @@ impl App {
         let now = now_ms();
         let created = self
             .blocking(move |store| {
-                let created = store.create_url_configuration(project_id, agent.id, new, now);
-                if let Ok(config) = &created {
+                let audit = |config: &UrlConfiguration| {
                     let entry = AuditEntry {
                         event_name: "cluster_agent_url_configuration_created",
                         message: format!(
@@ -172,11 +171,11 @@ impl App {
                         entity_id: config.id,
                         target_details: &config.url,
                     };
-                    audit::record(store, project_id, user_id, entry, now)?;
-                }
-                Ok::<_, agentreg_storage::StoreError>(created)
+                    audit::event(project_id, user_id, entry)
+                };
+                store.create_url_configuration(project_id, agent.id, new, now, Some(&audit))
             })
-            .await??;
+            .await?;
         match created {
             Ok(config) => Ok(view(config)),
             Err(CreateUrlConfigurationError::AlreadyExists) => {
@@ -209,14 +208,7 @@ impl App {
         let now = now_ms();
         let deleted = self
             .blocking(move |store| {
-                let deleted = store.delete_url_configuration(
-                    project_id,
-                    agent.id,
-                    config_id,
-                    precondition,
-                    now,
-                );
-                if let Ok(config) = &deleted {
+                let audit = |config: &UrlConfiguration| {
                     let entry = AuditEntry {
                         event_name: "cluster_agent_url_configuration_deleted",
                         message: format!(
@@ -227,11 +219,18 @@ impl App {
                         entity_id: config.id,
                         target_details: &config.url,
                     };
-                    audit::record(store, project_id, user_id, entry, now)?;
-                }
-                Ok::<_, agentreg_storage::StoreError>(deleted)
+                    audit::event(project_id, user_id, entry)
+                };
+                store.delete_url_configuration(
+                    project_id,
+                    agent.id,
+                    config_id,
+                    precondition,
+                    now,
+                    Some(&audit),
+                )
             })
-            .await??;
+            .await?;
         match deleted {
             Ok(_) => Ok(()),
             Err(DeleteUrlConfigurationError::NotFound) => Err(Error::NotFound),
