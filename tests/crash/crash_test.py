@@ -206,7 +206,9 @@ def verify(server, project_id, ledger):
     for agent_id, name in ledger.agents.items():
         agent = listed.get(agent_id)
         if agent is None and agent_id not in ledger.uncertain_agents:
-            lost.append(f"agent {agent_id} ({name})")
+            status, direct = request("GET", f"{base}/{agent_id}")
+            where = "record present but missing from the list" if status == 200 else f"GET {status}"
+            lost.append(f"agent {agent_id} ({name}): {where}")
         elif agent is not None and agent["name"] != name:
             lost.append(f"agent {agent_id} changed name to {agent['name']}")
     for agent_id in ledger.deleted_agents:
@@ -249,6 +251,37 @@ def verify(server, project_id, ledger):
     return lost, violations
 
 
+def resolve_uncertain(server, project_id, ledger):
+    """Learns the outcome of the requests that were in flight at the kill.
+
+    Either outcome is correct, so the ledger adopts what the restarted server holds for those
+    agents; from then on they are checked like any other.
+    """
+    base = f"{server.base}/projects/{project_id}/cluster_agents"
+    for agent_id in [a for a in ledger.uncertain_agents if a is not None]:
+        status, _ = request("GET", f"{base}/{agent_id}")
+        if status == 404:
+            ledger.agents.pop(agent_id, None)
+            ledger.deleted_agents.add(agent_id)
+            ledger.configs.pop(agent_id, None)
+            for token_id, (owner, _) in list(ledger.tokens.items()):
+                if owner == agent_id:
+                    del ledger.tokens[token_id]
+            continue
+        active = {t["id"] for t in list_all(f"{base}/{agent_id}/tokens")}
+        for token_id, (owner, _) in list(ledger.tokens.items()):
+            if owner == agent_id:
+                ledger.tokens[token_id] = (agent_id, "active" if token_id in active else "revoked")
+        for token_id in active:
+            ledger.tokens.setdefault(token_id, (agent_id, "active"))
+        _, configs = request("GET", f"{base}/{agent_id}/url_configurations")
+        if configs:
+            ledger.configs[agent_id] = configs[0]["id"]
+        else:
+            ledger.configs.pop(agent_id, None)
+    ledger.uncertain_agents.clear()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default="target/release/agentreg")
@@ -256,6 +289,7 @@ def main():
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--seconds-per-cycle", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--keep", help="copy the data directory here when something is lost")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -282,7 +316,7 @@ def main():
                 thread.join()
             server.start()
             lost, violations = verify(server, project["id"], ledger)
-            ledger.uncertain_agents.clear()
+            resolve_uncertain(server, project["id"], ledger)
             total_lost += lost
             total_violations += violations
             print(f"kill {cycle + 1}: acknowledged so far {ledger.acknowledged}, lost {len(lost)}, violations {len(violations)}")
@@ -290,6 +324,10 @@ def main():
                 print(f"  {line}")
         server.kill()
         print(f"acknowledged {ledger.acknowledged}, lost {len(total_lost)}, invariant violations {len(total_violations)}")
+        if (total_lost or total_violations) and args.keep:
+            import shutil
+            shutil.copytree(work, args.keep, dirs_exist_ok=True)
+            print(f"data directory and server log kept in {args.keep}")
         if total_lost or total_violations:
             sys.exit(1)
 
