@@ -179,7 +179,7 @@ impl Application {
                     () = usage_stop.cancelled() => break,
                     _ = interval.tick() => {
                         if let Err(error) = usage_app.flush_token_usage().await {
-                            tracing::error!(error = %crate::rest::error_chain(&error), "writing token last-use times failed");
+                            tracing::error!(error = %crate::telemetry::error_chain(&error), "writing token last-use times failed");
                         }
                     }
                 }

@@ -21,3 +21,30 @@ pub fn init(format: LogFormat) {
 pub fn http_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
 }
+
+/// An error and all its causes, for one log line. Both edges log internal errors with it.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_lists_every_cause_in_order() {
+        let error = Outer(std::io::Error::other("inner"));
+        assert_eq!(error_chain(&error), "outer: inner");
+    }
+}

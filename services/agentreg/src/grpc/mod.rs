@@ -110,7 +110,7 @@ pub fn status(error: Error) -> Status {
             status
         }
         Error::Internal(cause) => {
-            tracing::error!(error = %crate::rest::error_chain(&cause), "rpc failed");
+            tracing::error!(error = %crate::telemetry::error_chain(&cause), "rpc failed");
             Status::internal("500 Internal Server Error")
         }
     }

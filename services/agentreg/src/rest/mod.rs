@@ -15,6 +15,7 @@ mod pagination;
 mod url_configs;
 
 use crate::app::{App, Error};
+use crate::telemetry;
 use axum::Router;
 use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -259,25 +260,13 @@ fn app_error_response(error: Error) -> Response {
             response
         }
         Error::Internal(cause) => {
-            tracing::error!(error = %error_chain(cause), "request failed");
+            tracing::error!(error = %telemetry::error_chain(cause), "request failed");
             message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "500 Internal Server Error",
             )
         }
     }
-}
-
-/// An error and all its causes, for one log line.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A JSON array with GitLab's pagination headers.
