@@ -18,6 +18,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the REST API and the gRPC API until SIGTERM or Ctrl-C.
+    #[command(
+        after_help = "Environment only: AGENTREG_ROOT_TOKEN (at least 20 characters) is the administrator's token to create on first start; without it a token is generated and written to <data-dir>/initial_root_token (mode 0600)."
+    )]
     Serve(Box<ServeArgs>),
     /// Write a consistent, versioned snapshot of a stopped service's database to a file.
     /// (While the service runs, use `GET /api/v4/admin/snapshot` as an administrator.)
