@@ -66,16 +66,7 @@ impl App {
         intent: Intent,
     ) -> Result<Caller, Error> {
         let client = credentials.client;
-        let cached = credentials.token.as_ref().is_some_and(|token| {
-            self.inner
-                .personal_tokens
-                .get(&TokenDigest::of(token))
-                .is_some()
-        });
-        if !cached {
-            self.check_throttle(client)?;
-        }
-        let caller = self.authenticate_token(credentials).await;
+        let caller = self.authenticate_token(credentials.token, client).await;
         if let Err(Error::Unauthorized) = &caller {
             self.authentication_failed(client, "personal_access_token")
                 .await;
@@ -87,21 +78,30 @@ impl App {
         Ok(caller)
     }
 
-    async fn authenticate_token(&self, credentials: Credentials) -> Result<Caller, Error> {
-        let Some(token) = credentials.token else {
-            return Err(Error::Unauthorized);
-        };
+    /// A cached token answers at once and is never throttled; anything else is throttled per
+    /// client address, then looked up and verified with argon2.
+    async fn authenticate_token(
+        &self,
+        token: Option<SecretString>,
+        client: Option<IpAddr>,
+    ) -> Result<Caller, Error> {
         let today = time::OffsetDateTime::now_utc().date();
-        let digest = TokenDigest::of(&token);
         let cache = &self.inner.personal_tokens;
-        if let Some(caller) = cache.get(&digest) {
+        let digest = token.as_ref().map(TokenDigest::of);
+        if let Some(digest) = &digest
+            && let Some(caller) = cache.get(digest)
+        {
             if caller.expired(today) {
-                cache.remove(&digest);
+                cache.remove(digest);
                 return Err(Error::Unauthorized);
             }
             AuthCounters::bump(&self.inner.counters.cache_hits);
             return Ok(caller);
         }
+        self.check_throttle(client)?;
+        let (Some(token), Some(digest)) = (token, digest) else {
+            return Err(Error::Unauthorized);
+        };
         let handle = personal_access_token_handle(token.expose_secret());
         let generation = cache.generation();
         let found = self
@@ -131,21 +131,15 @@ impl App {
             })?),
             None => None,
         };
-        let verified = Some((
-            pat.id,
-            Caller {
-                user,
-                scopes,
-                expires_on,
-            },
-        ));
-        let Some((pat_id, caller)) = verified else {
-            return Err(Error::Unauthorized);
+        let caller = Caller {
+            user,
+            scopes,
+            expires_on,
         };
         if caller.expired(today) {
             return Err(Error::Unauthorized);
         }
-        cache.insert(generation, digest, pat_id, caller.clone());
+        cache.insert(generation, digest, pat.id, caller.clone());
         Ok(caller)
     }
 }

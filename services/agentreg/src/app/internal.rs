@@ -7,8 +7,6 @@ use super::{App, AuthCounters, Error, now_ms};
 use agentreg_domain::tokens::{TokenKind, token_handle};
 use agentreg_domain::url_config::Ed25519KeyPair;
 use agentreg_storage::url_configs::StoredUrlAuth;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use std::collections::HashSet;
@@ -93,20 +91,22 @@ impl App {
         agent_token: Option<SecretString>,
         client: Option<IpAddr>,
     ) -> Result<AuthenticatedAgent, Error> {
-        let cached = agent_token.as_ref().is_some_and(|token| {
-            self.inner
-                .agent_tokens
-                .get(&TokenDigest::of(token))
-                .is_some()
-        });
-        if !cached {
+        let digest = agent_token.as_ref().map(TokenDigest::of);
+        let cached = digest.and_then(|digest| self.inner.agent_tokens.get(&digest));
+        if cached.is_none() {
             self.check_throttle(client)?;
         }
         if let Err(error) = self.inner.kas.verify(kas_jwt) {
             self.authentication_failed(client, "kas_jwt").await;
             return Err(error);
         }
-        let result = self.verify_agent_token(agent_token).await;
+        let result = match cached {
+            Some(agent) => {
+                AuthCounters::bump(&self.inner.counters.cache_hits);
+                Ok(agent)
+            }
+            None => self.verify_agent_token(agent_token, digest).await,
+        };
         if let Err(Error::Unauthorized) = &result {
             self.authentication_failed(client, "agent_token").await;
         }
@@ -115,22 +115,19 @@ impl App {
         Ok(agent)
     }
 
+    /// The slow path: look the token up by its handle, verify it with argon2, and cache it.
     async fn verify_agent_token(
         &self,
         agent_token: Option<SecretString>,
+        digest: Option<TokenDigest>,
     ) -> Result<AuthenticatedAgent, Error> {
-        let Some(token) = agent_token else {
+        let (Some(token), Some(digest)) = (agent_token, digest) else {
             return Err(Error::Unauthorized);
         };
-        let digest = TokenDigest::of(&token);
-        let cache = &self.inner.agent_tokens;
-        if let Some(agent) = cache.get(&digest) {
-            AuthCounters::bump(&self.inner.counters.cache_hits);
-            return Ok(agent);
-        }
         let Some(handle) = token_handle(TokenKind::Agent, token.expose_secret()) else {
             return Err(Error::Unauthorized);
         };
+        let cache = &self.inner.agent_tokens;
         let generation = cache.generation();
         let found = self
             .blocking(move |store| store.agent_token_by_handle(&handle))
@@ -145,17 +142,17 @@ impl App {
             return Err(Error::Unauthorized);
         }
         let (project_id, agent_id) = (stored.project_id, stored.agent_id);
-        let agent = self
+        let Some(found_agent) = self
             .blocking(move |store| store.agent(project_id, agent_id))
-            .await??;
-        let verified = agent.map(|agent| AuthenticatedAgent {
+            .await??
+        else {
+            return Err(Error::Unauthorized);
+        };
+        let agent = AuthenticatedAgent {
             token_id: stored.id,
             project_id: stored.project_id,
-            agent_id: agent.id,
-            agent_name: agent.name,
-        });
-        let Some(agent) = verified else {
-            return Err(Error::Unauthorized);
+            agent_id: found_agent.id,
+            agent_name: found_agent.name,
         };
         cache.insert(generation, digest, agent.token_id, agent.clone());
         Ok(agent)
@@ -226,13 +223,4 @@ impl App {
             })
             .collect()
     }
-}
-
-/// Standard base64, for the KAS secret file's format.
-pub fn decode_kas_secret(text: &str) -> Option<SecretBox<Vec<u8>>> {
-    STANDARD
-        .decode(text.trim())
-        .ok()
-        .filter(|bytes| !bytes.is_empty())
-        .map(|bytes| SecretBox::new(Box::new(bytes)))
 }
