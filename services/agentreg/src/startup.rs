@@ -32,6 +32,7 @@ pub struct Application {
     http_listener: TcpListener,
     grpc_listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    tls: Option<RustlsConfig>,
 }
 
 impl Application {
@@ -93,12 +94,17 @@ impl Application {
             ),
             None => None,
         };
+        let tls = match &settings.tls {
+            Some(files) => Some(tls_config(files).await?),
+            None => None,
+        };
         Ok(Application {
             app,
             settings,
             http_listener,
             grpc_listener,
             metrics_listener,
+            tls,
         })
     }
 
@@ -130,10 +136,6 @@ impl Application {
             shutdown.await;
             trigger.cancel();
         });
-        let tls = match &self.settings.tls {
-            Some(files) => Some(tls_config(files).await?),
-            None => None,
-        };
         let metrics = Arc::new(Metrics::new());
         let metrics_route = Router::new()
             .route("/metrics", get(metrics::serve_metrics))
@@ -186,8 +188,13 @@ impl Application {
             }
         });
         let (rest_result, grpc_result, metrics_result) = tokio::join!(
-            serve(self.http_listener, rest_router, tls.clone(), stop.clone()),
-            serve(self.grpc_listener, grpc_router, tls, stop.clone()),
+            serve(
+                self.http_listener,
+                rest_router,
+                self.tls.clone(),
+                stop.clone()
+            ),
+            serve(self.grpc_listener, grpc_router, self.tls, stop.clone()),
             metrics_server,
         );
         rest_result.context("serving REST")?;
