@@ -410,13 +410,9 @@ pub(crate) fn kas_jwt_signed_with(secret: &[u8]) -> String {
 pub(crate) struct WithToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl WithToken {
-    fn new(token: &str) -> WithToken {
+    /// Also for clients the helpers do not build.
+    pub(crate) fn new(token: &str) -> WithToken {
         WithToken(token.parse().expect("ascii token"))
-    }
-
-    /// An interceptor for clients the helpers do not build.
-    pub(crate) fn for_token(token: &str) -> WithToken {
-        WithToken::new(token)
     }
 }
 

@@ -525,7 +525,7 @@ async fn audit_events_are_served_over_grpc_too() {
     app.agent(project_id, "a").await;
     let mut audit = pb::audit_event_service_client::AuditEventServiceClient::with_interceptor(
         app.channel.clone(),
-        crate::helpers::WithToken::for_token(ROOT_TOKEN),
+        crate::helpers::WithToken::new(ROOT_TOKEN),
     );
 
     let (status, rest) = app

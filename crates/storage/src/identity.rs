@@ -110,7 +110,7 @@ pub enum AddMemberError {
 }
 
 impl Store {
-    /// Whether no user exists yet (a first start).
+    /// Whether any user exists; none means this is a first start.
     pub fn has_users(&self) -> Result<bool, StoreError> {
         Ok(!self.trees.users.is_empty())
     }

@@ -152,9 +152,7 @@ impl App {
         if parsed_scopes.is_empty() {
             validator.fail("scopes", "can't be blank");
         }
-        validator
-            .finish()
-            .map_err(|errors: ValidationErrors| Error::Invalid(errors.full_messages()))?;
+        validator.finish()?;
 
         let generated = generate_token(TokenKind::PersonalAccess, &mut rand::rng());
         let plaintext = generated.plaintext;
