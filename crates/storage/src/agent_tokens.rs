@@ -6,33 +6,11 @@ use crate::hashing::SecretHash;
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
-use agentreg_domain::names::{TokenDescription, TokenName};
+use crate::port::{AgentTokenCredential, NewAgentToken};
+use agentreg_domain::entities::{AgentToken, TokenStatus};
+use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UserId};
 use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, TokenLimitReached, sort_by_last_use};
 use sled::Transactional;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentToken {
-    pub id: u64,
-    pub agent_id: u64,
-    pub project_id: u64,
-    pub name: String,
-    pub description: Option<String>,
-    pub revoked: bool,
-    pub created_by_user_id: Option<u64>,
-    pub created_at_ms: i64,
-    pub secret_hash: SecretHash,
-    pub last_used_at_ms: Option<i64>,
-}
-
-/// What a new agent token is made of; the secret is already hashed.
-#[derive(Debug)]
-pub struct NewAgentToken<'a> {
-    pub name: &'a TokenName,
-    pub description: Option<&'a TokenDescription>,
-    pub handle: &'a TokenHandle,
-    pub secret_hash: SecretHash,
-    pub created_by_user_id: Option<u64>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateAgentTokenError {
@@ -84,7 +62,7 @@ impl Store {
         &self,
         project_id: u64,
         agent_id: u64,
-        new: NewAgentToken<'_>,
+        new: NewAgentToken,
         now_ms: i64,
         audit: Audit<'_, AgentToken>,
     ) -> Result<AgentToken, CreateAgentTokenError> {
@@ -96,13 +74,13 @@ impl Store {
             name: new.name.as_str().to_owned(),
             description: new.description.map(|d| d.as_str().to_owned()),
             revoked: false,
-            created_by_user_id: new.created_by_user_id,
+            created_by_user_id: new.created_by_user_id.map(UserId::get),
             created_at_ms: now_ms,
             handle: new.handle.as_str().to_owned(),
             secret_hash: new.secret_hash.as_str().to_owned(),
         };
         let encoded = encode(&record);
-        let token = token_from_record(id, record, None);
+        let token = token_from_record(id, record, None).token;
         let audit_event = audit_id
             .zip(audit)
             .map(|(audit_id, audit)| audit_entry(audit(&token), audit_id, now_ms));
@@ -162,9 +140,9 @@ impl Store {
                 .ok_or(StoreError::Dangling {
                     tree: schema::AGENT_TOKEN_SETS,
                 })?;
-            tokens.push(token);
+            tokens.push(token.token);
         }
-        sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id));
+        sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id.get()));
         Ok(Some(tokens))
     }
 
@@ -175,10 +153,10 @@ impl Store {
         agent_id: u64,
         token_id: u64,
     ) -> Result<Option<AgentToken>, StoreError> {
-        let Some(token) = self.agent_token_by_id(token_id)? else {
+        let Some(AgentTokenCredential { token, .. }) = self.agent_token_by_id(token_id)? else {
             return Ok(None);
         };
-        if token.agent_id != agent_id || token.project_id != project_id {
+        if token.agent_id.get() != agent_id || token.project_id.get() != project_id {
             return Ok(None);
         }
         Ok(Some(token))
@@ -223,7 +201,7 @@ impl Store {
                     record.revoked = true;
                     tokens.insert(&id_key(token_id), encode(&record))?;
                     if let Some((audit_id, audit)) = audit_id.zip(audit) {
-                        let revoked = token_from_record(token_id, record.clone(), None);
+                        let revoked = token_from_record(token_id, record.clone(), None).token;
                         let (key, value) = audit_entry(audit(&revoked), audit_id, now_ms);
                         audit_events.insert(&key, value)?;
                     }
@@ -232,14 +210,14 @@ impl Store {
         )?;
         self.flush()?;
         let last_used = self.last_used(token_id)?;
-        Ok(token_from_record(token_id, record, last_used))
+        Ok(token_from_record(token_id, record, last_used).token)
     }
 
     /// The token a handle names, if any. The caller verifies the secret and the status.
     pub fn agent_token_by_handle(
         &self,
         handle: &TokenHandle,
-    ) -> Result<Option<AgentToken>, StoreError> {
+    ) -> Result<Option<AgentTokenCredential>, StoreError> {
         let Some(id_bytes) = self
             .trees
             .agent_token_handles
@@ -254,9 +232,9 @@ impl Store {
         self.agent_token_by_id(token_id)
     }
 
-    /// Records when tokens were last used. Tokens deleted meanwhile are skipped. This write is
-    /// not flushed on its own: last-use times are advisory, and the next flush (at most half a
-    /// second later, or at shutdown) makes them durable.
+    /// Records when tokens were last used; a stored time never moves backwards. Tokens deleted
+    /// meanwhile are skipped. This write is not flushed on its own: last-use times are advisory,
+    /// and the next flush (at most half a second later, or at shutdown) makes them durable.
     pub fn record_agent_token_use(&self, uses: &[(u64, i64)]) -> Result<(), StoreError> {
         let _writing = self.writing();
         let trees = &self.trees;
@@ -264,7 +242,14 @@ impl Store {
             (&trees.agent_tokens, &trees.agent_token_last_used).transaction(
                 |(tokens, last_used)| {
                     for (token_id, used_at_ms) in uses {
-                        if tokens.get(id_key(*token_id))?.is_some() {
+                        if tokens.get(id_key(*token_id))?.is_none() {
+                            continue;
+                        }
+                        let stored = last_used
+                            .get(id_key(*token_id))?
+                            .as_deref()
+                            .and_then(schema::decode_i64);
+                        if stored.is_none_or(|stored| stored < *used_at_ms) {
                             last_used.insert(&id_key(*token_id), &used_at_ms.to_be_bytes())?;
                         }
                     }
@@ -285,7 +270,7 @@ impl Store {
         Ok(n_active)
     }
 
-    fn agent_token_by_id(&self, token_id: u64) -> Result<Option<AgentToken>, StoreError> {
+    fn agent_token_by_id(&self, token_id: u64) -> Result<Option<AgentTokenCredential>, StoreError> {
         let Some(bytes) = self
             .trees
             .agent_tokens
@@ -316,18 +301,29 @@ fn token_set_record(token_set: &AgentTokenSet) -> v1::AgentTokenSet {
     }
 }
 
-fn token_from_record(id: u64, record: v1::AgentToken, last_used_at_ms: Option<i64>) -> AgentToken {
-    AgentToken {
-        id,
-        agent_id: record.agent_id,
-        project_id: record.project_id,
-        name: record.name,
-        description: record.description,
-        revoked: record.revoked,
-        created_by_user_id: record.created_by_user_id,
-        created_at_ms: record.created_at_ms,
+fn token_from_record(
+    id: u64,
+    record: v1::AgentToken,
+    last_used_at_ms: Option<i64>,
+) -> AgentTokenCredential {
+    let status = if record.revoked {
+        TokenStatus::Revoked
+    } else {
+        TokenStatus::Active
+    };
+    AgentTokenCredential {
+        token: AgentToken {
+            id: AgentTokenId::new(id),
+            agent_id: AgentId::new(record.agent_id),
+            project_id: ProjectId::new(record.project_id),
+            name: record.name,
+            description: record.description,
+            status,
+            created_by_user_id: record.created_by_user_id.map(UserId::new),
+            created_at_ms: record.created_at_ms,
+            last_used_at_ms,
+        },
         secret_hash: SecretHash::from_stored(record.secret_hash),
-        last_used_at_ms,
     }
 }
 

@@ -6,27 +6,10 @@ use crate::audit::{Audit, audit_entry};
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, agent_name_key, id_key};
 use crate::{Page, PageWindow, Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
+use agentreg_domain::entities::Agent;
+use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
 use agentreg_domain::names::AgentName;
 use sled::Transactional;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Agent {
-    pub id: u64,
-    pub project_id: u64,
-    pub name: String,
-    pub created_by_user_id: Option<u64>,
-    pub created_at_ms: i64,
-    /// Changes when the agent's URL configuration is created or deleted.
-    pub updated_at_ms: i64,
-    pub url_configuration_id: Option<u64>,
-}
-
-impl Agent {
-    /// Whether the agent has a URL configuration (GitLab's `is_receptive`).
-    pub fn is_receptive(&self) -> bool {
-        self.url_configuration_id.is_some()
-    }
-}
 
 /// A precondition for a delete: refuse it if the record changed after this instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +46,7 @@ pub enum DeleteAgentError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletedAgent {
     pub agent: Agent,
-    pub token_ids: Vec<u64>,
+    pub token_ids: Vec<AgentTokenId>,
 }
 
 impl Store {
@@ -260,7 +243,7 @@ impl Store {
                         agents.remove(&id_key(agent_id))?;
                         let deleted = DeletedAgent {
                             agent: agent_from_record(agent_id, record),
-                            token_ids,
+                            token_ids: token_ids.iter().copied().map(AgentTokenId::new).collect(),
                         };
                         if let Some((audit_id, audit)) = audit_id.zip(audit) {
                             let (key, value) = audit_entry(audit(&deleted), audit_id, now_ms);
@@ -282,13 +265,13 @@ impl Store {
 
 pub(crate) fn agent_from_record(id: u64, record: v1::Agent) -> Agent {
     Agent {
-        id,
-        project_id: record.project_id,
+        id: AgentId::new(id),
+        project_id: ProjectId::new(record.project_id),
         name: record.name,
-        created_by_user_id: record.created_by_user_id,
+        created_by_user_id: record.created_by_user_id.map(UserId::new),
         created_at_ms: record.created_at_ms,
         updated_at_ms: record.updated_at_ms,
-        url_configuration_id: record.url_configuration_id,
+        url_configuration_id: record.url_configuration_id.map(UrlConfigurationId::new),
     }
 }
 

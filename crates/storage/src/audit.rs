@@ -4,45 +4,51 @@
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key, pair_key};
 use crate::{Page, PageWindow, Store, StoreError, decode, engine};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditEvent {
-    pub id: u64,
-    pub project_id: u64,
-    pub author_id: Option<u64>,
-    pub entity_id: u64,
-    pub entity_type: String,
-    /// A JSON object: the action, the target and the outcome.
-    pub details: serde_json::Value,
-    pub created_at_ms: i64,
-}
+use agentreg_domain::entities::{AuditDetails, AuditEvent, AuditScope};
+use agentreg_domain::ids::{AuditEventId, ProjectId, UserId};
 
 /// An event to record.
 #[derive(Debug, Clone)]
 pub struct NewAuditEvent {
-    pub project_id: u64,
-    pub author_id: Option<u64>,
+    pub scope: AuditScope,
+    pub author_id: Option<UserId>,
     pub entity_id: u64,
     pub entity_type: &'static str,
     pub details: serde_json::Value,
 }
 
-/// Builds the audit event of a change from its outcome. Mutating operations take one and write
-/// the event in the same transaction as the change, so a change is never durable without its
-/// event, nor an event without its change. It may run more than once (transactions re-run), so it
-/// must be pure.
-pub type Audit<'a, T> = Option<&'a dyn Fn(&T) -> NewAuditEvent>;
+/// The sled engine's form of [`crate::port::Audit`]: builds the audit event of a change from its
+/// outcome, inside the change's transaction. It may run more than once (transactions re-run), so
+/// it must be pure.
+pub(crate) type Audit<'a, T> = Option<&'a dyn Fn(&T) -> NewAuditEvent>;
+
+/// Instance-wide events are kept under this project key, which no project has (ids start at 1).
+const INSTANCE_KEY: u64 = 0;
+
+pub(crate) fn scope_key(scope: AuditScope) -> u64 {
+    match scope {
+        AuditScope::Instance => INSTANCE_KEY,
+        AuditScope::Project(project_id) => project_id.get(),
+    }
+}
+
+fn scope_from_key(key: u64) -> AuditScope {
+    match key {
+        INSTANCE_KEY => AuditScope::Instance,
+        project_id => AuditScope::Project(ProjectId::new(project_id)),
+    }
+}
 
 /// The key and value of an audit event, for writing inside a transaction.
 pub(crate) fn audit_entry(event: NewAuditEvent, id: u64, now_ms: i64) -> ([u8; 16], Vec<u8>) {
     let record = v1::AuditEvent {
-        author_id: event.author_id,
+        author_id: event.author_id.map(UserId::get),
         entity_id: event.entity_id,
         entity_type: event.entity_type.to_owned(),
         details: event.details,
         created_at_ms: now_ms,
     };
-    (pair_key(event.project_id, id), encode(&record))
+    (pair_key(scope_key(event.scope), id), encode(&record))
 }
 
 impl Store {
@@ -63,8 +69,9 @@ impl Store {
         now_ms: i64,
     ) -> Result<AuditEvent, StoreError> {
         let id = self.next_id(IdKind::AuditEvent)?;
+        let scope = event.scope;
         let record = v1::AuditEvent {
-            author_id: event.author_id,
+            author_id: event.author_id.map(UserId::get),
             entity_id: event.entity_id,
             entity_type: event.entity_type.to_owned(),
             details: event.details,
@@ -73,18 +80,19 @@ impl Store {
         let _writing = self.writing();
         self.trees
             .audit_events
-            .insert(pair_key(event.project_id, id), encode(&record))
+            .insert(pair_key(scope_key(scope), id), encode(&record))
             .map_err(engine)?;
         self.flush()?;
-        Ok(event_from_record(event.project_id, id, record))
+        Ok(event_from_record(scope_key(scope), id, record))
     }
 
     /// A page of a project's events, newest first.
     pub fn audit_events_page(
         &self,
-        project_id: u64,
+        scope: AuditScope,
         window: PageWindow,
     ) -> Result<Page<AuditEvent>, StoreError> {
+        let project_id = scope_key(scope);
         let events = self.trees.audit_events.scan_prefix(id_key(project_id));
         let mut total = 0u64;
         let mut items = Vec::new();
@@ -105,12 +113,12 @@ impl Store {
 
 fn event_from_record(project_id: u64, id: u64, record: v1::AuditEvent) -> AuditEvent {
     AuditEvent {
-        id,
-        project_id,
-        author_id: record.author_id,
+        id: AuditEventId::new(id),
+        scope: scope_from_key(project_id),
+        author_id: record.author_id.map(UserId::new),
         entity_id: record.entity_id,
         entity_type: record.entity_type,
-        details: record.details,
+        details: AuditDetails::from_json(record.details.to_string()),
         created_at_ms: record.created_at_ms,
     }
 }
@@ -125,8 +133,8 @@ mod tests {
         let store = fixtures::store();
         for (project_id, entity_id) in [(1, 10), (1, 11), (2, 12), (1, 13)] {
             let event = NewAuditEvent {
-                project_id,
-                author_id: Some(1),
+                scope: AuditScope::Project(ProjectId::new(project_id)),
+                author_id: Some(UserId::new(1)),
                 entity_id,
                 entity_type: "Clusters::Agent",
                 details: serde_json::json!({"action": "test"}),
@@ -135,7 +143,7 @@ mod tests {
         }
         let page = store
             .audit_events_page(
-                1,
+                AuditScope::Project(ProjectId::new(1)),
                 PageWindow {
                     offset: 1,
                     limit: 5,

@@ -105,12 +105,25 @@ impl Store {
         }
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes)?;
-        let trees = parse(&bytes)?;
+        parse(&bytes)?;
         let store =
             Store::open(dir).map_err(|error| RestoreError::Io(std::io::Error::other(error)))?;
+        let summary = store.restore_into(&bytes)?;
+        Ok((store, summary))
+    }
+
+    /// Fills this store, which must hold no data, from a snapshot, and flushes it. The whole
+    /// file is checked before anything is written.
+    pub(crate) fn restore_into(&self, bytes: &[u8]) -> Result<SnapshotSummary, RestoreError> {
+        let trees = parse(bytes)?;
+        for name in schema::ALL_TREES {
+            if !self.db.open_tree(name).map_err(engine)?.is_empty() {
+                return Err(RestoreError::TargetNotEmpty("the sled database".to_owned()));
+            }
+        }
         let mut n_entries = 0u64;
         for (name, entries) in &trees {
-            let tree = store.db.open_tree(name).map_err(engine)?;
+            let tree = self.db.open_tree(name).map_err(engine)?;
             let mut batch = sled::Batch::default();
             for (key, value) in entries {
                 batch.insert(*key, *value);
@@ -118,20 +131,18 @@ impl Store {
             }
             tree.apply_batch(batch).map_err(engine)?;
         }
-        store.flush()?;
-        Ok((
-            store,
-            SnapshotSummary {
-                n_trees: trees.len(),
-                n_entries,
-            },
-        ))
+        self.flush()?;
+        Ok(SnapshotSummary {
+            n_trees: trees.len(),
+            n_entries,
+        })
     }
 }
 
-type ParsedTree<'a> = (String, Vec<(&'a [u8], &'a [u8])>);
+pub(crate) type ParsedTree<'a> = (String, Vec<(&'a [u8], &'a [u8])>);
 
-fn parse(bytes: &[u8]) -> Result<Vec<ParsedTree<'_>>, RestoreError> {
+/// Checks and splits a snapshot file into its trees.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<ParsedTree<'_>>, RestoreError> {
     if !bytes.starts_with(MAGIC) {
         return Err(RestoreError::NotASnapshot);
     }

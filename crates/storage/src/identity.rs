@@ -6,72 +6,11 @@ use crate::schema::{self, IdKind, folded_key, id_key, pair_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
 use agentreg_domain::access::AccessLevel;
 use agentreg_domain::names::{ProjectNaming, UserIdentity};
+use crate::port::{NewPersonalAccessToken, PersonalAccessTokenCredential};
+use agentreg_domain::entities::{Member, PersonalAccessToken, Project, User};
+use agentreg_domain::ids::{PersonalAccessTokenId, ProjectId, UserId};
 use agentreg_domain::tokens::TokenHandle;
 use sled::Transactional;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: u64,
-    pub username: String,
-    pub name: String,
-    pub email: String,
-    pub is_admin: bool,
-    pub created_at_ms: i64,
-}
-
-/// A personal access token as stored: everything but the secret, plus the secret's hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PersonalAccessToken {
-    pub id: u64,
-    pub user_id: u64,
-    pub name: String,
-    pub scopes: Vec<String>,
-    /// ISO date (`YYYY-MM-DD`) from which the token no longer works.
-    pub expires_at: Option<String>,
-    pub revoked: bool,
-    pub secret_hash: SecretHash,
-    pub created_at_ms: i64,
-}
-
-/// What a new personal access token is made of; the secret is already hashed.
-#[derive(Debug)]
-pub struct NewPersonalAccessToken<'a> {
-    pub user_id: u64,
-    pub name: &'a str,
-    pub scopes: Vec<String>,
-    pub expires_at: Option<String>,
-    pub handle: &'a TokenHandle,
-    pub secret_hash: SecretHash,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Project {
-    pub id: u64,
-    pub name: String,
-    pub path: String,
-    pub description: Option<String>,
-    pub owner: User,
-    pub created_at_ms: i64,
-}
-
-impl Project {
-    /// `Owner Name / Project Name`.
-    pub fn name_with_namespace(&self) -> String {
-        format!("{} / {}", self.owner.name, self.name)
-    }
-
-    /// `owner/path`.
-    pub fn path_with_namespace(&self) -> String {
-        format!("{}/{}", self.owner.username, self.path)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub user: User,
-    pub access_level: AccessLevel,
-    pub created_at_ms: i64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateUserError {
@@ -180,13 +119,13 @@ impl Store {
 
     pub fn create_personal_access_token(
         &self,
-        new: NewPersonalAccessToken<'_>,
+        new: NewPersonalAccessToken,
         now_ms: i64,
     ) -> Result<PersonalAccessToken, CreatePersonalAccessTokenError> {
         let id = self.next_id(IdKind::PersonalAccessToken)?;
         let record = v1::PersonalAccessToken {
-            user_id: new.user_id,
-            name: new.name.to_owned(),
+            user_id: new.user_id.get(),
+            name: new.name,
             scopes: new.scopes,
             expires_at: new.expires_at,
             revoked: false,
@@ -209,14 +148,15 @@ impl Store {
             },
         ))?;
         self.flush()?;
-        Ok(pat_from_record(id, record))
+        Ok(pat_from_record(id, record).0)
     }
 
-    /// The personal access token a handle names, if any. The caller verifies the secret.
+    /// The personal access token a handle names, with its owner, if any. The caller verifies
+    /// the secret.
     pub fn personal_access_token_by_handle(
         &self,
         handle: &TokenHandle,
-    ) -> Result<Option<PersonalAccessToken>, StoreError> {
+    ) -> Result<Option<PersonalAccessTokenCredential>, StoreError> {
         let Some(id_bytes) = self
             .trees
             .pat_handles
@@ -234,7 +174,17 @@ impl Store {
             });
         };
         let record: v1::PersonalAccessToken = decode(schema::PATS, &bytes)?;
-        Ok(Some(pat_from_record(id, record)))
+        let (token, secret_hash) = pat_from_record(id, record);
+        let Some(user) = self.user(token.user_id.get())? else {
+            return Err(StoreError::Dangling {
+                tree: schema::PATS,
+            });
+        };
+        Ok(Some(PersonalAccessTokenCredential {
+            token,
+            user,
+            secret_hash,
+        }))
     }
 
     /// Creates a project in `owner_id`'s namespace and makes the owner its Owner member.
@@ -367,9 +317,9 @@ impl Store {
     }
 }
 
-fn user_from_record(id: u64, record: v1::User) -> User {
+pub(crate) fn user_from_record(id: u64, record: v1::User) -> User {
     User {
-        id,
+        id: UserId::new(id),
         username: record.username,
         name: record.name,
         email: record.email,
@@ -378,22 +328,22 @@ fn user_from_record(id: u64, record: v1::User) -> User {
     }
 }
 
-fn pat_from_record(id: u64, record: v1::PersonalAccessToken) -> PersonalAccessToken {
-    PersonalAccessToken {
-        id,
-        user_id: record.user_id,
+fn pat_from_record(id: u64, record: v1::PersonalAccessToken) -> (PersonalAccessToken, SecretHash) {
+    let token = PersonalAccessToken {
+        id: PersonalAccessTokenId::new(id),
+        user_id: UserId::new(record.user_id),
         name: record.name,
         scopes: record.scopes,
         expires_at: record.expires_at,
         revoked: record.revoked,
-        secret_hash: SecretHash::from_stored(record.secret_hash),
         created_at_ms: record.created_at_ms,
-    }
+    };
+    (token, SecretHash::from_stored(record.secret_hash))
 }
 
 fn project_from_record(id: u64, record: v1::Project, owner: User) -> Project {
     Project {
-        id,
+        id: ProjectId::new(id),
         name: record.name,
         path: record.path,
         description: record.description,

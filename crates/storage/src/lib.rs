@@ -1,17 +1,22 @@
-//! agentreg's embedded store. It owns the sled database, the key schema, the versioned records
-//! and every invariant that must hold atomically (unique names, the active-token limit, one URL
-//! configuration per agent, cascading deletes). No sled type appears in its public API.
+//! agentreg's storage: the port the app talks to ([`port::Storage`]), its two backends (embedded
+//! sled, the default, and PostgreSQL for many replicas), the one snapshot format, and argon2-hashed
+//! secrets. Each backend enforces every invariant atomically (unique names, the active-token
+//! limit, one URL configuration per agent, cascading deletes). No sled or PostgreSQL type appears
+//! in its public API.
 //!
+//! The sled engine ([`Store`], in the modules named after resources) is synchronous and may block
+//! on disk; [`embedded::SledStorage`] adapts it to the port by running it on the blocking pool.
 //! Every mutating operation flushes the log before it returns, so a write that a caller has
-//! acknowledged survives a crash. Operations are synchronous and may block on disk: async
-//! callers run them on a blocking thread.
+//! acknowledged survives a crash.
 
 pub mod agent_tokens;
 pub mod agents;
 pub mod audit;
 pub mod backup;
+pub mod embedded;
 pub mod hashing;
 pub mod identity;
+pub mod port;
 mod records;
 mod schema;
 pub mod url_configs;
@@ -40,15 +45,25 @@ pub enum StoreError {
     },
     #[error("a stored {tree} index points at a missing record")]
     Dangling { tree: &'static str },
+    /// The database cannot be reached, or did not answer in time. The operation did not happen
+    /// (or did not commit); the caller may retry once the database is back.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] EngineError),
 }
 
 /// The storage engine's own error, kept opaque so that its type does not leak.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct EngineError(sled::Error);
+pub struct EngineError(Box<dyn std::error::Error + Send + Sync>);
+
+impl EngineError {
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> EngineError {
+        EngineError(error.into())
+    }
+}
 
 fn engine(error: sled::Error) -> StoreError {
-    StoreError::Engine(EngineError(error))
+    StoreError::Engine(EngineError::new(error))
 }
 
 /// Opening the store failed.
@@ -100,7 +115,7 @@ impl Store {
             .cache_capacity(CACHE_CAPACITY_BYTES);
         Store::from_config(config).map_err(|source| OpenError {
             path: dir.display().to_string(),
-            source: EngineError(source),
+            source: EngineError::new(source),
         })
     }
 
@@ -109,7 +124,7 @@ impl Store {
         let config = sled::Config::new().temporary(true);
         Store::from_config(config).map_err(|source| OpenError {
             path: "<temporary>".to_owned(),
-            source: EngineError(source),
+            source: EngineError::new(source),
         })
     }
 

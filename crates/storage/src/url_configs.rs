@@ -7,55 +7,10 @@ use crate::audit::{Audit, audit_entry};
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
+use crate::port::NewUrlConfiguration;
+use agentreg_domain::entities::{SealedUrlAuth, UrlConfiguration};
+use agentreg_domain::ids::{AgentId, ProjectId, UrlConfigurationId, UserId};
 use sled::Transactional;
-use std::fmt;
-
-/// How the agent server authenticates to a receptive agent, as stored.
-#[derive(Clone, PartialEq, Eq)]
-pub enum StoredUrlAuth {
-    /// JWT mode: a generated Ed25519 key pair.
-    Jwt {
-        public_key: Vec<u8>,
-        sealed_private_key: Vec<u8>,
-    },
-    /// mTLS mode: a client certificate and its (sealed) key.
-    Mtls {
-        client_cert: String,
-        sealed_client_key: Vec<u8>,
-    },
-}
-
-impl fmt::Debug for StoredUrlAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoredUrlAuth::Jwt { .. } => f.write_str("Jwt { .. }"),
-            StoredUrlAuth::Mtls { .. } => f.write_str("Mtls { .. }"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UrlConfiguration {
-    pub id: u64,
-    pub agent_id: u64,
-    pub project_id: u64,
-    pub url: String,
-    pub ca_cert: Option<String>,
-    pub tls_host: Option<String>,
-    pub auth: StoredUrlAuth,
-    pub created_by_user_id: Option<u64>,
-    pub created_at_ms: i64,
-}
-
-/// A URL configuration to create.
-#[derive(Debug)]
-pub struct NewUrlConfiguration {
-    pub url: String,
-    pub ca_cert: Option<String>,
-    pub tls_host: Option<String>,
-    pub auth: StoredUrlAuth,
-    pub created_by_user_id: Option<u64>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateUrlConfigurationError {
@@ -96,14 +51,14 @@ impl Store {
             ca_cert: new.ca_cert,
             tls_host: new.tls_host,
             auth: match new.auth {
-                StoredUrlAuth::Jwt {
+                SealedUrlAuth::Jwt {
                     public_key,
                     sealed_private_key,
                 } => v1::UrlAuth::Jwt {
                     public_key,
                     sealed_private_key,
                 },
-                StoredUrlAuth::Mtls {
+                SealedUrlAuth::Mtls {
                     client_cert,
                     sealed_client_key,
                 } => v1::UrlAuth::Mtls {
@@ -111,7 +66,7 @@ impl Store {
                     sealed_client_key,
                 },
             },
-            created_by_user_id: new.created_by_user_id,
+            created_by_user_id: new.created_by_user_id.map(UserId::get),
             created_at_ms: now_ms,
         };
         let encoded = encode(&record);
@@ -165,7 +120,7 @@ impl Store {
             return Ok(Some(Vec::new()));
         };
         let config = self
-            .url_configuration_by_id(config_id)?
+            .url_configuration_by_id(config_id.get())?
             .ok_or(StoreError::Dangling {
                 tree: schema::AGENTS,
             })?;
@@ -182,7 +137,7 @@ impl Store {
         let Some(config) = self.url_configuration_by_id(url_configuration_id)? else {
             return Ok(None);
         };
-        if config.agent_id != agent_id || config.project_id != project_id {
+        if config.agent_id.get() != agent_id || config.project_id.get() != project_id {
             return Ok(None);
         }
         Ok(Some(config))
@@ -277,9 +232,9 @@ impl Store {
 
 fn config_from_record(id: u64, record: v1::UrlConfiguration) -> UrlConfiguration {
     UrlConfiguration {
-        id,
-        agent_id: record.agent_id,
-        project_id: record.project_id,
+        id: UrlConfigurationId::new(id),
+        agent_id: AgentId::new(record.agent_id),
+        project_id: ProjectId::new(record.project_id),
         url: record.url,
         ca_cert: record.ca_cert,
         tls_host: record.tls_host,
@@ -287,19 +242,19 @@ fn config_from_record(id: u64, record: v1::UrlConfiguration) -> UrlConfiguration
             v1::UrlAuth::Jwt {
                 public_key,
                 sealed_private_key,
-            } => StoredUrlAuth::Jwt {
+            } => SealedUrlAuth::Jwt {
                 public_key,
                 sealed_private_key,
             },
             v1::UrlAuth::Mtls {
                 client_cert,
                 sealed_client_key,
-            } => StoredUrlAuth::Mtls {
+            } => SealedUrlAuth::Mtls {
                 client_cert,
                 sealed_client_key,
             },
         },
-        created_by_user_id: record.created_by_user_id,
+        created_by_user_id: record.created_by_user_id.map(UserId::new),
         created_at_ms: record.created_at_ms,
     }
 }
@@ -315,7 +270,7 @@ mod tests {
             url: "grpc://agent.example.com".to_owned(),
             ca_cert: None,
             tls_host: None,
-            auth: StoredUrlAuth::Jwt {
+            auth: SealedUrlAuth::Jwt {
                 public_key: vec![1; 32],
                 sealed_private_key: vec![2; 60],
             },

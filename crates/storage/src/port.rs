@@ -1,0 +1,313 @@
+//! The storage port: every operation the app performs on stored data, as one async,
+//! object-safe trait over domain types. The app holds an `Arc<dyn Storage>` and never learns
+//! which backend is behind it; no backend type (sled trees, SQL rows, driver errors) appears here.
+//!
+//! Each backend enforces every invariant atomically and under concurrency, whichever process
+//! serves the request: unique agent names per project, at most two active tokens per agent, one
+//! URL configuration per agent, cascading deletes, monotonic never-reused ids, and each audit
+//! event committed together with its change. A write that returns `Ok` is durable. The contract
+//! test suite (`tests/contract.rs`) runs against every backend.
+
+use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
+use crate::audit::NewAuditEvent;
+use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
+use crate::hashing::SecretHash;
+use crate::identity::{
+    AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError,
+};
+use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
+use crate::{Page, PageWindow, StoreError};
+use agentreg_domain::access::AccessLevel;
+use agentreg_domain::entities::{
+    Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project,
+    SealedUrlAuth, UrlConfiguration, User,
+};
+use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
+use agentreg_domain::names::{
+    AgentName, ProjectNaming, TokenDescription, TokenName, UserIdentity,
+};
+use agentreg_domain::tokens::{AgentTokenSet, TokenHandle};
+use std::sync::Arc;
+
+/// Builds the audit event of a change from its outcome. Mutating operations take one and write
+/// the event in the same transaction as the change, so a change is never durable without its
+/// event, nor an event without its change. It may run more than once (transactions re-run), so it
+/// must be pure.
+pub type Audit<T> = Option<Arc<dyn Fn(&T) -> NewAuditEvent + Send + Sync>>;
+
+/// A new personal access token; the secret is already hashed (outside any transaction).
+#[derive(Debug, Clone)]
+pub struct NewPersonalAccessToken {
+    pub user_id: UserId,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<String>,
+    pub handle: TokenHandle,
+    pub secret_hash: SecretHash,
+}
+
+/// A personal access token found by its handle, with the hash to verify the presented secret
+/// against, and its owner.
+#[derive(Debug, Clone)]
+pub struct PersonalAccessTokenCredential {
+    pub token: PersonalAccessToken,
+    pub user: User,
+    pub secret_hash: SecretHash,
+}
+
+/// A new agent token; the secret is already hashed.
+#[derive(Debug, Clone)]
+pub struct NewAgentToken {
+    pub name: TokenName,
+    pub description: Option<TokenDescription>,
+    pub handle: TokenHandle,
+    pub secret_hash: SecretHash,
+    pub created_by_user_id: Option<UserId>,
+}
+
+/// An agent token found by its handle, with the hash to verify the presented secret against.
+#[derive(Debug, Clone)]
+pub struct AgentTokenCredential {
+    pub token: AgentToken,
+    pub secret_hash: SecretHash,
+}
+
+/// A URL configuration to create; private keys arrive sealed.
+#[derive(Debug, Clone)]
+pub struct NewUrlConfiguration {
+    pub url: String,
+    pub ca_cert: Option<String>,
+    pub tls_host: Option<String>,
+    pub auth: SealedUrlAuth,
+    pub created_by_user_id: Option<UserId>,
+}
+
+/// How many of each record exist, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub agents: u64,
+    pub active_agent_tokens: u64,
+    pub url_configurations: u64,
+}
+
+/// What another process changed that a local cache may hold. Only backends shared by several
+/// processes send these; an embedded backend has no other writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// These agent tokens were revoked (directly, or with their agent) and must stop
+    /// authenticating.
+    AgentTokens(Vec<AgentTokenId>),
+    /// The feed lost its connection: changes may be missed until [`Invalidation::Resumed`], so
+    /// caches must be dropped and bypassed meanwhile.
+    Interrupted,
+    /// The feed is connected again; caches may fill again.
+    Resumed,
+}
+
+/// A stream of [`Invalidation`]s, for as long as the storage lives.
+pub type InvalidationFeed = tokio::sync::mpsc::Receiver<Invalidation>;
+
+/// Every operation on stored data. Reads return `Ok(None)` for what does not exist (or exists in
+/// another project: a record is found only through its owner). Writes take `now_ms`, ids and
+/// hashes from the caller, computed before any transaction starts.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Which backend this is, for logs (`sled`, `postgres`).
+    fn backend(&self) -> &'static str;
+
+    /// Checks that the backend can serve requests (readiness): `Err(Unavailable)` when its
+    /// database is unreachable.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Makes every acknowledged write durable; called at shutdown.
+    async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Changes made by other processes that caches must follow; `None` for a backend that only
+    /// this process writes. Called once, at start.
+    fn invalidations(&self) -> Option<InvalidationFeed>;
+
+    // Users, tokens, projects and members.
+
+    /// Whether any user exists; none means this is a first start.
+    async fn has_users(&self) -> Result<bool, StoreError>;
+    async fn create_user(
+        &self,
+        identity: UserIdentity,
+        is_admin: bool,
+        now_ms: i64,
+    ) -> Result<User, CreateUserError>;
+    async fn user(&self, user_id: UserId) -> Result<Option<User>, StoreError>;
+    /// Matched case-insensitively.
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError>;
+    async fn create_personal_access_token(
+        &self,
+        new: NewPersonalAccessToken,
+        now_ms: i64,
+    ) -> Result<PersonalAccessToken, CreatePersonalAccessTokenError>;
+    async fn personal_access_token_by_handle(
+        &self,
+        handle: &TokenHandle,
+    ) -> Result<Option<PersonalAccessTokenCredential>, StoreError>;
+    async fn create_project(
+        &self,
+        owner_id: UserId,
+        naming: ProjectNaming,
+        description: Option<String>,
+        now_ms: i64,
+    ) -> Result<Project, CreateProjectError>;
+    async fn project(&self, project_id: ProjectId) -> Result<Option<Project>, StoreError>;
+    /// `namespace/path`, matched case-insensitively.
+    async fn project_by_full_path(&self, full_path: &str) -> Result<Option<Project>, StoreError>;
+    async fn access_level(
+        &self,
+        project_id: ProjectId,
+        user_id: UserId,
+    ) -> Result<Option<AccessLevel>, StoreError>;
+    async fn add_member(
+        &self,
+        project_id: ProjectId,
+        user_id: UserId,
+        access_level: AccessLevel,
+        now_ms: i64,
+    ) -> Result<Member, AddMemberError>;
+
+    // Agents.
+
+    /// Registers an agent; its name is unique in the project.
+    async fn create_agent(
+        &self,
+        project_id: ProjectId,
+        name: AgentName,
+        created_by_user_id: Option<UserId>,
+        now_ms: i64,
+        audit: Audit<Agent>,
+    ) -> Result<Agent, CreateAgentError>;
+    async fn agent(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Agent>, StoreError>;
+    /// A page of the project's agents ordered by name, with the project's total.
+    async fn agents_page(
+        &self,
+        project_id: ProjectId,
+        window: PageWindow,
+    ) -> Result<Page<Agent>, StoreError>;
+    /// Deletes an agent with its tokens (revoked with it) and URL configuration.
+    async fn delete_agent(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        precondition: Option<UnmodifiedSince>,
+        now_ms: i64,
+        audit: Audit<DeletedAgent>,
+    ) -> Result<DeletedAgent, DeleteAgentError>;
+
+    // Agent tokens.
+
+    /// The agent's token set, if the agent exists in the project; used to refuse a create before
+    /// paying for hashing. [`Storage::create_agent_token`] checks the limit again atomically.
+    async fn agent_token_set(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<AgentTokenSet>, StoreError>;
+    /// Creates an active token; at most two are active per agent, under any concurrency.
+    async fn create_agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        new: NewAgentToken,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<AgentToken, CreateAgentTokenError>;
+    /// The agent's active tokens (unordered), or `None` when the agent is not in the project.
+    async fn active_agent_tokens(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError>;
+    /// One token of the agent, active or revoked.
+    async fn agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+    ) -> Result<Option<AgentToken>, StoreError>;
+    /// Revokes a token (idempotently); it keeps its record.
+    async fn revoke_agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<AgentToken, RevokeAgentTokenError>;
+    async fn agent_token_by_handle(
+        &self,
+        handle: &TokenHandle,
+    ) -> Result<Option<AgentTokenCredential>, StoreError>;
+    /// Records last-use times; a stored time never moves backwards.
+    async fn record_agent_token_use(&self, uses: Vec<(AgentTokenId, i64)>)
+    -> Result<(), StoreError>;
+
+    // URL configurations.
+
+    /// Creates the agent's one configuration and marks the agent receptive.
+    async fn create_url_configuration(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        new: NewUrlConfiguration,
+        now_ms: i64,
+        audit: Audit<UrlConfiguration>,
+    ) -> Result<UrlConfiguration, CreateUrlConfigurationError>;
+    /// The agent's configurations (zero or one), or `None` when the agent is not in the
+    /// project.
+    async fn url_configurations(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Vec<UrlConfiguration>>, StoreError>;
+    async fn url_configuration(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        url_configuration_id: UrlConfigurationId,
+    ) -> Result<Option<UrlConfiguration>, StoreError>;
+    async fn delete_url_configuration(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        url_configuration_id: UrlConfigurationId,
+        precondition: Option<UnmodifiedSince>,
+        now_ms: i64,
+        audit: Audit<UrlConfiguration>,
+    ) -> Result<UrlConfiguration, DeleteUrlConfigurationError>;
+    /// Every URL configuration of the instance, ordered by id (the agent server's list).
+    async fn all_url_configurations(&self) -> Result<Vec<UrlConfiguration>, StoreError>;
+
+    // Audit events and totals.
+
+    /// Appends an event that belongs to no other change (a failed authentication).
+    async fn record_audit_event(
+        &self,
+        event: NewAuditEvent,
+        now_ms: i64,
+    ) -> Result<AuditEvent, StoreError>;
+    /// A page of one scope's events, newest first.
+    async fn audit_events_page(
+        &self,
+        scope: AuditScope,
+        window: PageWindow,
+    ) -> Result<Page<AuditEvent>, StoreError>;
+    async fn counts(&self) -> Result<Counts, StoreError>;
+
+    // Backup.
+
+    /// A consistent snapshot of everything, in the one snapshot format every backend reads.
+    async fn snapshot(&self) -> Result<Vec<u8>, SnapshotError>;
+    /// Fills an empty store from a snapshot; refuses a store that holds data.
+    async fn restore(&self, snapshot: Vec<u8>) -> Result<SnapshotSummary, RestoreError>;
+}
