@@ -63,9 +63,12 @@ impl TestApp {
         app
     }
 
-    /// Starts an instance on an existing data directory (after a restart).
+    /// Starts an instance on an existing data directory (after a restart). With
+    /// `AGENTREG_TEST_DATABASE_URL` set, the instance runs on PostgreSQL: a fresh database per
+    /// data directory, created on first start and reused on restarts.
     pub(crate) async fn start(data_dir: &Path, configure: impl FnOnce(&mut Settings)) -> TestApp {
         init_tracing();
+        let database = test_database(data_dir).await;
         let kas_file = data_dir.with_extension("kas_secret");
         std::fs::write(
             &kas_file,
@@ -75,6 +78,7 @@ impl TestApp {
         let mut settings = Settings::for_tests(data_dir);
         settings.root_token = Some(ROOT_TOKEN.to_owned().into());
         settings.kas_secret_file = Some(kas_file);
+        settings.database = database;
         configure(&mut settings);
         let application = build_when_unlocked(settings).await;
         let http_addr = application.http_addr().expect("http addr");
@@ -477,4 +481,72 @@ pub(crate) fn data_dir_contains(dir: &Path, needle: &[u8]) -> bool {
     files_under(dir)
         .iter()
         .any(|(_, bytes)| bytes.windows(needle.len()).any(|window| window == needle))
+}
+
+/// The admin URL of the PostgreSQL server the suite runs on, if it runs on one.
+pub(crate) fn postgres_admin_url() -> Option<String> {
+    std::env::var("AGENTREG_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// A new, empty PostgreSQL database on the test server; returns its URL.
+pub(crate) async fn create_database(admin_url: &str) -> String {
+    let name = format!("agentreg_it_{:016x}", rand::random::<u64>());
+    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("connecting to the test PostgreSQL server");
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creating a test database");
+    drop(client);
+    let _ = connection.await;
+    database_url(admin_url, &name)
+}
+
+/// `admin_url` with its database name replaced by `name`.
+fn database_url(admin_url: &str, name: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|scheme| scheme + 3)
+        .and_then(|start| base[start..].find('/').map(|slash| start + slash))
+        .unwrap_or(base.len());
+    let mut url = format!("{}/{name}", &base[..authority_end]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+/// The database settings of the instance on `data_dir`, when the suite runs on PostgreSQL: the
+/// database is created on first use and remembered beside the data directory for restarts.
+pub(crate) async fn test_database(data_dir: &Path) -> Option<agentreg::config::DatabaseSettings> {
+    let admin_url = postgres_admin_url()?;
+    let marker = data_dir.with_extension("database_url");
+    let url = match std::fs::read_to_string(&marker) {
+        Ok(url) => url,
+        Err(_) => {
+            let url = create_database(&admin_url).await;
+            std::fs::write(&marker, &url).expect("remembering the test database");
+            url
+        }
+    };
+    Some(postgres_settings(url))
+}
+
+/// Settings for an instance on the PostgreSQL database at `url`.
+pub(crate) fn postgres_settings(url: String) -> agentreg::config::DatabaseSettings {
+    agentreg::config::DatabaseSettings {
+        url,
+        password_file: None,
+        pool_size: 8,
+        statement_timeout: std::time::Duration::from_secs(5),
+    }
 }

@@ -12,5 +12,6 @@ mod agents;
 mod helpers;
 mod identity;
 mod operations;
+mod replicas;
 mod role_matrix;
 mod url_configs;

@@ -206,7 +206,10 @@ async fn an_online_snapshot_restores_every_record_identically() {
     let snapshot_file = restored_dir.path().join("snapshot");
     std::fs::write(&snapshot_file, &snapshot).unwrap();
 
-    let summary = agentreg::snapshots::restore(&snapshot_file, &target).unwrap();
+    let database = crate::helpers::test_database(&target).await;
+    let summary = agentreg::snapshots::restore(&snapshot_file, database.as_ref(), &target)
+        .await
+        .unwrap();
     std::fs::copy(
         keys_dir.join("encryption_key"),
         target.join("encryption_key"),
@@ -234,7 +237,7 @@ async fn an_online_snapshot_restores_every_record_identically() {
     let restored_data = restored.data_dir.clone();
     restored.stop().await;
     let backup_file = restored_dir.path().join("offline");
-    backup_when_unlocked(&restored_data, &backup_file).await;
+    backup_when_unlocked(database.as_ref(), &restored_data, &backup_file).await;
     assert!(
         std::fs::read(&backup_file).unwrap() == snapshot.to_vec(),
         "the offline backup differs from the online snapshot"
@@ -246,9 +249,13 @@ async fn an_online_snapshot_restores_every_record_identically() {
 
 /// `agentreg backup` on a directory this process has just stopped serving: sled releases its
 /// lock a moment after the last handle goes, so only that error is retried.
-async fn backup_when_unlocked(data_dir: &std::path::Path, out: &std::path::Path) {
+async fn backup_when_unlocked(
+    database: Option<&agentreg::config::DatabaseSettings>,
+    data_dir: &std::path::Path,
+    out: &std::path::Path,
+) {
     for _ in 0..100 {
-        match agentreg::snapshots::backup(data_dir, out) {
+        match agentreg::snapshots::backup(database, data_dir, out).await {
             Ok(_) => return,
             Err(error) if format!("{error:#}").contains("could not acquire lock") => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -19,6 +19,19 @@ macro_rules! id_type {
             pub const fn get(self) -> u64 {
                 self.0
             }
+
+            /// An id as a client sent it. GitLab's ids are positive; a negative number names no
+            /// record, so it becomes 0, which storage never issues: the lookup then finds
+            /// nothing and the 404 comes at its usual place in the order of checks.
+            pub fn from_wire(value: i64) -> $name {
+                $name(u64::try_from(value).unwrap_or(0))
+            }
+        }
+
+        impl From<$name> for u64 {
+            fn from(id: $name) -> u64 {
+                id.0
+            }
         }
 
         impl fmt::Display for $name {
@@ -104,6 +117,12 @@ mod tests {
             ProjectRef::parse("99999999999999999999999"),
             ProjectRef::Nothing
         );
+    }
+
+    #[test]
+    fn negative_wire_ids_name_no_record() {
+        assert_eq!(AgentId::from_wire(-5).get(), 0);
+        assert_eq!(AgentId::from_wire(5).get(), 5);
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
 use crate::audit::{Audit, audit_entry};
 use crate::hashing::SecretHash;
+use crate::port::{AgentTokenCredential, NewAgentToken};
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
-use crate::port::{AgentTokenCredential, NewAgentToken};
 use agentreg_domain::entities::{AgentToken, TokenStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UserId};
 use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, TokenLimitReached, sort_by_last_use};
@@ -332,7 +332,7 @@ mod tests {
     use super::*;
     use crate::SecretHasher;
     use crate::fixtures;
-    use agentreg_domain::names::AgentName;
+    use agentreg_domain::names::{AgentName, TokenName};
     use agentreg_domain::tokens::{TokenKind, generate_token};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -349,9 +349,9 @@ mod tests {
             .unwrap();
         let name = TokenName::parse("t").unwrap();
         let new = NewAgentToken {
-            name: &name,
+            name,
             description: None,
-            handle: &generated.handle,
+            handle: generated.handle,
             secret_hash: hash,
             created_by_user_id: None,
         };
@@ -363,7 +363,7 @@ mod tests {
         let agent = store
             .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1, None)
             .unwrap();
-        (project_id, agent.id)
+        (project_id, agent.id.get())
     }
 
     #[test]
@@ -377,9 +377,9 @@ mod tests {
             Err(CreateAgentTokenError::LimitReached(_))
         ));
         let revoked = store
-            .revoke_agent_token(project_id, agent_id, first.id, 0, None)
+            .revoke_agent_token(project_id, agent_id, first.id.get(), 0, None)
             .unwrap();
-        assert!(revoked.revoked);
+        assert_eq!(revoked.status, TokenStatus::Revoked);
         new_token(&store, project_id, agent_id, 4).unwrap();
         assert_eq!(
             store
@@ -418,18 +418,18 @@ mod tests {
         let (project_id, agent_id) = agent(&store);
         let token = new_token(&store, project_id, agent_id, 1).unwrap();
         store
-            .revoke_agent_token(project_id, agent_id, token.id, 0, None)
+            .revoke_agent_token(project_id, agent_id, token.id.get(), 0, None)
             .unwrap();
         store
-            .revoke_agent_token(project_id, agent_id, token.id, 0, None)
+            .revoke_agent_token(project_id, agent_id, token.id.get(), 0, None)
             .unwrap();
         assert!(matches!(
-            store.revoke_agent_token(project_id, agent_id + 1, token.id, 0, None),
+            store.revoke_agent_token(project_id, agent_id + 1, token.id.get(), 0, None),
             Err(RevokeAgentTokenError::NotFound)
         ));
         assert_eq!(
             store
-                .agent_token(project_id, agent_id + 1, token.id)
+                .agent_token(project_id, agent_id + 1, token.id.get())
                 .unwrap(),
             None
         );
@@ -441,7 +441,9 @@ mod tests {
         let (project_id, agent_id) = agent(&store);
         let never = new_token(&store, project_id, agent_id, 1).unwrap();
         let used = new_token(&store, project_id, agent_id, 2).unwrap();
-        store.record_agent_token_use(&[(used.id, 50)]).unwrap();
+        store
+            .record_agent_token_use(&[(used.id.get(), 50)])
+            .unwrap();
         let ids: Vec<_> = store
             .active_agent_tokens(project_id, agent_id)
             .unwrap()
@@ -466,9 +468,9 @@ mod tests {
                 project_id,
                 agent_id,
                 NewAgentToken {
-                    name: &name,
+                    name,
                     description: None,
-                    handle: &generated.handle,
+                    handle: generated.handle.clone(),
                     secret_hash: hash,
                     created_by_user_id: None,
                 },
@@ -480,11 +482,15 @@ mod tests {
             .delete_agent(project_id, agent_id, None, 0, None)
             .unwrap();
         assert_eq!(deleted.token_ids, vec![token.id]);
-        assert_eq!(
-            store.agent_token_by_handle(&generated.handle).unwrap(),
-            None
+        assert!(
+            store
+                .agent_token_by_handle(&generated.handle)
+                .unwrap()
+                .is_none()
         );
-        store.record_agent_token_use(&[(token.id, 5)]).unwrap();
-        assert_eq!(store.last_used(token.id).unwrap(), None);
+        store
+            .record_agent_token_use(&[(token.id.get(), 5)])
+            .unwrap();
+        assert_eq!(store.last_used(token.id.get()).unwrap(), None);
     }
 }

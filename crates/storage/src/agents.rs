@@ -279,6 +279,7 @@ pub(crate) fn agent_from_record(id: u64, record: v1::Agent) -> Agent {
 mod tests {
     use super::*;
     use crate::fixtures;
+    use agentreg_domain::entities::AuditScope;
 
     fn name(text: &str) -> AgentName {
         AgentName::parse(text).unwrap()
@@ -330,9 +331,9 @@ mod tests {
         let agent = store
             .create_agent(project_id, &name("a"), None, 1, None)
             .unwrap();
-        assert_eq!(store.agent(project_id + 1, agent.id).unwrap(), None);
+        assert_eq!(store.agent(project_id + 1, agent.id.get()).unwrap(), None);
         assert!(matches!(
-            store.delete_agent(project_id + 1, agent.id, None, 0, None),
+            store.delete_agent(project_id + 1, agent.id.get(), None, 0, None),
             Err(DeleteAgentError::NotFound)
         ));
     }
@@ -345,9 +346,9 @@ mod tests {
             .create_agent(project_id, &name("a"), None, 1, None)
             .unwrap();
         store
-            .delete_agent(project_id, agent.id, None, 0, None)
+            .delete_agent(project_id, agent.id.get(), None, 0, None)
             .unwrap();
-        assert_eq!(store.agent(project_id, agent.id).unwrap(), None);
+        assert_eq!(store.agent(project_id, agent.id.get()).unwrap(), None);
         let page = store
             .agents_page(
                 project_id,
@@ -369,16 +370,16 @@ mod tests {
         let store = fixtures::store();
         let (_, project_id) = fixtures::project(&store);
         let audit = |agent: &Agent| crate::audit::NewAuditEvent {
-            project_id: agent.project_id,
+            scope: AuditScope::Project(agent.project_id),
             author_id: None,
-            entity_id: agent.id,
+            entity_id: agent.id.get(),
             entity_type: "Clusters::Agent",
             details: serde_json::json!({"event_name": "cluster_agent_created"}),
         };
         let events = |store: &Store| {
             store
                 .audit_events_page(
-                    project_id,
+                    AuditScope::Project(ProjectId::new(project_id)),
                     PageWindow {
                         offset: 0,
                         limit: 10,
@@ -396,7 +397,7 @@ mod tests {
         assert!(matches!(refused, Err(CreateAgentError::NameTaken)));
         let recorded = events(&store);
         assert_eq!(recorded.len(), 1);
-        assert_eq!(recorded[0].entity_id, agent.id);
+        assert_eq!(recorded[0].entity_id, agent.id.get());
         assert_eq!(recorded[0].created_at_ms, 1);
     }
 
@@ -411,14 +412,14 @@ mod tests {
             latest_allowed_ms: 999,
         };
         assert!(matches!(
-            store.delete_agent(project_id, agent.id, Some(stale), 0, None),
+            store.delete_agent(project_id, agent.id.get(), Some(stale), 0, None),
             Err(DeleteAgentError::PreconditionFailed)
         ));
         let fresh = UnmodifiedSince {
             latest_allowed_ms: 1_000,
         };
         store
-            .delete_agent(project_id, agent.id, Some(fresh), 0, None)
+            .delete_agent(project_id, agent.id.get(), Some(fresh), 0, None)
             .unwrap();
     }
 

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::Path;
 
-const MAGIC: &[u8] = b"AGENTREG-SNAPSHOT";
+pub(crate) const MAGIC: &[u8] = b"AGENTREG-SNAPSHOT";
 /// The snapshot format this version writes and reads.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 
@@ -139,6 +139,15 @@ impl Store {
     }
 }
 
+/// Checks a snapshot file (magic, version, lengths, checksum) and counts what it holds.
+pub fn summarize(bytes: &[u8]) -> Result<SnapshotSummary, RestoreError> {
+    let trees = parse(bytes)?;
+    Ok(SnapshotSummary {
+        n_trees: trees.len(),
+        n_entries: trees.iter().map(|(_, entries)| entries.len() as u64).sum(),
+    })
+}
+
 pub(crate) type ParsedTree<'a> = (String, Vec<(&'a [u8], &'a [u8])>);
 
 /// Checks and splits a snapshot file into its trees.
@@ -180,7 +189,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<ParsedTree<'_>>, RestoreError> {
     Ok(trees)
 }
 
-fn write_bytes(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_bytes(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
     let length = u32::try_from(bytes.len())
         .map_err(|_| std::io::Error::other("a stored value exceeds 4 GiB"))?;
     out.write_all(&length.to_be_bytes())?;
@@ -263,7 +272,10 @@ mod tests {
         let (restored, summary) = Store::restore_snapshot(&target, &mut bytes.as_slice()).unwrap();
 
         assert!(summary.n_entries > 0);
-        assert_eq!(restored.agent(project_id, agent.id).unwrap(), Some(agent));
+        assert_eq!(
+            restored.agent(project_id, agent.id.get()).unwrap(),
+            Some(agent)
+        );
         assert_eq!(snapshot_of(&restored), bytes);
     }
 

@@ -10,8 +10,8 @@ use crate::identity::{
     AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError,
 };
 use crate::port::{
-    AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken,
-    NewPersonalAccessToken, NewUrlConfiguration, PersonalAccessTokenCredential, Storage,
+    AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
+    NewUrlConfiguration, PersonalAccessTokenCredential, Storage,
 };
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use crate::{EngineError, OpenError, Page, PageWindow, Store, StoreError};
@@ -337,11 +337,8 @@ impl Storage for SledStorage {
         agent_id: AgentId,
         url_configuration_id: UrlConfigurationId,
     ) -> Result<Option<UrlConfiguration>, StoreError> {
-        self.store.url_configuration(
-            project_id.get(),
-            agent_id.get(),
-            url_configuration_id.get(),
-        )
+        self.store
+            .url_configuration(project_id.get(), agent_id.get(), url_configuration_id.get())
     }
 
     async fn delete_url_configuration(

@@ -1,14 +1,14 @@
 //! Users, personal access tokens, projects and project members.
 
 use crate::hashing::SecretHash;
+use crate::port::{NewPersonalAccessToken, PersonalAccessTokenCredential};
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, folded_key, id_key, pair_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
 use agentreg_domain::access::AccessLevel;
-use agentreg_domain::names::{ProjectNaming, UserIdentity};
-use crate::port::{NewPersonalAccessToken, PersonalAccessTokenCredential};
 use agentreg_domain::entities::{Member, PersonalAccessToken, Project, User};
 use agentreg_domain::ids::{PersonalAccessTokenId, ProjectId, UserId};
+use agentreg_domain::names::{ProjectNaming, UserIdentity};
 use agentreg_domain::tokens::TokenHandle;
 use sled::Transactional;
 
@@ -176,9 +176,7 @@ impl Store {
         let record: v1::PersonalAccessToken = decode(schema::PATS, &bytes)?;
         let (token, secret_hash) = pat_from_record(id, record);
         let Some(user) = self.user(token.user_id.get())? else {
-            return Err(StoreError::Dangling {
-                tree: schema::PATS,
-            });
+            return Err(StoreError::Dangling { tree: schema::PATS });
         };
         Ok(Some(PersonalAccessTokenCredential {
             token,
@@ -374,7 +372,7 @@ mod tests {
         let store = fixtures::store();
         let (_, project_id) = fixtures::project(&store);
         let by_path = store.project_by_full_path("OWNER/App").unwrap().unwrap();
-        assert_eq!(by_path.id, project_id);
+        assert_eq!(by_path.id.get(), project_id);
         assert_eq!(by_path.path_with_namespace(), "owner/app");
         assert_eq!(by_path.name_with_namespace(), "Owner / app");
     }
@@ -401,10 +399,10 @@ mod tests {
         let bob = UserIdentity::parse("bob", "Bob", "bob@example.com").unwrap();
         let bob = store.create_user(&bob, false, 1).unwrap();
         store
-            .add_member(project_id, bob.id, AccessLevel::Developer, 4)
+            .add_member(project_id, bob.id.get(), AccessLevel::Developer, 4)
             .unwrap();
         assert!(matches!(
-            store.add_member(project_id, bob.id, AccessLevel::Guest, 5),
+            store.add_member(project_id, bob.id.get(), AccessLevel::Guest, 5),
             Err(AddMemberError::AlreadyMember)
         ));
         assert!(matches!(
@@ -422,7 +420,7 @@ mod tests {
         };
         let store = fixtures::reopen(dir.path());
         let carol = UserIdentity::parse("carol", "Carol", "c@example.com").unwrap();
-        let second = store.create_user(&carol, false, 1).unwrap().id;
+        let second = store.create_user(&carol, false, 1).unwrap().id.get();
         assert_eq!(second, first + 1);
     }
 }

@@ -13,10 +13,12 @@ pub mod agent_tokens;
 pub mod agents;
 pub mod audit;
 pub mod backup;
+mod dataset;
 pub mod embedded;
 pub mod hashing;
 pub mod identity;
 pub mod port;
+pub mod postgres;
 mod records;
 mod schema;
 pub mod url_configs;
@@ -272,7 +274,9 @@ pub(crate) mod fixtures {
         let identity = UserIdentity::parse("owner", "Owner", "owner@example.com").unwrap();
         let user = store.create_user(&identity, false, 1).unwrap();
         let naming = ProjectNaming::parse(Some("app"), None).unwrap();
-        let project = store.create_project(user.id, &naming, None, 2).unwrap();
-        (user.id, project.id)
+        let project = store
+            .create_project(user.id.get(), &naming, None, 2)
+            .unwrap();
+        (user.id.get(), project.id.get())
     }
 }

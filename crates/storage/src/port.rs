@@ -20,13 +20,11 @@ use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationErro
 use crate::{Page, PageWindow, StoreError};
 use agentreg_domain::access::AccessLevel;
 use agentreg_domain::entities::{
-    Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project,
-    SealedUrlAuth, UrlConfiguration, User,
+    Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project, SealedUrlAuth,
+    UrlConfiguration, User,
 };
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
-use agentreg_domain::names::{
-    AgentName, ProjectNaming, TokenDescription, TokenName, UserIdentity,
-};
+use agentreg_domain::names::{AgentName, ProjectNaming, TokenDescription, TokenName, UserIdentity};
 use agentreg_domain::tokens::{AgentTokenSet, TokenHandle};
 use std::sync::Arc;
 
@@ -249,8 +247,10 @@ pub trait Storage: Send + Sync + 'static {
         handle: &TokenHandle,
     ) -> Result<Option<AgentTokenCredential>, StoreError>;
     /// Records last-use times; a stored time never moves backwards.
-    async fn record_agent_token_use(&self, uses: Vec<(AgentTokenId, i64)>)
-    -> Result<(), StoreError>;
+    async fn record_agent_token_use(
+        &self,
+        uses: Vec<(AgentTokenId, i64)>,
+    ) -> Result<(), StoreError>;
 
     // URL configurations.
 

@@ -4,10 +4,10 @@
 
 use crate::agents::UnmodifiedSince;
 use crate::audit::{Audit, audit_entry};
+use crate::port::NewUrlConfiguration;
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
-use crate::port::NewUrlConfiguration;
 use agentreg_domain::entities::{SealedUrlAuth, UrlConfiguration};
 use agentreg_domain::ids::{AgentId, ProjectId, UrlConfigurationId, UserId};
 use sled::Transactional;
@@ -119,11 +119,11 @@ impl Store {
         let Some(config_id) = agent.url_configuration_id else {
             return Ok(Some(Vec::new()));
         };
-        let config = self
-            .url_configuration_by_id(config_id.get())?
-            .ok_or(StoreError::Dangling {
-                tree: schema::AGENTS,
-            })?;
+        let config =
+            self.url_configuration_by_id(config_id.get())?
+                .ok_or(StoreError::Dangling {
+                    tree: schema::AGENTS,
+                })?;
         Ok(Some(vec![config]))
     }
 
@@ -286,27 +286,29 @@ mod tests {
             .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1, None)
             .unwrap();
         let config = store
-            .create_url_configuration(project_id, agent.id, jwt(), 2, None)
+            .create_url_configuration(project_id, agent.id.get(), jwt(), 2, None)
             .unwrap();
         assert!(
             store
-                .agent(project_id, agent.id)
+                .agent(project_id, agent.id.get())
                 .unwrap()
                 .unwrap()
                 .is_receptive()
         );
         assert!(matches!(
-            store.create_url_configuration(project_id, agent.id, jwt(), 3, None),
+            store.create_url_configuration(project_id, agent.id.get(), jwt(), 3, None),
             Err(CreateUrlConfigurationError::AlreadyExists)
         ));
         store
-            .delete_url_configuration(project_id, agent.id, config.id, None, 4, None)
+            .delete_url_configuration(project_id, agent.id.get(), config.id.get(), None, 4, None)
             .unwrap();
-        let agent_after = store.agent(project_id, agent.id).unwrap().unwrap();
+        let agent_after = store.agent(project_id, agent.id.get()).unwrap().unwrap();
         assert!(!agent_after.is_receptive());
         assert_eq!(agent_after.updated_at_ms, 4);
         assert_eq!(
-            store.url_configurations(project_id, agent.id).unwrap(),
+            store
+                .url_configurations(project_id, agent.id.get())
+                .unwrap(),
             Some(vec![])
         );
     }
@@ -319,10 +321,10 @@ mod tests {
             .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1, None)
             .unwrap();
         store
-            .create_url_configuration(project_id, agent.id, jwt(), 2, None)
+            .create_url_configuration(project_id, agent.id.get(), jwt(), 2, None)
             .unwrap();
         store
-            .delete_agent(project_id, agent.id, None, 0, None)
+            .delete_agent(project_id, agent.id.get(), None, 0, None)
             .unwrap();
         assert!(store.all_url_configurations().unwrap().is_empty());
     }

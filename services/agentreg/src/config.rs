@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// GitLab's Kubernetes agent API as a standalone service: register agents, issue agent tokens and
-/// configure receptive agents over GitLab-compatible REST and a gRPC API, stored in embedded sled.
+/// configure receptive agents over GitLab-compatible REST and a gRPC API, stored in embedded sled
+/// or, for many interchangeable replicas, in PostgreSQL (--database-url).
 #[derive(Debug, Parser)]
 #[command(name = "agentreg", version, about, long_about = None)]
 pub struct Cli {
@@ -22,21 +23,27 @@ pub enum Command {
         after_help = "Environment only: AGENTREG_ROOT_TOKEN (at least 20 characters) is the administrator's token to create on first start; without it a token is generated and written to <data-dir>/initial_root_token (mode 0600)."
     )]
     Serve(Box<ServeArgs>),
-    /// Write a consistent, versioned snapshot of a stopped service's database to a file.
-    /// (While the service runs, use `GET /api/v4/admin/snapshot` as an administrator.)
+    /// Write a consistent, versioned snapshot of the database to a file: a stopped service's
+    /// sled data directory, or a PostgreSQL database with --database-url (which may be in use).
+    /// (While the service runs, `GET /api/v4/admin/snapshot` also works, on either backend.)
     Backup(BackupArgs),
-    /// Restore a snapshot into an empty data directory.
+    /// Restore a snapshot into an empty sled data directory, or an empty PostgreSQL database
+    /// with --database-url. Snapshots of either backend restore into either.
     Restore(RestoreArgs),
+    /// Apply the PostgreSQL schema migrations and exit (`serve` also applies them at start).
+    Migrate(MigrateArgs),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct BackupArgs {
-    /// Data directory of the (stopped) service
+    /// Data directory of the (stopped) service [default: ./data]
     #[arg(long, env = "AGENTREG_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
     /// File to write; it is created with mode 0600 and must not exist
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -44,10 +51,74 @@ pub struct RestoreArgs {
     /// Snapshot file written by `agentreg backup` or the snapshot route
     #[arg(long = "in")]
     pub input: PathBuf,
-    /// Data directory to create; it must be absent or empty. Copy `encryption_key` and
-    /// `kas_secret` into it too (snapshots do not contain them).
-    #[arg(long)]
+    /// sled data directory to create; it must be absent or empty. Copy `encryption_key` and
+    /// `kas_secret` into it too (snapshots do not contain them). Ignored with --database-url.
+    #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// The PostgreSQL backend's settings; without a URL the service uses embedded sled.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL, e.g. postgres://agentreg@db:5432/agentreg?sslmode=require. Selects the
+    /// PostgreSQL backend, which any number of replicas may share [default: embedded sled]
+    #[arg(long, env = "AGENTREG_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// File holding the database password, so that it stays out of process listings; it
+    /// overrides a password in the URL
+    #[arg(long, env = "AGENTREG_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+    /// Connections in this replica's pool [default: 16]
+    #[arg(long, env = "AGENTREG_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<usize>,
+    /// Longest a query (or a wait for a pooled connection) may take before the request fails
+    /// with 503, in milliseconds [default: 5000]
+    #[arg(long, env = "AGENTREG_DATABASE_STATEMENT_TIMEOUT_MS")]
+    pub database_statement_timeout_ms: Option<u64>,
+}
+
+/// The PostgreSQL backend's resolved settings.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    pub pool_size: usize,
+    pub statement_timeout: std::time::Duration,
+}
+
+/// The default of `--database-pool-size`.
+pub const DEFAULT_DATABASE_POOL_SIZE: usize = 16;
+/// The default of `--database-statement-timeout-ms`.
+pub const DEFAULT_DATABASE_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+
+impl DatabaseArgs {
+    /// The PostgreSQL settings, if a URL was given (here or in the config file).
+    pub fn resolve(self, file: DatabaseArgs) -> Option<DatabaseSettings> {
+        let url = self.database_url.or(file.database_url)?;
+        Some(DatabaseSettings {
+            url,
+            password_file: self.database_password_file.or(file.database_password_file),
+            pool_size: self
+                .database_pool_size
+                .or(file.database_pool_size)
+                .unwrap_or(DEFAULT_DATABASE_POOL_SIZE)
+                .max(1),
+            statement_timeout: std::time::Duration::from_millis(
+                self.database_statement_timeout_ms
+                    .or(file.database_statement_timeout_ms)
+                    .unwrap_or(DEFAULT_DATABASE_STATEMENT_TIMEOUT_MS)
+                    .max(1),
+            ),
+        })
+    }
 }
 
 /// Every setting of `agentreg serve`. Unset values come from the config file, then the defaults.
@@ -95,6 +166,8 @@ pub struct ServeArgs {
     /// Failed authentications a client address may make per minute before it gets 429 [default: 30]
     #[arg(long, env = "AGENTREG_AUTH_FAILURES_PER_MINUTE")]
     pub auth_failures_per_minute: Option<u32>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -121,6 +194,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub metrics_addr: Option<SocketAddr>,
     pub auth_failures_per_minute: u32,
+    /// PostgreSQL; `None` means embedded sled in `<data_dir>/db`.
+    pub database: Option<DatabaseSettings>,
 }
 
 /// The PEM files of the listeners' TLS identity.
@@ -149,6 +224,10 @@ struct FileSettings {
     tls_key: Option<PathBuf>,
     metrics_addr: Option<SocketAddr>,
     auth_failures_per_minute: Option<u32>,
+    database_url: Option<String>,
+    database_password_file: Option<PathBuf>,
+    database_pool_size: Option<usize>,
+    database_statement_timeout_ms: Option<u64>,
 }
 
 /// The settings could not be resolved.
@@ -235,6 +314,12 @@ impl Settings {
                 .auth_failures_per_minute
                 .or(file.auth_failures_per_minute)
                 .unwrap_or(DEFAULT_AUTH_FAILURES_PER_MINUTE),
+            database: args.database.resolve(DatabaseArgs {
+                database_url: file.database_url,
+                database_password_file: file.database_password_file,
+                database_pool_size: file.database_pool_size,
+                database_statement_timeout_ms: file.database_statement_timeout_ms,
+            }),
         })
     }
 
@@ -253,6 +338,7 @@ impl Settings {
             tls: None,
             metrics_addr: None,
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
+            database: None,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! agentreg: GitLab's Kubernetes agent API as a standalone service. `app` implements every
 //! operation once; `rest` (GitLab's `/api/v4` paths) and `grpc` (`agentreg.v1`) are two thin
-//! edges over it; `startup` wires them to the sled store and the listeners.
+//! edges over it; `startup` wires them to the storage backend (`backends`) and the listeners.
 
 pub mod app;
+pub mod backends;
 pub mod config;
 pub mod grpc;
 pub mod metrics;

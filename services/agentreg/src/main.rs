@@ -1,6 +1,6 @@
 //! The `agentreg` binary: parse the command line, resolve settings, serve until a signal.
 
-use agentreg::config::{Cli, Command, Settings};
+use agentreg::config::{Cli, Command, DatabaseArgs, Settings};
 use agentreg::startup::Application;
 use anyhow::Context;
 use clap::Parser;
@@ -28,7 +28,9 @@ async fn main() -> anyhow::Result<()> {
             application.run_until(shutdown_signal()).await
         }
         Command::Backup(args) => {
-            let summary = agentreg::snapshots::backup(&args.data_dir, &args.out)?;
+            let database = args.database.resolve(DatabaseArgs::default());
+            let summary =
+                agentreg::snapshots::backup(database.as_ref(), &args.data_dir, &args.out).await?;
             report(&format!(
                 "wrote {} ({} trees, {} entries)",
                 args.out.display(),
@@ -37,13 +39,33 @@ async fn main() -> anyhow::Result<()> {
             ))
         }
         Command::Restore(args) => {
-            let summary = agentreg::snapshots::restore(&args.input, &args.data_dir)?;
+            let database = args.database.resolve(DatabaseArgs::default());
+            let summary =
+                agentreg::snapshots::restore(&args.input, database.as_ref(), &args.data_dir)
+                    .await?;
+            let target = match &database {
+                Some(_) => "the PostgreSQL database".to_owned(),
+                None => args.data_dir.display().to_string(),
+            };
             report(&format!(
-                "restored {} trees, {} entries into {}",
-                summary.n_trees,
-                summary.n_entries,
-                args.data_dir.display()
-            ))
+                "restored {} trees, {} entries into {target}",
+                summary.n_trees, summary.n_entries,
+            ))?;
+            report(
+                "snapshots hold no keys: give the restored service the original encryption_key and kas_secret (copy them into its data directory, or point --encryption-key-file and --kas-secret-file at them)",
+            )
+        }
+        Command::Migrate(args) => {
+            let Some(database) = args.database.resolve(DatabaseArgs::default()) else {
+                anyhow::bail!("agentreg migrate needs --database-url (or AGENTREG_DATABASE_URL)");
+            };
+            let applied = agentreg::backends::migrate(&database).await?;
+            if applied.is_empty() {
+                report("the schema is up to date")
+            } else {
+                let versions: Vec<String> = applied.iter().map(u32::to_string).collect();
+                report(&format!("applied migrations {}", versions.join(", ")))
+            }
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Building and running the service: `Application::build` opens the store, loads the secrets,
+//! Building and running the service: `Application::build` opens storage, loads the secrets,
 //! creates the administrator on first start and binds both listeners (reporting their ports);
 //! `run_until` serves until the shutdown future resolves, drains in-flight requests and flushes.
 
@@ -10,7 +10,7 @@ use crate::grpc::{self, pb};
 use crate::metrics::{self, Metrics};
 use crate::rest::{self, RestState};
 use crate::{secrets, telemetry};
-use agentreg_storage::{SecretHasher, Store};
+use agentreg_storage::SecretHasher;
 use anyhow::Context;
 use axum::routing::get;
 use axum::{Router, middleware};
@@ -51,12 +51,10 @@ impl Application {
         let kas_secret = secrets::kas_secret(settings.kas_secret_file.as_deref(), &data_dir)?;
         let encryption_key =
             secrets::encryption_key(settings.encryption_key_file.as_deref(), &data_dir)?;
-        let db_dir = data_dir.join("db");
-        let store = tokio::task::spawn_blocking(move || Store::open(&db_dir))
-            .await
-            .context("opening the store")??;
+        let storage = crate::backends::open(settings.database.as_ref(), &data_dir).await?;
+        tracing::info!(backend = storage.backend(), "storage opened");
         let app = App::new(
-            store,
+            storage,
             hasher,
             AppConfig {
                 receptive_agents_enabled: settings.receptive_agents_enabled,
@@ -144,7 +142,8 @@ impl Application {
         let mut rest_router = rest::router(RestState {
             app: self.app.clone(),
             external_url: self.settings.external_url.clone(),
-        });
+        })
+        .merge(rest::health::router(self.app.clone()));
         let metrics_listener = self.metrics_listener;
         if metrics_listener.is_none() {
             rest_router = rest_router.merge(metrics_route.clone());
@@ -157,14 +156,13 @@ impl Application {
             .layer(
                 tower_http::trace::TraceLayer::new_for_http().make_span_with(telemetry::http_span),
             );
-        let grpc_router =
-            grpc_routes(&self.app)
-                .await?
-                .into_axum_router()
-                .layer(middleware::from_fn_with_state(
-                    metrics.clone(),
-                    metrics::track_grpc,
-                ));
+        let (grpc_routes, health_reporter) = grpc_routes(&self.app).await?;
+        let grpc_router = grpc_routes
+            .into_axum_router()
+            .layer(middleware::from_fn_with_state(
+                metrics.clone(),
+                metrics::track_grpc,
+            ));
 
         let metrics_server = async {
             match metrics_listener {
@@ -172,6 +170,15 @@ impl Application {
                 None => Ok(()),
             }
         };
+        let invalidations = tokio::spawn({
+            let app = self.app.clone();
+            async move { app.follow_invalidations().await }
+        });
+        let health_watch = tokio::spawn(watch_health(
+            self.app.clone(),
+            health_reporter,
+            stop.clone(),
+        ));
         let usage_app = self.app.clone();
         let usage_stop = stop.clone();
         let usage_writer = tokio::spawn(async move {
@@ -201,6 +208,8 @@ impl Application {
         grpc_result.context("serving gRPC")?;
         metrics_result.context("serving metrics")?;
         usage_writer.await.context("stopping the last-use writer")?;
+        health_watch.await.context("stopping the health watch")?;
+        invalidations.abort();
         self.app
             .flush()
             .await
@@ -256,8 +265,57 @@ async fn tls_config(files: &TlsFiles) -> anyhow::Result<RustlsConfig> {
         })
 }
 
+/// How often gRPC health follows storage's reachability.
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps gRPC health in step with storage: `NOT_SERVING` while the database is unreachable,
+/// `SERVING` again when it answers.
+async fn watch_health(
+    app: App,
+    reporter: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(HEALTH_INTERVAL);
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = interval.tick() => {
+                let ready = app.ready().await.is_ok();
+                if ready != serving {
+                    serving = ready;
+                    let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    if ready {
+                        tracing::info!("storage reachable again; serving");
+                    } else {
+                        tracing::warn!("storage unreachable; reporting NOT_SERVING");
+                    }
+                    for name in GRPC_SERVICE_NAMES {
+                        reporter.set_service_status(name, status).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The names gRPC health reports on; "" is the server as a whole.
+const GRPC_SERVICE_NAMES: [&str; 9] = [
+    "agentreg.v1.MetaService",
+    "agentreg.v1.UserService",
+    "agentreg.v1.ProjectService",
+    "agentreg.v1.AgentService",
+    "agentreg.v1.AgentTokenService",
+    "agentreg.v1.UrlConfigurationService",
+    "agentreg.v1.InternalService",
+    "agentreg.v1.AuditEventService",
+    "",
+];
+
 /// Every gRPC service, with health and reflection (v1 and v1alpha).
-async fn grpc_routes(app: &App) -> anyhow::Result<tonic::service::Routes> {
+async fn grpc_routes(
+    app: &App,
+) -> anyhow::Result<(tonic::service::Routes, tonic_health::server::HealthReporter)> {
     use pb::agent_service_server::AgentServiceServer;
     use pb::agent_token_service_server::AgentTokenServiceServer;
     use pb::audit_event_service_server::AuditEventServiceServer;
@@ -268,17 +326,7 @@ async fn grpc_routes(app: &App) -> anyhow::Result<tonic::service::Routes> {
     use pb::user_service_server::UserServiceServer;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for name in [
-        "agentreg.v1.MetaService",
-        "agentreg.v1.UserService",
-        "agentreg.v1.ProjectService",
-        "agentreg.v1.AgentService",
-        "agentreg.v1.AgentTokenService",
-        "agentreg.v1.UrlConfigurationService",
-        "agentreg.v1.InternalService",
-        "agentreg.v1.AuditEventService",
-        "",
-    ] {
+    for name in GRPC_SERVICE_NAMES {
         health_reporter
             .set_service_status(name, ServingStatus::Serving)
             .await;
@@ -331,5 +379,5 @@ async fn grpc_routes(app: &App) -> anyhow::Result<tonic::service::Routes> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    Ok(routes.routes())
+    Ok((routes.routes(), health_reporter))
 }

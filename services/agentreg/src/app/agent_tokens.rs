@@ -5,12 +5,14 @@
 use super::audit::{self, AuditEntry};
 use super::pagination::{PageInfo, Pagination};
 use super::{App, Caller, Error, author, now_ms};
+use agentreg_domain::entities::AgentToken;
+use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
 use agentreg_domain::names::{TokenDescription, TokenName};
 use agentreg_domain::tokens::{TokenKind, generate_token, sort_by_last_use};
-use agentreg_storage::agent_tokens::{
-    AgentToken, CreateAgentTokenError, NewAgentToken, RevokeAgentTokenError,
-};
+use agentreg_storage::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use agentreg_storage::port::NewAgentToken;
 use secrecy::SecretString;
+use std::sync::Arc;
 
 /// GitLab's entity type for agent tokens in audit events.
 const TOKEN_ENTITY: &str = "Clusters::AgentToken";
@@ -33,8 +35,8 @@ impl App {
     pub async fn list_agent_tokens(
         &self,
         caller: &Caller,
-        project_ref: &str,
-        agent_id: i64,
+        project_ref: &ProjectRef,
+        agent_id: AgentId,
         pagination: Pagination,
     ) -> Result<(Vec<AgentToken>, PageInfo), Error> {
         let access = self.project_access(caller, project_ref).await?;
@@ -42,15 +44,15 @@ impl App {
             return Err(Error::RecordNotFound);
         }
         let agent = self.find_agent(&access, agent_id).await?;
-        let project_id = access.project.id;
         let mut tokens = self
-            .blocking(move |store| store.active_agent_tokens(project_id, agent.id))
-            .await??
+            .storage()
+            .active_agent_tokens(access.project.id, agent.id)
+            .await?
             .ok_or(Error::RecordNotFound)?;
         for token in &mut tokens {
             token.last_used_at_ms = self.inner.usage.overlay(token.id, token.last_used_at_ms);
         }
-        sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id));
+        sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id.get()));
         Ok(pagination.slice(tokens))
     }
 
@@ -58,24 +60,21 @@ impl App {
     pub async fn agent_token(
         &self,
         caller: &Caller,
-        project_ref: &str,
-        agent_id: i64,
-        token_id: i64,
+        project_ref: &ProjectRef,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
     ) -> Result<AgentToken, Error> {
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_read_cluster() {
             return Err(Error::RecordNotFound);
         }
         let agent = self.find_agent(&access, agent_id).await?;
-        let Ok(token_id) = u64::try_from(token_id) else {
-            return Err(Error::RecordNotFound);
-        };
-        let project_id = access.project.id;
         let token = self
-            .blocking(move |store| store.agent_token(project_id, agent.id, token_id))
-            .await??;
+            .storage()
+            .agent_token(access.project.id, agent.id, token_id)
+            .await?;
         match token {
-            Some(mut token) if !token.revoked => {
+            Some(mut token) if token.status.is_active() => {
                 token.last_used_at_ms = self.inner.usage.overlay(token.id, token.last_used_at_ms);
                 Ok(token)
             }
@@ -89,8 +88,8 @@ impl App {
     pub async fn create_agent_token(
         &self,
         caller: &Caller,
-        project_ref: &str,
-        agent_id: i64,
+        project_ref: &ProjectRef,
+        agent_id: AgentId,
         input: NewAgentTokenInput,
     ) -> Result<CreatedAgentToken, Error> {
         let Some(name) = input.name else {
@@ -103,8 +102,9 @@ impl App {
         let agent = self.find_agent(&access, agent_id).await?;
         let project_id = access.project.id;
         let token_set = self
-            .blocking(move |store| store.agent_token_set(project_id, agent.id))
-            .await??
+            .storage()
+            .agent_token_set(project_id, agent.id)
+            .await?
             .ok_or(Error::RecordNotFound)?;
         token_set
             .check_capacity()
@@ -115,29 +115,27 @@ impl App {
         let secret_hash = self.hash_secret(&generated.plaintext).await?;
         let user_id = author(caller);
         let now = now_ms();
-        let handle = generated.handle;
+        let new = NewAgentToken {
+            name,
+            description,
+            handle: generated.handle,
+            secret_hash,
+            created_by_user_id: user_id,
+        };
+        let audit = Arc::new(move |token: &AgentToken| {
+            let entry = AuditEntry {
+                event_name: "cluster_agent_token_created",
+                message: format!("Created cluster agent token '{}'", token.name),
+                entity_type: TOKEN_ENTITY,
+                entity_id: token.id.get(),
+                target_details: &token.name,
+            };
+            audit::event(project_id, user_id, entry)
+        });
         let created = self
-            .blocking(move |store| {
-                let new = NewAgentToken {
-                    name: &name,
-                    description: description.as_ref(),
-                    handle: &handle,
-                    secret_hash,
-                    created_by_user_id: user_id,
-                };
-                let audit = |token: &AgentToken| {
-                    let entry = AuditEntry {
-                        event_name: "cluster_agent_token_created",
-                        message: format!("Created cluster agent token '{}'", token.name),
-                        entity_type: TOKEN_ENTITY,
-                        entity_id: token.id,
-                        target_details: &token.name,
-                    };
-                    audit::event(project_id, user_id, entry)
-                };
-                store.create_agent_token(project_id, agent.id, new, now, Some(&audit))
-            })
-            .await?;
+            .storage()
+            .create_agent_token(project_id, agent.id, new, now, Some(audit))
+            .await;
         match created {
             Ok(token) => Ok(CreatedAgentToken {
                 token,
@@ -155,36 +153,32 @@ impl App {
     pub async fn revoke_agent_token(
         &self,
         caller: &Caller,
-        project_ref: &str,
-        agent_id: i64,
-        token_id: i64,
+        project_ref: &ProjectRef,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
     ) -> Result<(), Error> {
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_admin_cluster() {
             return Err(Error::Forbidden);
         }
         let agent = self.find_agent(&access, agent_id).await?;
-        let Ok(token_id) = u64::try_from(token_id) else {
-            return Err(Error::RecordNotFound);
-        };
         let project_id = access.project.id;
         let user_id = author(caller);
         let now = now_ms();
+        let audit = Arc::new(move |token: &AgentToken| {
+            let entry = AuditEntry {
+                event_name: "cluster_agent_token_revoked",
+                message: format!("Revoked cluster agent token '{}'", token.name),
+                entity_type: TOKEN_ENTITY,
+                entity_id: token.id.get(),
+                target_details: &token.name,
+            };
+            audit::event(project_id, user_id, entry)
+        });
         let revoked = self
-            .blocking(move |store| {
-                let audit = |token: &AgentToken| {
-                    let entry = AuditEntry {
-                        event_name: "cluster_agent_token_revoked",
-                        message: format!("Revoked cluster agent token '{}'", token.name),
-                        entity_type: TOKEN_ENTITY,
-                        entity_id: token.id,
-                        target_details: &token.name,
-                    };
-                    audit::event(project_id, user_id, entry)
-                };
-                store.revoke_agent_token(project_id, agent.id, token_id, now, Some(&audit))
-            })
-            .await?;
+            .storage()
+            .revoke_agent_token(project_id, agent.id, token_id, now, Some(audit))
+            .await;
         match revoked {
             Ok(token) => {
                 self.inner.agent_tokens.invalidate(&[token.id]);

@@ -4,11 +4,11 @@
 use super::audit::{self, AuditEntry};
 use super::pagination::{PageInfo, Pagination};
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
+use agentreg_domain::entities::{Agent, Project};
+use agentreg_domain::ids::{AgentId, ProjectRef};
 use agentreg_domain::names::AgentName;
-use agentreg_storage::agents::{
-    Agent, CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince,
-};
-use agentreg_storage::identity::Project;
+use agentreg_storage::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
+use std::sync::Arc;
 
 /// GitLab's entity type for agents in audit events.
 pub(crate) const AGENT_ENTITY: &str = "Clusters::Agent";
@@ -38,17 +38,17 @@ impl App {
     pub async fn list_agents(
         &self,
         caller: &Caller,
-        project_ref: &str,
+        project_ref: &ProjectRef,
         pagination: Pagination,
     ) -> Result<(Vec<AgentDetails>, PageInfo), Error> {
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_read_cluster() {
             return Err(Error::ClusterAgentsNotFound);
         }
-        let project_id = access.project.id;
         let page = self
-            .blocking(move |store| store.agents_page(project_id, pagination.window()))
-            .await??;
+            .storage()
+            .agents_page(access.project.id, pagination.window())
+            .await?;
         let info = pagination.info(page.total);
         let agents = page
             .items
@@ -64,8 +64,8 @@ impl App {
     pub async fn agent(
         &self,
         caller: &Caller,
-        project_ref: &str,
-        agent_id: i64,
+        project_ref: &ProjectRef,
+        agent_id: AgentId,
     ) -> Result<AgentDetails, Error> {
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_read_cluster() {
@@ -82,7 +82,7 @@ impl App {
     pub async fn create_agent(
         &self,
         caller: &Caller,
-        project_ref: &str,
+        project_ref: &ProjectRef,
         name: Option<String>,
     ) -> Result<AgentDetails, Error> {
         let Some(name) = name else {
@@ -96,21 +96,20 @@ impl App {
         let project_id = access.project.id;
         let user_id = author(caller);
         let now = now_ms();
+        let audit = Arc::new(move |agent: &Agent| {
+            let entry = AuditEntry {
+                event_name: "cluster_agent_created",
+                message: format!("Created cluster agent '{}'", agent.name),
+                entity_type: AGENT_ENTITY,
+                entity_id: agent.id.get(),
+                target_details: &agent.name,
+            };
+            audit::event(project_id, user_id, entry)
+        });
         let created = self
-            .blocking(move |store| {
-                let audit = |agent: &Agent| {
-                    let entry = AuditEntry {
-                        event_name: "cluster_agent_created",
-                        message: format!("Created cluster agent '{}'", agent.name),
-                        entity_type: AGENT_ENTITY,
-                        entity_id: agent.id,
-                        target_details: &agent.name,
-                    };
-                    audit::event(project_id, user_id, entry)
-                };
-                store.create_agent(project_id, &name, user_id, now, Some(&audit))
-            })
-            .await?;
+            .storage()
+            .create_agent(project_id, name, user_id, now, Some(audit))
+            .await;
         match created {
             Ok(agent) => Ok(AgentDetails {
                 agent,
@@ -128,36 +127,32 @@ impl App {
     pub async fn delete_agent(
         &self,
         caller: &Caller,
-        project_ref: &str,
-        agent_id: i64,
+        project_ref: &ProjectRef,
+        agent_id: AgentId,
         unmodified_since: Option<UnmodifiedSinceSeconds>,
     ) -> Result<(), Error> {
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_admin_cluster() {
             return Err(Error::Forbidden);
         }
-        let Ok(agent_id) = u64::try_from(agent_id) else {
-            return Err(Error::RecordNotFound);
-        };
         let project_id = access.project.id;
         let precondition = unmodified_since.map(UnmodifiedSinceSeconds::precondition);
         let user_id = author(caller);
         let now = now_ms();
+        let audit = Arc::new(move |deleted: &DeletedAgent| {
+            let entry = AuditEntry {
+                event_name: "cluster_agent_deleted",
+                message: format!("Deleted cluster agent '{}'", deleted.agent.name),
+                entity_type: AGENT_ENTITY,
+                entity_id: deleted.agent.id.get(),
+                target_details: &deleted.agent.name,
+            };
+            audit::event(project_id, user_id, entry)
+        });
         let deleted = self
-            .blocking(move |store| {
-                let audit = |deleted: &DeletedAgent| {
-                    let entry = AuditEntry {
-                        event_name: "cluster_agent_deleted",
-                        message: format!("Deleted cluster agent '{}'", deleted.agent.name),
-                        entity_type: AGENT_ENTITY,
-                        entity_id: deleted.agent.id,
-                        target_details: &deleted.agent.name,
-                    };
-                    audit::event(project_id, user_id, entry)
-                };
-                store.delete_agent(project_id, agent_id, precondition, now, Some(&audit))
-            })
-            .await?;
+            .storage()
+            .delete_agent(project_id, agent_id, precondition, now, Some(audit))
+            .await;
         match deleted {
             Ok(deleted) => {
                 self.inner.agent_tokens.invalidate(&deleted.token_ids);
@@ -173,14 +168,11 @@ impl App {
     pub(crate) async fn find_agent(
         &self,
         access: &ProjectAccess,
-        agent_id: i64,
+        agent_id: AgentId,
     ) -> Result<Agent, Error> {
-        let Ok(agent_id) = u64::try_from(agent_id) else {
-            return Err(Error::RecordNotFound);
-        };
-        let project_id = access.project.id;
-        self.blocking(move |store| store.agent(project_id, agent_id))
-            .await??
+        self.storage()
+            .agent(access.project.id, agent_id)
+            .await?
             .ok_or(Error::RecordNotFound)
     }
 }

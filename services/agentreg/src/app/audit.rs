@@ -3,8 +3,9 @@
 
 use super::pagination::{PageInfo, Pagination};
 use super::{App, Caller, Error};
-use agentreg_storage::audit::{AuditEvent, NewAuditEvent};
-use agentreg_storage::{Store, StoreError};
+use agentreg_domain::entities::{AuditEvent, AuditScope};
+use agentreg_domain::ids::{ProjectId, ProjectRef, UserId};
+use agentreg_storage::audit::NewAuditEvent;
 
 /// What happened, to whom.
 #[derive(Debug, Clone)]
@@ -19,19 +20,19 @@ pub(crate) struct AuditEntry<'a> {
 /// The audit event of a successful change, which the store writes in the change's own
 /// transaction.
 pub(crate) fn event(
-    project_id: u64,
-    author_id: Option<u64>,
+    project_id: ProjectId,
+    author_id: Option<UserId>,
     entry: AuditEntry<'_>,
 ) -> NewAuditEvent {
     NewAuditEvent {
-        project_id,
+        scope: AuditScope::Project(project_id),
         author_id,
         entity_id: entry.entity_id,
         entity_type: entry.entity_type,
         details: serde_json::json!({
             "event_name": entry.event_name,
             "custom_message": entry.message,
-            "author_id": author_id,
+            "author_id": author_id.map(UserId::get),
             "target_id": entry.entity_id,
             "target_type": entry.entity_type,
             "target_details": entry.target_details,
@@ -40,19 +41,13 @@ pub(crate) fn event(
     }
 }
 
-/// Instance-wide events (failed authentications) are kept under this project id, which no
-/// project has (ids start at 1).
-pub(crate) const INSTANCE: u64 = 0;
-
-/// Records a failed authentication: which kind of credential, from where; never the credential.
-pub(crate) fn record_authentication_failure(
-    store: &Store,
+/// A failed authentication: which kind of credential, from where; never the credential.
+pub(crate) fn authentication_failure(
     credential: &'static str,
     ip_address: Option<String>,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    let event = NewAuditEvent {
-        project_id: INSTANCE,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        scope: AuditScope::Instance,
         author_id: None,
         entity_id: 0,
         entity_type: "Gitlab::Audit::UnauthenticatedAuthor",
@@ -63,8 +58,7 @@ pub(crate) fn record_authentication_failure(
             "ip_address": ip_address,
             "outcome": "failure",
         }),
-    };
-    store.record_audit_event(event, now_ms).map(drop)
+    }
 }
 
 impl App {
@@ -78,8 +72,9 @@ impl App {
             return Err(Error::Forbidden);
         }
         let page = self
-            .blocking(move |store| store.audit_events_page(INSTANCE, pagination.window()))
-            .await??;
+            .storage()
+            .audit_events_page(AuditScope::Instance, pagination.window())
+            .await?;
         Ok((page.items, pagination.info(page.total)))
     }
 
@@ -87,17 +82,17 @@ impl App {
     pub async fn audit_events(
         &self,
         caller: &Caller,
-        project_ref: &str,
+        project_ref: &ProjectRef,
         pagination: Pagination,
     ) -> Result<(Vec<AuditEvent>, PageInfo), Error> {
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_admin_cluster() {
             return Err(Error::Forbidden);
         }
-        let project_id = access.project.id;
         let page = self
-            .blocking(move |store| store.audit_events_page(project_id, pagination.window()))
-            .await??;
+            .storage()
+            .audit_events_page(AuditScope::Project(access.project.id), pagination.window())
+            .await?;
         Ok((page.items, pagination.info(page.total)))
     }
 }

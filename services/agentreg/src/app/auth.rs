@@ -5,9 +5,8 @@
 use super::cache::TokenDigest;
 use super::{App, AuthCounters, Error};
 use agentreg_domain::access::Scope;
+use agentreg_domain::entities::User;
 use agentreg_domain::tokens::personal_access_token_handle;
-use agentreg_storage::StoreError;
-use agentreg_storage::identity::{PersonalAccessToken, User};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::net::IpAddr;
@@ -105,21 +104,16 @@ impl App {
         let handle = personal_access_token_handle(token.expose_secret());
         let generation = cache.generation();
         let found = self
-            .blocking(
-                move |store| -> Result<Option<(PersonalAccessToken, User)>, StoreError> {
-                    let Some(pat) = store.personal_access_token_by_handle(&handle)? else {
-                        return Ok(None);
-                    };
-                    Ok(store.user(pat.user_id)?.map(|user| (pat, user)))
-                },
-            )
-            .await??;
-        let Some((pat, user)) = found.filter(|(pat, _)| !pat.revoked) else {
+            .storage()
+            .personal_access_token_by_handle(&handle)
+            .await?;
+        let Some(credential) = found.filter(|credential| !credential.token.revoked) else {
             return Err(Error::Unauthorized);
         };
-        if !self.verify_secret(&token, pat.secret_hash.clone()).await? {
+        if !self.verify_secret(&token, credential.secret_hash).await? {
             return Err(Error::Unauthorized);
         }
+        let (pat, user) = (credential.token, credential.user);
         let scopes = pat
             .scopes
             .iter()
@@ -169,19 +163,9 @@ impl App {
         }
         let now = super::now_ms();
         let address = client.map(|ip| ip.to_string());
-        let recorded = self
-            .blocking(move |store| {
-                super::audit::record_authentication_failure(store, credential, address, now)
-            })
-            .await;
-        match recorded {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::error!(error = %error, "recording a failed authentication failed")
-            }
-            Err(error) => {
-                tracing::error!(error = %error, "recording a failed authentication failed")
-            }
+        let event = super::audit::authentication_failure(credential, address);
+        if let Err(error) = self.storage().record_audit_event(event, now).await {
+            tracing::error!(error = %error, "recording a failed authentication failed");
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Invariant: an entry is never served after its token was revoked or deleted. Invalidation
 //! removes matching entries and bumps a generation counter; a verification that started before
-//! an invalidation may not insert its result (it might be stale).
+//! an invalidation may not insert its result (it might be stale). While the feed of other
+//! replicas' revocations is interrupted, the cache is suspended: empty, and neither served nor
+//! filled, because a revocation might be missed.
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -28,21 +30,24 @@ impl TokenDigest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Generation(u64);
 
-pub(crate) struct TokenCache<V> {
-    inner: Mutex<Entries<V>>,
+/// Verified tokens of one kind, each with its token's id `Id`.
+pub(crate) struct TokenCache<Id, V> {
+    inner: Mutex<Entries<Id, V>>,
 }
 
-struct Entries<V> {
-    by_digest: HashMap<TokenDigest, (u64, V)>,
+struct Entries<Id, V> {
+    by_digest: HashMap<TokenDigest, (Id, V)>,
     generation: u64,
+    suspended: bool,
 }
 
-impl<V: Clone> TokenCache<V> {
-    pub(crate) fn new() -> TokenCache<V> {
+impl<Id: Copy + PartialEq, V: Clone> TokenCache<Id, V> {
+    pub(crate) fn new() -> TokenCache<Id, V> {
         TokenCache {
             inner: Mutex::new(Entries {
                 by_digest: HashMap::new(),
                 generation: 0,
+                suspended: false,
             }),
         }
     }
@@ -55,20 +60,28 @@ impl<V: Clone> TokenCache<V> {
             .map(|(_, value)| value.clone())
     }
 
+    /// Empties the cache and keeps it empty until [`TokenCache::resume`].
+    pub(crate) fn suspend(&self) {
+        let mut entries = self.lock();
+        entries.suspended = true;
+        entries.generation += 1;
+        entries.by_digest.clear();
+    }
+
+    pub(crate) fn resume(&self) {
+        let mut entries = self.lock();
+        entries.suspended = false;
+        entries.generation += 1;
+    }
+
     pub(crate) fn generation(&self) -> Generation {
         Generation(self.lock().generation)
     }
 
     /// Caches a verified token unless something was invalidated since `observed`.
-    pub(crate) fn insert(
-        &self,
-        observed: Generation,
-        digest: TokenDigest,
-        token_id: u64,
-        value: V,
-    ) {
+    pub(crate) fn insert(&self, observed: Generation, digest: TokenDigest, token_id: Id, value: V) {
         let mut entries = self.lock();
-        if entries.generation != observed.0 {
+        if entries.suspended || entries.generation != observed.0 {
             return;
         }
         if entries.by_digest.len() >= MAX_ENTRIES {
@@ -78,7 +91,7 @@ impl<V: Clone> TokenCache<V> {
     }
 
     /// Forgets the given tokens at once.
-    pub(crate) fn invalidate(&self, token_ids: &[u64]) {
+    pub(crate) fn invalidate(&self, token_ids: &[Id]) {
         let mut entries = self.lock();
         entries.generation += 1;
         entries
@@ -91,7 +104,7 @@ impl<V: Clone> TokenCache<V> {
         self.lock().by_digest.remove(digest);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<V>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<Id, V>> {
         // A panic while holding this lock cannot leave the map inconsistent (every mutation is a
         // single std call), so a poisoned lock is still safe to use.
         self.inner
@@ -125,6 +138,19 @@ mod tests {
         cache.invalidate(&[1]);
         assert_eq!(cache.get(&digest("a")), None);
         assert_eq!(cache.get(&digest("b")), Some("y"));
+    }
+
+    #[test]
+    fn a_suspended_cache_is_empty_and_stays_empty_until_resumed() {
+        let cache = TokenCache::new();
+        cache.insert(cache.generation(), digest("a"), 1, "x");
+        cache.suspend();
+        assert_eq!(cache.get(&digest("a")), None);
+        cache.insert(cache.generation(), digest("a"), 1, "x");
+        assert_eq!(cache.get(&digest("a")), None);
+        cache.resume();
+        cache.insert(cache.generation(), digest("a"), 1, "x");
+        assert_eq!(cache.get(&digest("a")), Some("x"));
     }
 
     #[test]

@@ -4,13 +4,15 @@
 use super::{App, Caller, Error, ProjectAccess, now_ms};
 use crate::app::auth::parse_date;
 use agentreg_domain::access::{AccessLevel, Scope};
+use agentreg_domain::entities::{Member, PersonalAccessToken, Project, User};
+use agentreg_domain::ids::{ProjectRef, UserId};
 use agentreg_domain::names::{ProjectNaming, UserIdentity};
 use agentreg_domain::tokens::{TokenKind, generate_token, personal_access_token_handle};
 use agentreg_domain::validation::ValidationErrors;
 use agentreg_storage::identity::{
-    AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError, Member,
-    NewPersonalAccessToken, PersonalAccessToken, Project, User,
+    AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError,
 };
+use agentreg_storage::port::NewPersonalAccessToken;
 use secrecy::{ExposeSecret, SecretString};
 
 /// The version this service reports as GitLab's, so that clients enable the agent API.
@@ -96,9 +98,7 @@ impl App {
         )
         .map_err(Error::InvalidAttributes)?;
         let now = now_ms();
-        let created = self
-            .blocking(move |store| store.create_user(&identity, false, now))
-            .await?;
+        let created = self.storage().create_user(identity, false, now).await;
         match created {
             Ok(user) => Ok(user),
             Err(CreateUserError::UsernameTaken) => {
@@ -115,7 +115,7 @@ impl App {
     pub async fn create_personal_access_token(
         &self,
         caller: &Caller,
-        user_id: i64,
+        user_id: UserId,
         input: NewPersonalAccessTokenInput,
     ) -> Result<CreatedPersonalAccessToken, Error> {
         let (Some(name), Some(scopes)) = (input.name.clone(), input.scopes.clone()) else {
@@ -142,9 +142,6 @@ impl App {
         if !caller.user.is_admin {
             return Err(Error::Forbidden);
         }
-        let Ok(user_id) = u64::try_from(user_id) else {
-            return Err(Error::UserNotFound);
-        };
         let mut validator = agentreg_domain::validation::Validator::new();
         if name.trim().is_empty() {
             validator.fail("name", "can't be blank");
@@ -164,19 +161,15 @@ impl App {
             .collect();
         let handle = generated.handle;
         let expires_at = input.expires_at;
-        let created = self
-            .blocking(move |store| {
-                let new = NewPersonalAccessToken {
-                    user_id,
-                    name: &name,
-                    scopes: scope_names,
-                    expires_at,
-                    handle: &handle,
-                    secret_hash,
-                };
-                store.create_personal_access_token(new, now)
-            })
-            .await?;
+        let new = NewPersonalAccessToken {
+            user_id,
+            name,
+            scopes: scope_names,
+            expires_at,
+            handle,
+            secret_hash,
+        };
+        let created = self.storage().create_personal_access_token(new, now).await;
         match created {
             Ok(token) => Ok(CreatedPersonalAccessToken { token, plaintext }),
             Err(CreatePersonalAccessTokenError::UserNotFound) => Err(Error::UserNotFound),
@@ -201,10 +194,9 @@ impl App {
         let now = now_ms();
         let description = input.description;
         let created = self
-            .blocking(move |store| {
-                store.create_project(owner_id, &naming, description.as_deref(), now)
-            })
-            .await?;
+            .storage()
+            .create_project(owner_id, naming, description, now)
+            .await;
         match created {
             Ok(project) => Ok(project),
             Err(CreateProjectError::PathTaken) => Err(Error::InvalidAttributes(
@@ -214,7 +206,11 @@ impl App {
         }
     }
 
-    pub async fn project(&self, caller: &Caller, project_ref: &str) -> Result<Project, Error> {
+    pub async fn project(
+        &self,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+    ) -> Result<Project, Error> {
         Ok(self.project_access(caller, project_ref).await?.project)
     }
 
@@ -222,7 +218,7 @@ impl App {
     pub async fn add_member(
         &self,
         caller: &Caller,
-        project_ref: &str,
+        project_ref: &ProjectRef,
         input: NewMemberInput,
     ) -> Result<Member, Error> {
         let Some(level) = input.access_level else {
@@ -252,25 +248,23 @@ impl App {
             return Err(Error::Forbidden);
         }
         let now = now_ms();
-        let user_id = input.user_id;
-        let username = input.username;
-        let added = self
-            .blocking(
-                move |store| -> Result<Result<Member, AddMemberError>, Error> {
-                    let user_id = match (user_id, username) {
-                        (Some(id), _) => u64::try_from(id).ok(),
-                        (None, Some(username)) => {
-                            store.user_by_username(&username)?.map(|user| user.id)
-                        }
-                        (None, None) => None,
-                    };
-                    let Some(user_id) = user_id else {
-                        return Ok(Err(AddMemberError::UserNotFound));
-                    };
-                    Ok(store.add_member(project.id, user_id, level, now))
-                },
-            )
-            .await??;
+        let user_id = match (input.user_id, input.username) {
+            (Some(id), _) => Some(UserId::from_wire(id)),
+            (None, Some(username)) => self
+                .storage()
+                .user_by_username(&username)
+                .await?
+                .map(|user| user.id),
+            (None, None) => None,
+        };
+        let added = match user_id {
+            Some(user_id) => {
+                self.storage()
+                    .add_member(project.id, user_id, level, now)
+                    .await
+            }
+            None => Err(AddMemberError::UserNotFound),
+        };
         match added {
             Ok(member) => Ok(member),
             Err(AddMemberError::UserNotFound) => Err(Error::UserNotFound),
@@ -285,7 +279,7 @@ impl App {
         &self,
         token: Option<SecretString>,
     ) -> Result<Option<SecretString>, Error> {
-        if self.blocking(|store| store.has_users()).await?? {
+        if self.storage().has_users().await? {
             return Ok(None);
         }
         let plaintext = token.unwrap_or_else(|| {
@@ -294,26 +288,25 @@ impl App {
         let handle = personal_access_token_handle(plaintext.expose_secret());
         let secret_hash = self.hash_secret(&plaintext).await?;
         let now = now_ms();
-        self.blocking(move |store| -> Result<(), Error> {
-            let identity = UserIdentity::parse("root", "Administrator", "admin@example.com")?;
-            let root = match store.create_user(&identity, true, now) {
-                Ok(root) => root,
-                Err(error) => return Err(Error::internal("creating the root user failed", error)),
-            };
-            let new = NewPersonalAccessToken {
-                user_id: root.id,
-                name: "initial root token",
-                scopes: vec![Scope::Api.as_str().to_owned()],
-                expires_at: None,
-                handle: &handle,
-                secret_hash,
-            };
-            store
-                .create_personal_access_token(new, now)
-                .map_err(|error| Error::internal("creating the root token failed", error))?;
-            Ok(())
-        })
-        .await??;
+        let identity = UserIdentity::parse("root", "Administrator", "admin@example.com")?;
+        let root = match self.storage().create_user(identity, true, now).await {
+            Ok(root) => root,
+            // Another replica on the same database bootstrapped first.
+            Err(CreateUserError::UsernameTaken | CreateUserError::EmailTaken) => return Ok(None),
+            Err(CreateUserError::Store(error)) => return Err(error.into()),
+        };
+        let new = NewPersonalAccessToken {
+            user_id: root.id,
+            name: "initial root token".to_owned(),
+            scopes: vec![Scope::Api.as_str().to_owned()],
+            expires_at: None,
+            handle,
+            secret_hash,
+        };
+        self.storage()
+            .create_personal_access_token(new, now)
+            .await
+            .map_err(|error| Error::internal("creating the root token failed", error))?;
         Ok(Some(plaintext))
     }
 }

@@ -4,9 +4,10 @@
 
 use super::cache::TokenDigest;
 use super::{App, AuthCounters, Error, now_ms};
+use agentreg_domain::entities::SealedUrlAuth;
+use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId};
 use agentreg_domain::tokens::{TokenKind, token_handle};
 use agentreg_domain::url_config::Ed25519KeyPair;
-use agentreg_storage::url_configs::StoredUrlAuth;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use std::collections::HashSet;
@@ -58,9 +59,9 @@ impl KasVerifier {
 /// The agent an agent token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedAgent {
-    pub token_id: u64,
-    pub project_id: u64,
-    pub agent_id: u64,
+    pub token_id: AgentTokenId,
+    pub project_id: ProjectId,
+    pub agent_id: AgentId,
     pub agent_name: String,
 }
 
@@ -76,7 +77,7 @@ pub enum ReceptiveAuth {
 
 /// One receptive agent's configuration, as the agent server reads it.
 pub struct ReceptiveAgent {
-    pub agent_id: u64,
+    pub agent_id: AgentId,
     pub url: String,
     pub ca_cert: Option<String>,
     pub tls_host: Option<String>,
@@ -129,22 +130,18 @@ impl App {
         };
         let cache = &self.inner.agent_tokens;
         let generation = cache.generation();
-        let found = self
-            .blocking(move |store| store.agent_token_by_handle(&handle))
-            .await??;
-        let Some(stored) = found.filter(|stored| !stored.revoked) else {
+        let found = self.storage().agent_token_by_handle(&handle).await?;
+        let Some(stored) = found.filter(|stored| stored.token.status.is_active()) else {
             return Err(Error::Unauthorized);
         };
-        if !self
-            .verify_secret(&token, stored.secret_hash.clone())
-            .await?
-        {
+        if !self.verify_secret(&token, stored.secret_hash).await? {
             return Err(Error::Unauthorized);
         }
-        let (project_id, agent_id) = (stored.project_id, stored.agent_id);
+        let stored = stored.token;
         let Some(found_agent) = self
-            .blocking(move |store| store.agent(project_id, agent_id))
-            .await??
+            .storage()
+            .agent(stored.project_id, stored.agent_id)
+            .await?
         else {
             return Err(Error::Unauthorized);
         };
@@ -172,15 +169,13 @@ impl App {
         if !self.inner.config.receptive_agents_enabled {
             return Err(Error::NotFound);
         }
-        let configs = self
-            .blocking(|store| store.all_url_configurations())
-            .await??;
+        let configs = self.storage().all_url_configurations().await?;
         let sealer = &self.inner.sealer;
         configs
             .into_iter()
             .map(|config| {
                 let auth = match config.auth {
-                    StoredUrlAuth::Jwt {
+                    SealedUrlAuth::Jwt {
                         sealed_private_key, ..
                     } => {
                         let seed = sealer.open(&sealed_private_key).map_err(|error| {
@@ -196,7 +191,7 @@ impl App {
                             private_key: key_pair.seed_base64(),
                         }
                     }
-                    StoredUrlAuth::Mtls {
+                    SealedUrlAuth::Mtls {
                         client_cert,
                         sealed_client_key,
                     } => {

@@ -1,6 +1,7 @@
 //! The one implementation of every operation. REST and gRPC both call it; it knows neither.
 //! It authenticates callers, applies GitLab's roles and order of checks, converts raw input into
-//! domain types, and runs storage calls and argon2 on the blocking pool.
+//! domain types, talks to storage only through the port (`Arc<dyn Storage>`), and runs argon2 on
+//! the blocking pool.
 
 pub mod agent_tokens;
 pub mod agents;
@@ -17,9 +18,13 @@ pub mod url_configs;
 pub mod usage;
 
 use agentreg_domain::access::ProjectRole;
+use agentreg_domain::entities::Project;
+use agentreg_domain::ids::ProjectRef;
+use agentreg_domain::ids::{AgentTokenId, PersonalAccessTokenId, UserId};
 use agentreg_domain::validation::ValidationErrors;
-use agentreg_storage::identity::Project;
-use agentreg_storage::{SecretHasher, Store, StoreError};
+use agentreg_storage::port::Invalidation;
+use agentreg_storage::port::Storage;
+use agentreg_storage::{SecretHasher, StoreError};
 use cache::TokenCache;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +82,9 @@ pub enum Error {
     /// The client failed to authenticate too often; it may retry after this many seconds.
     #[error("429 Too Many Requests")]
     TooManyRequests { retry_after_secs: u64 },
+    /// The database cannot be reached or did not answer in time; nothing was changed.
+    #[error("503 Service Unavailable")]
+    Unavailable(#[source] StoreError),
     /// Something broke inside the service; the caller gets a generic message.
     #[error("500 Internal Server Error")]
     Internal(#[source] InternalError),
@@ -113,7 +121,12 @@ impl Error {
 
 impl From<StoreError> for Error {
     fn from(error: StoreError) -> Error {
-        Error::internal("storage failed", error)
+        match error {
+            StoreError::Unavailable(_) => Error::Unavailable(error),
+            StoreError::Engine(_) | StoreError::Corrupt { .. } | StoreError::Dangling { .. } => {
+                Error::internal("storage failed", error)
+            }
+        }
     }
 }
 
@@ -146,12 +159,7 @@ impl AuthCounters {
 }
 
 /// How many of each record exist, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Inventory {
-    pub agents: usize,
-    pub active_agent_tokens: usize,
-    pub url_configurations: usize,
-}
+pub use agentreg_storage::port::Counts as Inventory;
 
 /// The application: cheap to clone, shared by every request.
 #[derive(Clone)]
@@ -160,11 +168,11 @@ pub struct App {
 }
 
 struct Inner {
-    store: Store,
+    storage: Arc<dyn Storage>,
     hasher: SecretHasher,
     config: AppConfig,
-    personal_tokens: TokenCache<Caller>,
-    agent_tokens: TokenCache<internal::AuthenticatedAgent>,
+    personal_tokens: TokenCache<PersonalAccessTokenId, Caller>,
+    agent_tokens: TokenCache<AgentTokenId, internal::AuthenticatedAgent>,
     sealer: crypto::Sealer,
     kas: internal::KasVerifier,
     counters: AuthCounters,
@@ -185,7 +193,7 @@ pub struct ProjectAccess {
 
 impl App {
     pub fn new(
-        store: Store,
+        storage: Arc<dyn Storage>,
         hasher: SecretHasher,
         config: AppConfig,
         sealer: crypto::Sealer,
@@ -193,7 +201,7 @@ impl App {
     ) -> App {
         App {
             inner: Arc::new(Inner {
-                store,
+                storage,
                 hasher,
                 personal_tokens: TokenCache::new(),
                 agent_tokens: TokenCache::new(),
@@ -216,16 +224,44 @@ impl App {
 
     /// The numbers of agents, active tokens and URL configurations.
     pub async fn inventory(&self) -> Result<Inventory, Error> {
-        let inventory = self
-            .blocking(|store| -> Result<Inventory, StoreError> {
-                Ok(Inventory {
-                    agents: store.count_agents(),
-                    active_agent_tokens: store.count_active_agent_tokens()?,
-                    url_configurations: store.count_url_configurations(),
-                })
-            })
-            .await??;
-        Ok(inventory)
+        Ok(self.inner.storage.counts().await?)
+    }
+
+    /// Whether storage can serve requests (readiness and gRPC health).
+    pub async fn ready(&self) -> Result<(), Error> {
+        Ok(self.inner.storage.ping().await?)
+    }
+
+    /// Which storage backend serves this instance.
+    pub fn storage_backend(&self) -> &'static str {
+        self.inner.storage.backend()
+    }
+
+    /// Follows invalidations from other replicas until storage goes away: evicts revoked
+    /// tokens from the cache, and while the feed is interrupted keeps the cache empty and
+    /// bypassed, so that no revoked token is honoured from a stale cache. Returns at once for a
+    /// backend that only this process writes.
+    pub async fn follow_invalidations(&self) {
+        let Some(mut feed) = self.inner.storage.invalidations() else {
+            return;
+        };
+        while let Some(invalidation) = feed.recv().await {
+            match invalidation {
+                Invalidation::AgentTokens(token_ids) => {
+                    self.inner.agent_tokens.invalidate(&token_ids);
+                }
+                Invalidation::Interrupted => {
+                    tracing::warn!("invalidation feed interrupted; token caches bypassed");
+                    self.inner.agent_tokens.suspend();
+                    self.inner.personal_tokens.suspend();
+                }
+                Invalidation::Resumed => {
+                    tracing::info!("invalidation feed resumed; token caches enabled");
+                    self.inner.agent_tokens.resume();
+                    self.inner.personal_tokens.resume();
+                }
+            }
+        }
     }
 
     /// Writes pending last-use times of agent tokens in one transaction.
@@ -235,8 +271,7 @@ impl App {
             return Ok(());
         }
         let written = pending.clone();
-        self.blocking(move |store| store.record_agent_token_use(&pending))
-            .await??;
+        self.inner.storage.record_agent_token_use(pending).await?;
         self.inner.usage.forget_written(&written);
         Ok(())
     }
@@ -244,21 +279,12 @@ impl App {
     /// Makes every write durable, pending last-use times included; used at shutdown.
     pub async fn flush(&self) -> Result<(), Error> {
         self.flush_token_usage().await?;
-        self.blocking(|store| store.flush()).await??;
+        self.inner.storage.flush().await?;
         Ok(())
     }
 
-    /// Runs a storage call on the blocking pool: sled may wait on disk, and writes wait for a
-    /// flush, neither of which may happen on an async worker.
-    async fn blocking<T, F>(&self, operation: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> T + Send + 'static,
-    {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || operation(&store))
-            .await
-            .map_err(|error| Error::internal("blocking task failed", error))
+    fn storage(&self) -> &dyn Storage {
+        self.inner.storage.as_ref()
     }
 
     /// Hashes a new secret with argon2id on the blocking pool, within the argon2 slots.
@@ -299,59 +325,44 @@ impl App {
             .map_err(|error| Error::internal("argon2 slots closed", error))
     }
 
-    /// Resolves a project reference (a numeric id, or a URL-decoded full path matched
-    /// case-insensitively) that the caller can see.
+    /// Resolves a project reference (a numeric id, or a full path matched case-insensitively)
+    /// that the caller can see.
     pub async fn project_access(
         &self,
         caller: &Caller,
-        project_ref: &str,
+        project_ref: &ProjectRef,
     ) -> Result<ProjectAccess, Error> {
-        let project_ref = project_ref.to_owned();
-        let user_id = caller.user.id;
-        let is_admin = caller.user.is_admin;
-        let found = self
-            .blocking(
-                move |store| -> Result<Option<(Project, ProjectRole)>, StoreError> {
-                    let project = if is_numeric_id(&project_ref) {
-                        match project_ref.parse::<u64>() {
-                            Ok(id) => store.project(id)?,
-                            Err(_) => None,
-                        }
-                    } else if project_ref.contains('/') {
-                        store.project_by_full_path(&project_ref)?
-                    } else {
-                        None
-                    };
-                    let Some(project) = project else {
-                        return Ok(None);
-                    };
-                    let role = if is_admin {
-                        ProjectRole::Admin
-                    } else {
-                        match store.access_level(project.id, user_id)? {
-                            Some(level) => ProjectRole::Member(level),
-                            None => ProjectRole::NonMember,
-                        }
-                    };
-                    Ok(Some((project, role)))
-                },
-            )
-            .await??;
-        match found {
-            Some((project, role)) if role.can_read_project() => Ok(ProjectAccess {
-                project,
-                role,
-                caller: caller.clone(),
-            }),
-            Some(_) | None => Err(Error::ProjectNotFound),
+        let project = match project_ref {
+            ProjectRef::Id(project_id) => self.storage().project(*project_id).await?,
+            ProjectRef::FullPath(full_path) => {
+                self.storage().project_by_full_path(full_path).await?
+            }
+            ProjectRef::Nothing => None,
+        };
+        let Some(project) = project else {
+            return Err(Error::ProjectNotFound);
+        };
+        let role = if caller.user.is_admin {
+            ProjectRole::Admin
+        } else {
+            match self
+                .storage()
+                .access_level(project.id, caller.user.id)
+                .await?
+            {
+                Some(level) => ProjectRole::Member(level),
+                None => ProjectRole::NonMember,
+            }
+        };
+        if !role.can_read_project() {
+            return Err(Error::ProjectNotFound);
         }
+        Ok(ProjectAccess {
+            project,
+            role,
+            caller: caller.clone(),
+        })
     }
-}
-
-/// GitLab treats `/^-?\d+$/` as an id; anything else is a path.
-fn is_numeric_id(project_ref: &str) -> bool {
-    let digits = project_ref.strip_prefix('-').unwrap_or(project_ref);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Milliseconds since the Unix epoch, UTC. Operations read the clock once, before storage.
@@ -361,22 +372,13 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// The user an operation acts for, when recorded as an author.
-pub(crate) fn author(caller: &Caller) -> Option<u64> {
+pub(crate) fn author(caller: &Caller) -> Option<UserId> {
     Some(caller.user.id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numeric_ids_follow_gitlabs_pattern() {
-        assert!(is_numeric_id("20"));
-        assert!(is_numeric_id("-3"));
-        assert!(!is_numeric_id("root/test"));
-        assert!(!is_numeric_id("12a"));
-        assert!(!is_numeric_id("-"));
-    }
 
     #[test]
     fn validation_errors_render_as_gitlab_bad_request() {

@@ -8,11 +8,10 @@ impl App {
         if !caller.user.is_admin {
             return Err(Error::Forbidden);
         }
-        self.blocking(|store| {
-            let mut bytes = Vec::new();
-            store.write_snapshot(&mut bytes).map(|_| bytes)
-        })
-        .await?
-        .map_err(|error| Error::internal("writing a snapshot failed", error))
+        match self.storage().snapshot().await {
+            Ok(bytes) => Ok(bytes),
+            Err(agentreg_storage::backup::SnapshotError::Store(error)) => Err(error.into()),
+            Err(error) => Err(Error::internal("writing a snapshot failed", error)),
+        }
     }
 }

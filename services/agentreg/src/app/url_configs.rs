@@ -8,12 +8,13 @@
 
 use super::audit::{self, AuditEntry};
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
+use agentreg_domain::entities::{SealedUrlAuth, UrlConfiguration};
+use agentreg_domain::ids::{AgentId, ProjectRef, UrlConfigurationId};
 use agentreg_domain::url_config::{Ed25519KeyPair, UrlAuthSpec, UrlConfigInput, UrlConfigSpec};
-use agentreg_storage::url_configs::{
-    CreateUrlConfigurationError, DeleteUrlConfigurationError, NewUrlConfiguration, StoredUrlAuth,
-    UrlConfiguration,
-};
+use agentreg_storage::port::NewUrlConfiguration;
+use agentreg_storage::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use secrecy::ExposeSecret;
+use std::sync::Arc;
 
 use super::agents::UnmodifiedSinceSeconds;
 
@@ -37,8 +38,8 @@ pub struct NewUrlConfigurationInput {
 /// A URL configuration as clients see it: never a private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlConfigurationView {
-    pub id: u64,
-    pub agent_id: u64,
+    pub id: UrlConfigurationId,
+    pub agent_id: AgentId,
     pub url: String,
     /// Standard base64 of the raw 32-byte Ed25519 public key, in JWT mode.
     pub public_key: Option<String>,
@@ -53,7 +54,7 @@ impl App {
     pub async fn receptive_project(
         &self,
         caller: &Caller,
-        project_ref: &str,
+        project_ref: &ProjectRef,
     ) -> Result<ReceptiveProject, Error> {
         let access = self.project_access(caller, project_ref).await?;
         if !self.inner.config.receptive_agents_enabled {
@@ -66,17 +67,17 @@ impl App {
     pub async fn list_url_configurations(
         &self,
         project: &ReceptiveProject,
-        agent_id: i64,
+        agent_id: AgentId,
     ) -> Result<Vec<UrlConfigurationView>, Error> {
         let access = &project.0;
         if !access.role.can_read_cluster() {
             return Err(Error::Forbidden);
         }
         let agent = self.find_agent(access, agent_id).await?;
-        let project_id = access.project.id;
         let configs = self
-            .blocking(move |store| store.url_configurations(project_id, agent.id))
-            .await??
+            .storage()
+            .url_configurations(access.project.id, agent.id)
+            .await?
             .ok_or(Error::RecordNotFound)?;
         Ok(configs.into_iter().map(view).collect())
     }
@@ -84,20 +85,17 @@ impl App {
     pub async fn url_configuration(
         &self,
         project: &ReceptiveProject,
-        agent_id: i64,
-        url_configuration_id: i64,
+        agent_id: AgentId,
+        url_configuration_id: UrlConfigurationId,
     ) -> Result<UrlConfigurationView, Error> {
         let access = &project.0;
         if !access.role.can_read_cluster() {
             return Err(Error::Forbidden);
         }
         let agent = self.find_agent(access, agent_id).await?;
-        let Ok(config_id) = u64::try_from(url_configuration_id) else {
-            return Err(Error::NotFound);
-        };
-        let project_id = access.project.id;
-        self.blocking(move |store| store.url_configuration(project_id, agent.id, config_id))
-            .await??
+        self.storage()
+            .url_configuration(access.project.id, agent.id, url_configuration_id)
+            .await?
             .map(view)
             .ok_or(Error::NotFound)
     }
@@ -107,7 +105,7 @@ impl App {
     pub async fn create_url_configuration(
         &self,
         project: &ReceptiveProject,
-        agent_id: i64,
+        agent_id: AgentId,
         input: NewUrlConfigurationInput,
     ) -> Result<UrlConfigurationView, Error> {
         let Some(url) = input.url.as_deref() else {
@@ -132,7 +130,7 @@ impl App {
         let auth = match spec.auth() {
             UrlAuthSpec::Jwt => {
                 let key_pair = Ed25519KeyPair::generate(&mut rand::rng());
-                StoredUrlAuth::Jwt {
+                SealedUrlAuth::Jwt {
                     public_key: key_pair.public_key().to_vec(),
                     sealed_private_key: self.inner.sealer.seal(key_pair.seed_bytes()),
                 }
@@ -140,7 +138,7 @@ impl App {
             UrlAuthSpec::Mtls {
                 client_cert,
                 client_key,
-            } => StoredUrlAuth::Mtls {
+            } => SealedUrlAuth::Mtls {
                 client_cert: client_cert.clone(),
                 sealed_client_key: self
                     .inner
@@ -158,24 +156,21 @@ impl App {
         let project_id = access.project.id;
         let user_id = author(&access.caller);
         let now = now_ms();
+        let agent_name = agent.name.clone();
+        let audit = Arc::new(move |config: &UrlConfiguration| {
+            let entry = AuditEntry {
+                event_name: "cluster_agent_url_configuration_created",
+                message: format!("Created URL configuration for cluster agent '{agent_name}'"),
+                entity_type: URL_CONFIGURATION_ENTITY,
+                entity_id: config.id.get(),
+                target_details: &config.url,
+            };
+            audit::event(project_id, user_id, entry)
+        });
         let created = self
-            .blocking(move |store| {
-                let audit = |config: &UrlConfiguration| {
-                    let entry = AuditEntry {
-                        event_name: "cluster_agent_url_configuration_created",
-                        message: format!(
-                            "Created URL configuration for cluster agent '{}'",
-                            agent.name
-                        ),
-                        entity_type: URL_CONFIGURATION_ENTITY,
-                        entity_id: config.id,
-                        target_details: &config.url,
-                    };
-                    audit::event(project_id, user_id, entry)
-                };
-                store.create_url_configuration(project_id, agent.id, new, now, Some(&audit))
-            })
-            .await?;
+            .storage()
+            .create_url_configuration(project_id, agent.id, new, now, Some(audit))
+            .await;
         match created {
             Ok(config) => Ok(view(config)),
             Err(CreateUrlConfigurationError::AlreadyExists) => {
@@ -190,8 +185,8 @@ impl App {
     pub async fn delete_url_configuration(
         &self,
         project: &ReceptiveProject,
-        agent_id: i64,
-        url_configuration_id: i64,
+        agent_id: AgentId,
+        url_configuration_id: UrlConfigurationId,
         unmodified_since: Option<UnmodifiedSinceSeconds>,
     ) -> Result<(), Error> {
         let access = &project.0;
@@ -199,38 +194,32 @@ impl App {
             return Err(Error::Forbidden);
         }
         let agent = self.find_agent(access, agent_id).await?;
-        let Ok(config_id) = u64::try_from(url_configuration_id) else {
-            return Err(Error::NotFound);
-        };
         let project_id = access.project.id;
         let user_id = author(&access.caller);
         let precondition = unmodified_since.map(UnmodifiedSinceSeconds::precondition);
         let now = now_ms();
+        let agent_name = agent.name.clone();
+        let audit = Arc::new(move |config: &UrlConfiguration| {
+            let entry = AuditEntry {
+                event_name: "cluster_agent_url_configuration_deleted",
+                message: format!("Deleted URL configuration for cluster agent '{agent_name}'"),
+                entity_type: URL_CONFIGURATION_ENTITY,
+                entity_id: config.id.get(),
+                target_details: &config.url,
+            };
+            audit::event(project_id, user_id, entry)
+        });
         let deleted = self
-            .blocking(move |store| {
-                let audit = |config: &UrlConfiguration| {
-                    let entry = AuditEntry {
-                        event_name: "cluster_agent_url_configuration_deleted",
-                        message: format!(
-                            "Deleted URL configuration for cluster agent '{}'",
-                            agent.name
-                        ),
-                        entity_type: URL_CONFIGURATION_ENTITY,
-                        entity_id: config.id,
-                        target_details: &config.url,
-                    };
-                    audit::event(project_id, user_id, entry)
-                };
-                store.delete_url_configuration(
-                    project_id,
-                    agent.id,
-                    config_id,
-                    precondition,
-                    now,
-                    Some(&audit),
-                )
-            })
-            .await?;
+            .storage()
+            .delete_url_configuration(
+                project_id,
+                agent.id,
+                url_configuration_id,
+                precondition,
+                now,
+                Some(audit),
+            )
+            .await;
         match deleted {
             Ok(_) => Ok(()),
             Err(DeleteUrlConfigurationError::NotFound) => Err(Error::NotFound),
@@ -245,11 +234,11 @@ const ALREADY_EXISTS: &str = "URL configuration already exists for this agent";
 fn view(config: UrlConfiguration) -> UrlConfigurationView {
     use base64::Engine as _;
     let (public_key, client_cert) = match config.auth {
-        StoredUrlAuth::Jwt { public_key, .. } => (
+        SealedUrlAuth::Jwt { public_key, .. } => (
             Some(base64::engine::general_purpose::STANDARD.encode(public_key)),
             None,
         ),
-        StoredUrlAuth::Mtls { client_cert, .. } => (None, Some(client_cert)),
+        SealedUrlAuth::Mtls { client_cert, .. } => (None, Some(client_cert)),
     };
     UrlConfigurationView {
         id: config.id,

@@ -6,7 +6,8 @@ use super::{caller, id, page_info, pagination, pb, status, timestamp, unmodified
 use crate::app::agent_tokens::NewAgentTokenInput;
 use crate::app::agents::AgentDetails;
 use crate::app::{App, Intent};
-use agentreg_storage::agent_tokens::AgentToken;
+use agentreg_domain::entities::AgentToken;
+use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
 use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
 
@@ -29,7 +30,7 @@ impl AgentService for AgentGrpc {
         let pagination = pagination(request.page)?;
         let (agents, info) = self
             .app
-            .list_agents(&caller, &request.project, pagination)
+            .list_agents(&caller, &ProjectRef::parse(&request.project), pagination)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListAgentsResponse {
@@ -46,7 +47,11 @@ impl AgentService for AgentGrpc {
         let request = request.into_inner();
         let details = self
             .app
-            .agent(&caller, &request.project, request.agent_id)
+            .agent(
+                &caller,
+                &ProjectRef::parse(&request.project),
+                AgentId::from_wire(request.agent_id),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(agent(&details)))
@@ -60,7 +65,7 @@ impl AgentService for AgentGrpc {
         let request = request.into_inner();
         let details = self
             .app
-            .create_agent(&caller, &request.project, request.name)
+            .create_agent(&caller, &ProjectRef::parse(&request.project), request.name)
             .await
             .map_err(status)?;
         Ok(Response::new(agent(&details)))
@@ -74,7 +79,12 @@ impl AgentService for AgentGrpc {
         let request = request.into_inner();
         let since = unmodified_since(request.if_unmodified_since);
         self.app
-            .delete_agent(&caller, &request.project, request.agent_id, since)
+            .delete_agent(
+                &caller,
+                &ProjectRef::parse(&request.project),
+                AgentId::from_wire(request.agent_id),
+                since,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteAgentResponse {}))
@@ -92,7 +102,12 @@ impl AgentTokenService for AgentTokenGrpc {
         let pagination = pagination(request.page)?;
         let (tokens, info) = self
             .app
-            .list_agent_tokens(&caller, &request.project, request.agent_id, pagination)
+            .list_agent_tokens(
+                &caller,
+                &ProjectRef::parse(&request.project),
+                AgentId::from_wire(request.agent_id),
+                pagination,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListAgentTokensResponse {
@@ -111,9 +126,9 @@ impl AgentTokenService for AgentTokenGrpc {
             .app
             .agent_token(
                 &caller,
-                &request.project,
-                request.agent_id,
-                request.token_id,
+                &ProjectRef::parse(&request.project),
+                AgentId::from_wire(request.agent_id),
+                AgentTokenId::from_wire(request.token_id),
             )
             .await
             .map_err(status)?;
@@ -132,7 +147,12 @@ impl AgentTokenService for AgentTokenGrpc {
         };
         let created = self
             .app
-            .create_agent_token(&caller, &request.project, request.agent_id, input)
+            .create_agent_token(
+                &caller,
+                &ProjectRef::parse(&request.project),
+                AgentId::from_wire(request.agent_id),
+                input,
+            )
             .await
             .map_err(status)?;
         let mut response = token(&created.token, true);
@@ -149,9 +169,9 @@ impl AgentTokenService for AgentTokenGrpc {
         self.app
             .revoke_agent_token(
                 &caller,
-                &request.project,
-                request.agent_id,
-                request.token_id,
+                &ProjectRef::parse(&request.project),
+                AgentId::from_wire(request.agent_id),
+                AgentTokenId::from_wire(request.token_id),
             )
             .await
             .map_err(status)?;
@@ -177,7 +197,7 @@ fn token(token: &AgentToken, with_last_used: bool) -> pb::AgentToken {
         name: token.name.clone(),
         description: token.description.clone(),
         agent_id: id(token.agent_id),
-        status: if token.revoked { "revoked" } else { "active" }.to_owned(),
+        status: token.status.as_str().to_owned(),
         created_at: Some(timestamp(token.created_at_ms)),
         created_by_user_id: token.created_by_user_id.map(id),
         last_used_at: if with_last_used {

@@ -4,7 +4,8 @@ use super::pb::audit_event_service_server::AuditEventService;
 use super::{caller, id, page_info, pagination, pb, status, timestamp};
 use crate::app::pagination::PageInfo;
 use crate::app::{App, Intent};
-use agentreg_storage::audit::AuditEvent;
+use agentreg_domain::entities::AuditEvent;
+use agentreg_domain::ids::ProjectRef;
 use tonic::{Request, Response, Status};
 
 pub struct AuditEventGrpc {
@@ -22,7 +23,7 @@ impl AuditEventService for AuditEventGrpc {
         let pagination = pagination(request.page)?;
         let (events, info) = self
             .app
-            .audit_events(&caller, &request.project, pagination)
+            .audit_events(&caller, &ProjectRef::parse(&request.project), pagination)
             .await
             .map_err(status)?;
         Ok(Response::new(events_response(&events, &info)))
@@ -52,7 +53,7 @@ fn events_response(events: &[AuditEvent], info: &PageInfo) -> pb::ListAuditEvent
                 author_id: event.author_id.map(id),
                 entity_id: id(event.entity_id),
                 entity_type: event.entity_type.clone(),
-                details_json: event.details.to_string(),
+                details_json: event.details.as_json().to_owned(),
                 created_at: Some(timestamp(event.created_at_ms)),
             })
             .collect(),

@@ -8,7 +8,8 @@ use crate::app::identity::{
     NewMemberInput, NewPersonalAccessTokenInput, NewProjectInput, NewUserInput,
 };
 use crate::app::{App, Intent};
-use agentreg_storage::identity::{Project, User};
+use agentreg_domain::entities::{Project, User};
+use agentreg_domain::ids::{ProjectRef, UserId};
 use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
 
@@ -77,7 +78,7 @@ impl UserService for UserGrpc {
         };
         let created = self
             .app
-            .create_personal_access_token(&caller, request.user_id, input)
+            .create_personal_access_token(&caller, UserId::from_wire(request.user_id), input)
             .await
             .map_err(status)?;
         let token = &created.token;
@@ -124,7 +125,7 @@ impl ProjectService for ProjectGrpc {
         let request = request.into_inner();
         let found = self
             .app
-            .project(&caller, &request.project)
+            .project(&caller, &ProjectRef::parse(&request.project))
             .await
             .map_err(status)?;
         Ok(Response::new(project(&found)))
@@ -143,7 +144,7 @@ impl ProjectService for ProjectGrpc {
         };
         let member = self
             .app
-            .add_member(&caller, &request.project, input)
+            .add_member(&caller, &ProjectRef::parse(&request.project), input)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ProjectMember {

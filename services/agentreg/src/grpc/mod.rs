@@ -109,6 +109,10 @@ pub fn status(error: Error) -> Status {
                 .insert("retry-after", retry_after_secs.into());
             status
         }
+        Error::Unavailable(cause) => {
+            tracing::warn!(error = %crate::telemetry::error_chain(&cause), "storage unavailable");
+            Status::unavailable("503 Service Unavailable")
+        }
         Error::Internal(cause) => {
             tracing::error!(error = %crate::telemetry::error_chain(&cause), "rpc failed");
             Status::internal("500 Internal Server Error")
@@ -150,8 +154,8 @@ fn timestamp(ms: i64) -> prost_types::Timestamp {
     }
 }
 
-fn id(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+fn id(value: impl Into<u64>) -> i64 {
+    i64::try_from(value.into()).unwrap_or(i64::MAX)
 }
 
 /// A delete's precondition, truncated to whole seconds like an HTTP date.

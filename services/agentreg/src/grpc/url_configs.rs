@@ -4,6 +4,7 @@ use super::pb::url_configuration_service_server::UrlConfigurationService;
 use super::{caller, id, pb, status, unmodified_since};
 use crate::app::url_configs::{NewUrlConfigurationInput, UrlConfigurationView};
 use crate::app::{App, Intent};
+use agentreg_domain::ids::{AgentId, ProjectRef, UrlConfigurationId};
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
 
@@ -21,12 +22,12 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
         let request = request.into_inner();
         let project = self
             .app
-            .receptive_project(&caller, &request.project)
+            .receptive_project(&caller, &ProjectRef::parse(&request.project))
             .await
             .map_err(status)?;
         let configs = self
             .app
-            .list_url_configurations(&project, request.agent_id)
+            .list_url_configurations(&project, AgentId::from_wire(request.agent_id))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListUrlConfigurationsResponse {
@@ -42,12 +43,16 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
         let request = request.into_inner();
         let project = self
             .app
-            .receptive_project(&caller, &request.project)
+            .receptive_project(&caller, &ProjectRef::parse(&request.project))
             .await
             .map_err(status)?;
         let found = self
             .app
-            .url_configuration(&project, request.agent_id, request.url_configuration_id)
+            .url_configuration(
+                &project,
+                AgentId::from_wire(request.agent_id),
+                UrlConfigurationId::from_wire(request.url_configuration_id),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(config(found)))
@@ -61,7 +66,7 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
         let request = request.into_inner();
         let project = self
             .app
-            .receptive_project(&caller, &request.project)
+            .receptive_project(&caller, &ProjectRef::parse(&request.project))
             .await
             .map_err(status)?;
         let input = NewUrlConfigurationInput {
@@ -73,7 +78,7 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
         };
         let created = self
             .app
-            .create_url_configuration(&project, request.agent_id, input)
+            .create_url_configuration(&project, AgentId::from_wire(request.agent_id), input)
             .await
             .map_err(status)?;
         Ok(Response::new(config(created)))
@@ -87,15 +92,15 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
         let request = request.into_inner();
         let project = self
             .app
-            .receptive_project(&caller, &request.project)
+            .receptive_project(&caller, &ProjectRef::parse(&request.project))
             .await
             .map_err(status)?;
         let since = unmodified_since(request.if_unmodified_since);
         self.app
             .delete_url_configuration(
                 &project,
-                request.agent_id,
-                request.url_configuration_id,
+                AgentId::from_wire(request.agent_id),
+                UrlConfigurationId::from_wire(request.url_configuration_id),
                 since,
             )
             .await

@@ -9,6 +9,7 @@ use super::openapi::{
 };
 use super::{ApiError, RestState, paginated};
 use crate::app::agent_tokens::NewAgentTokenInput;
+use agentreg_domain::ids::{AgentId, AgentTokenId};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -38,11 +39,11 @@ pub(super) async fn list(
     ids: Ids,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let agent_id = ids.integer("agent_id")?;
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let pagination = params.pagination()?;
     let (tokens, info) = state
         .app
-        .list_agent_tokens(&caller, ids.project(), agent_id, pagination)
+        .list_agent_tokens(&caller, &ids.project(), agent_id, pagination)
         .await?;
     let body: Vec<AgentTokenBasicJson> = tokens.iter().map(AgentTokenBasicJson::from).collect();
     Ok(paginated(&state, &target, &ids, &params, &info, body))
@@ -71,11 +72,11 @@ pub(super) async fn show(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let agent_id = ids.integer("agent_id")?;
-    let token_id = ids.integer("token_id")?;
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
+    let token_id = AgentTokenId::from_wire(ids.integer("token_id")?);
     let token = state
         .app
-        .agent_token(&caller, ids.project(), agent_id, token_id)
+        .agent_token(&caller, &ids.project(), agent_id, token_id)
         .await?;
     Ok(Json(AgentTokenJson::from(&token)).into_response())
 }
@@ -130,14 +131,14 @@ pub(super) async fn create(
     ids: Ids,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let agent_id = ids.integer("agent_id")?;
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let input = NewAgentTokenInput {
         name: params.required_text("name")?,
         description: params.optional_text("description")?,
     };
     let created = state
         .app
-        .create_agent_token(&caller, ids.project(), agent_id, input)
+        .create_agent_token(&caller, &ids.project(), agent_id, input)
         .await?;
     let body = AgentTokenWithTokenJson::new(&created.token, &created.plaintext);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -167,11 +168,11 @@ pub(super) async fn revoke(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let agent_id = ids.integer("agent_id")?;
-    let token_id = ids.integer("token_id")?;
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
+    let token_id = AgentTokenId::from_wire(ids.integer("token_id")?);
     state
         .app
-        .revoke_agent_token(&caller, ids.project(), agent_id, token_id)
+        .revoke_agent_token(&caller, &ids.project(), agent_id, token_id)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -9,6 +9,7 @@ use super::openapi::{
     UnsupportedMediaType, WriteForbidden,
 };
 use super::{ApiError, RestState, paginated};
+use agentreg_domain::ids::AgentId;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -41,7 +42,7 @@ pub(super) async fn list(
     let pagination = params.pagination()?;
     let (agents, info) = state
         .app
-        .list_agents(&caller, ids.project(), pagination)
+        .list_agents(&caller, &ids.project(), pagination)
         .await?;
     let body: Vec<AgentJson> = agents.iter().map(AgentJson::from).collect();
     Ok(paginated(&state, &target, &ids, &params, &info, body))
@@ -70,8 +71,8 @@ pub(super) async fn show(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let agent_id = ids.integer("agent_id")?;
-    let agent = state.app.agent(&caller, ids.project(), agent_id).await?;
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
+    let agent = state.app.agent(&caller, &ids.project(), agent_id).await?;
     Ok(Json(AgentJson::from(&agent)).into_response())
 }
 
@@ -131,7 +132,10 @@ pub(super) async fn create(
     params: Params,
 ) -> Result<Response, ApiError> {
     let name = params.required_text("name")?;
-    let agent = state.app.create_agent(&caller, ids.project(), name).await?;
+    let agent = state
+        .app
+        .create_agent(&caller, &ids.project(), name)
+        .await?;
     Ok((StatusCode::CREATED, Json(AgentJson::from(&agent))).into_response())
 }
 
@@ -161,11 +165,11 @@ pub(super) async fn delete(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let agent_id = ids.integer("agent_id")?;
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let since = unmodified_since(&headers);
     state
         .app
-        .delete_agent(&caller, ids.project(), agent_id, since)
+        .delete_agent(&caller, &ids.project(), agent_id, since)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -8,10 +8,10 @@ use crate::app::agents::AgentDetails;
 use crate::app::identity::{CreatedPersonalAccessToken, VersionInfo};
 use crate::app::internal::{AuthenticatedAgent, ReceptiveAgent, ReceptiveAuth};
 use crate::app::url_configs::UrlConfigurationView;
+use agentreg_domain::entities::AgentToken;
+use agentreg_domain::entities::AuditEvent;
+use agentreg_domain::entities::{Member, Project, User};
 use agentreg_domain::validation::ValidationErrors;
-use agentreg_storage::agent_tokens::AgentToken;
-use agentreg_storage::audit::AuditEvent;
-use agentreg_storage::identity::{Member, Project, User};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -47,7 +47,7 @@ pub(crate) struct ProjectIdentityJson {
 impl From<&Project> for ProjectIdentityJson {
     fn from(project: &Project) -> ProjectIdentityJson {
         ProjectIdentityJson {
-            id: project.id,
+            id: project.id.get(),
             description: project.description.clone(),
             name: project.name.clone(),
             name_with_namespace: project.name_with_namespace(),
@@ -77,11 +77,11 @@ pub(crate) struct AgentJson {
 impl From<&AgentDetails> for AgentJson {
     fn from(details: &AgentDetails) -> AgentJson {
         AgentJson {
-            id: details.agent.id,
+            id: details.agent.id.get(),
             name: details.agent.name.clone(),
             config_project: ProjectIdentityJson::from(&details.project),
             created_at: timestamp(details.agent.created_at_ms),
-            created_by_user_id: details.agent.created_by_user_id,
+            created_by_user_id: details.agent.created_by_user_id.map(u64::from),
             is_receptive: details.agent.is_receptive(),
         }
     }
@@ -97,10 +97,9 @@ pub(crate) enum TokenStatus {
 
 impl TokenStatus {
     fn of(token: &AgentToken) -> TokenStatus {
-        if token.revoked {
-            TokenStatus::Revoked
-        } else {
-            TokenStatus::Active
+        match token.status {
+            agentreg_domain::entities::TokenStatus::Active => TokenStatus::Active,
+            agentreg_domain::entities::TokenStatus::Revoked => TokenStatus::Revoked,
         }
     }
 }
@@ -125,13 +124,13 @@ pub(crate) struct AgentTokenBasicJson {
 impl From<&AgentToken> for AgentTokenBasicJson {
     fn from(token: &AgentToken) -> AgentTokenBasicJson {
         AgentTokenBasicJson {
-            id: token.id,
+            id: token.id.get(),
             name: token.name.clone(),
             description: token.description.clone(),
-            agent_id: token.agent_id,
+            agent_id: token.agent_id.get(),
             status: TokenStatus::of(token),
             created_at: timestamp(token.created_at_ms),
-            created_by_user_id: token.created_by_user_id,
+            created_by_user_id: token.created_by_user_id.map(u64::from),
         }
     }
 }
@@ -159,13 +158,13 @@ pub(crate) struct AgentTokenJson {
 impl From<&AgentToken> for AgentTokenJson {
     fn from(token: &AgentToken) -> AgentTokenJson {
         AgentTokenJson {
-            id: token.id,
+            id: token.id.get(),
             name: token.name.clone(),
             description: token.description.clone(),
-            agent_id: token.agent_id,
+            agent_id: token.agent_id.get(),
             status: TokenStatus::of(token),
             created_at: timestamp(token.created_at_ms),
-            created_by_user_id: token.created_by_user_id,
+            created_by_user_id: token.created_by_user_id.map(u64::from),
             last_used_at: token.last_used_at_ms.map(timestamp),
         }
     }
@@ -238,8 +237,8 @@ pub(crate) struct UrlConfigurationJson {
 impl From<UrlConfigurationView> for UrlConfigurationJson {
     fn from(view: UrlConfigurationView) -> UrlConfigurationJson {
         UrlConfigurationJson {
-            id: view.id,
-            agent_id: view.agent_id,
+            id: view.id.get(),
+            agent_id: view.agent_id.get(),
             url: view.url,
             public_key: view.public_key,
             client_cert: view.client_cert,
@@ -273,7 +272,7 @@ pub(crate) struct UserJson {
 impl UserJson {
     pub(crate) fn new(user: &User, origin: &str) -> UserJson {
         UserJson {
-            id: user.id,
+            id: user.id.get(),
             username: user.username.clone(),
             name: user.name.clone(),
             state: "active",
@@ -334,7 +333,7 @@ pub(crate) struct ProjectJson {
 impl ProjectJson {
     pub(crate) fn new(project: &Project, origin: &str) -> ProjectJson {
         ProjectJson {
-            id: project.id,
+            id: project.id.get(),
             description: project.description.clone(),
             name: project.name.clone(),
             name_with_namespace: project.name_with_namespace(),
@@ -347,7 +346,7 @@ impl ProjectJson {
             web_url: format!("{origin}/{}", project.path_with_namespace()),
             visibility: "private",
             namespace: NamespaceJson {
-                id: project.owner.id,
+                id: project.owner.id.get(),
                 name: project.owner.name.clone(),
                 path: project.owner.username.clone(),
                 kind: "user",
@@ -385,7 +384,7 @@ pub(crate) struct MemberJson {
 impl MemberJson {
     pub(crate) fn new(member: &Member, origin: &str) -> MemberJson {
         MemberJson {
-            id: member.user.id,
+            id: member.user.id.get(),
             username: member.user.username.clone(),
             name: member.user.name.clone(),
             state: "active",
@@ -429,13 +428,13 @@ impl<'a> PersonalAccessTokenJson<'a> {
     pub(crate) fn new(created: &'a CreatedPersonalAccessToken) -> PersonalAccessTokenJson<'a> {
         let token = &created.token;
         PersonalAccessTokenJson {
-            id: token.id,
+            id: token.id.get(),
             name: token.name.clone(),
             revoked: token.revoked,
             created_at: timestamp(token.created_at_ms),
             description: None,
             scopes: token.scopes.clone(),
-            user_id: token.user_id,
+            user_id: token.user_id.get(),
             last_used_at: None,
             active: !token.revoked,
             expires_at: token.expires_at.clone(),
@@ -509,11 +508,11 @@ pub(crate) struct AuditEventJson {
 impl From<&AuditEvent> for AuditEventJson {
     fn from(event: &AuditEvent) -> AuditEventJson {
         AuditEventJson {
-            id: event.id,
-            author_id: event.author_id,
+            id: event.id.get(),
+            author_id: event.author_id.map(u64::from),
             entity_id: event.entity_id,
             entity_type: event.entity_type.clone(),
-            details: event.details.clone(),
+            details: serde_json::from_str(event.details.as_json()).unwrap_or_default(),
             created_at: timestamp(event.created_at_ms),
         }
     }
@@ -532,8 +531,8 @@ pub(crate) struct AgentInfoJson {
 impl From<&AuthenticatedAgent> for AgentInfoJson {
     fn from(agent: &AuthenticatedAgent) -> AgentInfoJson {
         AgentInfoJson {
-            project_id: agent.project_id,
-            agent_id: agent.agent_id,
+            project_id: agent.project_id.get(),
+            agent_id: agent.agent_id.get(),
             agent_name: agent.agent_name.clone(),
         }
     }
@@ -607,7 +606,7 @@ impl<'a> ReceptiveAgentsJson<'a> {
                     ),
                 };
                 ReceptiveAgentJson {
-                    id: agent.agent_id,
+                    id: agent.agent_id.get(),
                     url: &agent.url,
                     ca_cert: agent.ca_cert.as_deref(),
                     tls_host: agent.tls_host.as_deref(),
@@ -733,14 +732,14 @@ mod tests {
         let client_key = SecretString::from("-----BEGIN PRIVATE KEY-----");
         let agents = vec![
             ReceptiveAgent {
-                agent_id: 1,
+                agent_id: agentreg_domain::ids::AgentId::new(1),
                 url: "grpc://a.example".to_owned(),
                 ca_cert: None,
                 tls_host: None,
                 auth: ReceptiveAuth::Jwt { private_key },
             },
             ReceptiveAgent {
-                agent_id: 2,
+                agent_id: agentreg_domain::ids::AgentId::new(2),
                 url: "grpc://b.example".to_owned(),
                 ca_cert: Some("ca".to_owned()),
                 tls_host: Some("b".to_owned()),

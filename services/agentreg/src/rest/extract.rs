@@ -5,6 +5,7 @@ use super::{ApiError, MAX_BODY_BYTES, RestState};
 use crate::app::agents::UnmodifiedSinceSeconds;
 use crate::app::pagination::Pagination;
 use crate::app::{Caller, Credentials, Error, Intent};
+use agentreg_domain::ids::ProjectRef;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
@@ -105,9 +106,9 @@ impl Ids {
             .unwrap_or_default()
     }
 
-    /// The project reference.
-    pub(crate) fn project(&self) -> &str {
-        self.text("id")
+    /// The project reference: a numeric id or a full path.
+    pub(crate) fn project(&self) -> ProjectRef {
+        ProjectRef::parse(self.text("id"))
     }
 
     /// An integer parameter, or Grape's `<name> is invalid`.

@@ -18,6 +18,7 @@ use super::{ApiError, RestState, paginated};
 use crate::app::identity::{
     NewMemberInput, NewPersonalAccessTokenInput, NewProjectInput, NewUserInput,
 };
+use agentreg_domain::ids::UserId;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -141,7 +142,7 @@ pub(super) async fn create_personal_access_token(
     ids: Ids,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let user_id = ids.integer("user_id")?;
+    let user_id = UserId::from_wire(ids.integer("user_id")?);
     let input = NewPersonalAccessTokenInput {
         name: params.required_text("name")?,
         scopes: params.text_list("scopes")?,
@@ -244,7 +245,7 @@ pub(super) async fn project(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let project = state.app.project(&caller, ids.project()).await?;
+    let project = state.app.project(&caller, &ids.project()).await?;
     Ok(Json(ProjectJson::new(&project, &target.origin(&state))).into_response())
 }
 
@@ -283,7 +284,7 @@ pub(super) async fn add_member(
         username: params.optional_text("username")?,
         access_level: params.integer("access_level")?,
     };
-    let member = state.app.add_member(&caller, ids.project(), input).await?;
+    let member = state.app.add_member(&caller, &ids.project(), input).await?;
     Ok((
         StatusCode::CREATED,
         Json(MemberJson::new(&member, &target.origin(&state))),
@@ -319,7 +320,7 @@ pub(super) async fn audit_events(
     let pagination = params.pagination()?;
     let (events, info) = state
         .app
-        .audit_events(&caller, ids.project(), pagination)
+        .audit_events(&caller, &ids.project(), pagination)
         .await?;
     let body: Vec<AuditEventJson> = events.iter().map(AuditEventJson::from).collect();
     Ok(paginated(&state, &target, &ids, &params, &info, body))

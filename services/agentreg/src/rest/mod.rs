@@ -8,6 +8,7 @@ mod agent_tokens;
 mod agents;
 mod dto;
 mod extract;
+pub mod health;
 mod identity;
 mod internal;
 mod openapi;
@@ -258,6 +259,10 @@ fn app_error_response(error: Error) -> Response {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             response
+        }
+        Error::Unavailable(cause) => {
+            tracing::warn!(error = %telemetry::error_chain(cause), "storage unavailable");
+            message(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable")
         }
         Error::Internal(cause) => {
             tracing::error!(error = %telemetry::error_chain(cause), "request failed");

@@ -11,6 +11,7 @@ use super::openapi::{
 };
 use super::{ApiError, RestState};
 use crate::app::url_configs::NewUrlConfigurationInput;
+use agentreg_domain::ids::{AgentId, UrlConfigurationId};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -45,8 +46,8 @@ pub(super) async fn list(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let project = state.app.receptive_project(&caller, ids.project()).await?;
-    let agent_id = ids.integer("agent_id")?;
+    let project = state.app.receptive_project(&caller, &ids.project()).await?;
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let configs = state
         .app
         .list_url_configurations(&project, agent_id)
@@ -82,9 +83,9 @@ pub(super) async fn show(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let project = state.app.receptive_project(&caller, ids.project()).await?;
-    let agent_id = ids.integer("agent_id")?;
-    let config_id = ids.integer("url_configuration_id")?;
+    let project = state.app.receptive_project(&caller, &ids.project()).await?;
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
+    let config_id = UrlConfigurationId::from_wire(ids.integer("url_configuration_id")?);
     let config = state
         .app
         .url_configuration(&project, agent_id, config_id)
@@ -140,8 +141,8 @@ pub(super) async fn create(
     ids: Ids,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let project = state.app.receptive_project(&caller, ids.project()).await?;
-    let agent_id = ids.integer("agent_id")?;
+    let project = state.app.receptive_project(&caller, &ids.project()).await?;
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let input = NewUrlConfigurationInput {
         url: params.required_text("url")?,
         client_cert: params.optional_text("client_cert")?,
@@ -186,9 +187,9 @@ pub(super) async fn delete(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let project = state.app.receptive_project(&caller, ids.project()).await?;
-    let agent_id = ids.integer("agent_id")?;
-    let config_id = ids.integer("url_configuration_id")?;
+    let project = state.app.receptive_project(&caller, &ids.project()).await?;
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
+    let config_id = UrlConfigurationId::from_wire(ids.integer("url_configuration_id")?);
     let since = unmodified_since(&headers);
     state
         .app

@@ -1,0 +1,1332 @@
+//! The PostgreSQL backend, for several replicas sharing one database: the port over a pool of
+//! connections, the embedded migrations, the invalidation feed (LISTEN/NOTIFY) and snapshots in
+//! the one snapshot format.
+//!
+//! Each write is one READ COMMITTED transaction: invariants are enforced by unique indexes, foreign
+//! keys with cascades, and a lock on the agent's row where a rule spans several rows (the
+//! active-token limit). Every statement ends within the statement timeout and every operation
+//! within a deadline, so an outage gives [`StoreError::Unavailable`] quickly; the pool replaces
+//! broken connections by itself when the database returns.
+
+mod backup;
+mod errors;
+mod invalidations;
+mod migrations;
+mod rows;
+#[cfg(test)]
+mod tests;
+mod tls;
+
+use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
+use crate::audit::NewAuditEvent;
+use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
+use crate::identity::{
+    AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError,
+};
+use crate::port::{
+    AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
+    NewUrlConfiguration, PersonalAccessTokenCredential, Storage,
+};
+use crate::schema;
+use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
+use crate::{EngineError, Page, PageWindow, SecretHash, StoreError};
+use agentreg_domain::access::AccessLevel;
+use agentreg_domain::entities::{
+    Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project, SealedUrlAuth,
+    UrlConfiguration, User,
+};
+use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
+use agentreg_domain::names::{AgentName, ProjectNaming, UserIdentity};
+use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, sort_by_last_use};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use errors::{pg, violates};
+use rows::{AGENT_SELECT, CONFIG_COLUMNS, TOKEN_COLUMNS, get, key, unsigned};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// A libpq URL (`postgres://user@host:5432/db?sslmode=verify-full&sslrootcert=/ca.pem`) or
+    /// key=value string. `sslmode` may be disable, allow, prefer (the default), require,
+    /// verify-ca or verify-full.
+    pub url: String,
+    /// Overrides the URL's password (read from `--database-password-file` by the caller).
+    pub password: Option<String>,
+    /// The most connections the pool opens.
+    pub pool_size: usize,
+    /// The longest any statement may run; the server cancels it after that.
+    pub statement_timeout: Duration,
+    /// The longest connecting, or waiting for a pooled connection, may take.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("PostgresOptions")
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connecting to the database, or migrating its schema, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the database URL is invalid")]
+    InvalidUrl(#[source] EngineError),
+    #[error("setting up TLS for the database connection failed")]
+    Tls(#[source] EngineError),
+    #[error("the database is unreachable")]
+    Unavailable(#[source] EngineError),
+    #[error("applying schema migration {version} failed")]
+    Migration {
+        version: u32,
+        #[source]
+        source: EngineError,
+    },
+    #[error(
+        "the database schema is at version {found}, newer than this build's {known}; run a newer agentreg"
+    )]
+    SchemaTooNew { found: u32, known: u32 },
+    #[error("the database refused a statement")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for ConnectError {
+    fn from(error: StoreError) -> ConnectError {
+        match error {
+            StoreError::Unavailable(source) => ConnectError::Unavailable(source),
+            StoreError::Engine(_) | StoreError::Corrupt { .. } | StoreError::Dangling { .. } => {
+                ConnectError::Store(error)
+            }
+        }
+    }
+}
+
+/// The port over a PostgreSQL database.
+pub struct PostgresStorage {
+    pool: Pool,
+    /// The longest one operation may take, pool wait and every statement included.
+    operation_timeout: Duration,
+    ping_timeout: Duration,
+    invalidations: Mutex<Option<InvalidationFeed>>,
+    /// Stops the feed's task when the storage is dropped.
+    _listener: invalidations::Listener,
+}
+
+impl PostgresStorage {
+    /// Connects, applies any pending migrations (once, whichever replica gets there first) and
+    /// starts listening for invalidations.
+    pub async fn connect(options: PostgresOptions) -> Result<PostgresStorage, ConnectError> {
+        let settings = tls::settings(&options).await?;
+        let mut client = connect_one(&settings).await?;
+        migrations::apply(&mut client).await?;
+        drop(client);
+        let manager = Manager::from_config(
+            settings.config.clone(),
+            settings.tls.clone(),
+            ManagerConfig {
+                // A closed connection is noticed when it is taken; a half-open one fails its
+                // first statement (with `Unavailable`) and is dropped then.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|error| ConnectError::InvalidUrl(EngineError::new(error)))?;
+        let (listener, feed) = invalidations::start(settings).await?;
+        Ok(PostgresStorage {
+            pool,
+            operation_timeout: options.connect_timeout + options.statement_timeout,
+            ping_timeout: options.statement_timeout.min(Duration::from_secs(2)),
+            invalidations: Mutex::new(Some(feed)),
+            _listener: listener,
+        })
+    }
+
+    /// Gets a pooled connection.
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(errors::pool)
+    }
+
+    /// Runs an operation within the operation deadline.
+    async fn bounded<T, E: From<StoreError>>(
+        &self,
+        operation: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        match tokio::time::timeout(self.operation_timeout, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(E::from(errors::timed_out())),
+        }
+    }
+
+    async fn agent_in(
+        client: &impl deadpool_postgres::GenericClient,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Agent>, StoreError> {
+        let sql = format!("{AGENT_SELECT} WHERE a.id = $1 AND a.project_id = $2");
+        let row = client
+            .query_opt(&sql, &[&key(agent_id.get()), &key(project_id.get())])
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(rows::agent).transpose()
+    }
+
+    async fn user_by_id(
+        client: &impl deadpool_postgres::GenericClient,
+        user_id: UserId,
+    ) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {} FROM users u WHERE u.id = $1", rows::USER_COLUMNS);
+        let row = client
+            .query_opt(&sql, &[&key(user_id.get())])
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(|row| rows::user(row, 0)).transpose()
+    }
+
+    async fn project_where(
+        &self,
+        condition: &str,
+        parameter: &(dyn tokio_postgres::types::ToSql + Sync),
+    ) -> Result<Option<Project>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM projects p JOIN users u ON u.id = p.owner_id WHERE {condition}",
+            rows::PROJECT_COLUMNS
+        );
+        let row = client.query_opt(&sql, &[parameter]).await.map_err(pg)?;
+        row.as_ref().map(rows::project).transpose()
+    }
+
+    /// The agent's tokens in sled's token-set order: active, then revoked, each in the order
+    /// they took that status.
+    async fn token_set(
+        client: &impl deadpool_postgres::GenericClient,
+        agent_id: AgentId,
+    ) -> Result<AgentTokenSet, StoreError> {
+        let rows = client
+            .query(
+                "SELECT id, revoked FROM agent_tokens WHERE agent_id = $1 ORDER BY list_position",
+                &[&key(agent_id.get())],
+            )
+            .await
+            .map_err(pg)?;
+        let mut active = Vec::new();
+        let mut revoked = Vec::new();
+        for row in &rows {
+            let id = unsigned(get(row, 0)?);
+            if get::<bool>(row, 1)? {
+                revoked.push(id);
+            } else {
+                active.push(id);
+            }
+        }
+        Ok(AgentTokenSet::from_parts(active, revoked))
+    }
+
+    async fn token_where(
+        &self,
+        condition: &str,
+        parameters: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<(AgentToken, SecretHash)>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM agent_tokens t WHERE {condition}");
+        let Some(row) = client.query_opt(&sql, parameters).await.map_err(pg)? else {
+            return Ok(None);
+        };
+        let hash = SecretHash::from_stored(get(&row, rows::TOKEN_HASH)?);
+        Ok(Some((rows::agent_token(&row)?, hash)))
+    }
+}
+
+/// Applies the pending migrations and returns their versions, for `agentreg migrate`.
+pub async fn migrate(options: &PostgresOptions) -> Result<Vec<u32>, ConnectError> {
+    let settings = tls::settings(options).await?;
+    let mut client = connect_one(&settings).await?;
+    migrations::apply(&mut client).await
+}
+
+/// One connection outside the pool, driven by a task of its own.
+async fn connect_one(
+    settings: &tls::ConnectionSettings,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let connecting = settings.config.connect(settings.tls.clone());
+    let (client, connection) = tokio::time::timeout(settings.connect_timeout, connecting)
+        .await
+        .map_err(|_| ConnectError::Unavailable(EngineError::new("connecting timed out")))?
+        .map_err(pg)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(error = %error, "a database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Writes an audit event inside the change's transaction.
+async fn insert_audit_event(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    event: NewAuditEvent,
+    now_ms: i64,
+) -> Result<AuditEvent, StoreError> {
+    let sql = format!(
+        "INSERT INTO audit_events AS e (project_id, author_id, entity_id, entity_type, details, \
+         created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {}",
+        rows::AUDIT_COLUMNS
+    );
+    let author_id = event.author_id.map(|id| key(id.get()));
+    let row = transaction
+        .query_one(
+            &sql,
+            &[
+                &rows::scope_key(event.scope),
+                &author_id,
+                &key(event.entity_id),
+                &event.entity_type,
+                &event.details.to_string(),
+                &now_ms,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    rows::audit_event(&row)
+}
+
+/// Writes the audit event of an outcome, if the operation is audited.
+async fn audit_outcome<T>(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    audit: &Audit<T>,
+    outcome: &T,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if let Some(audit) = audit {
+        insert_audit_event(transaction, audit(outcome), now_ms).await?;
+    }
+    Ok(())
+}
+
+/// Tells every replica's feed that these tokens no longer authenticate. Delivered when the
+/// transaction commits, and only then.
+async fn notify_revoked(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    token_ids: &[AgentTokenId],
+) -> Result<(), StoreError> {
+    if token_ids.is_empty() {
+        return Ok(());
+    }
+    transaction
+        .execute(
+            "SELECT pg_notify($1, $2)",
+            &[&invalidations::CHANNEL, &invalidations::payload(token_ids)],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(())
+}
+
+fn limit_and_offset(window: PageWindow) -> (i64, i64) {
+    (
+        i64::try_from(window.limit).unwrap_or(i64::MAX),
+        i64::try_from(window.offset).unwrap_or(i64::MAX),
+    )
+}
+
+#[async_trait::async_trait]
+impl Storage for PostgresStorage {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let ping = async {
+            let client = self.client().await?;
+            client.simple_query("SELECT 1").await.map_err(pg)?;
+            Ok(())
+        };
+        match tokio::time::timeout(self.ping_timeout, ping).await {
+            Ok(result) => result,
+            Err(_) => Err(errors::timed_out()),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // A committed transaction is already durable.
+        Ok(())
+    }
+
+    fn invalidations(&self) -> Option<InvalidationFeed> {
+        self.invalidations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    async fn has_users(&self) -> Result<bool, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT EXISTS (SELECT 1 FROM users)", &[])
+                .await
+                .map_err(pg)?;
+            get(&row, 0)
+        })
+        .await
+    }
+
+    async fn create_user(
+        &self,
+        identity: UserIdentity,
+        is_admin: bool,
+        now_ms: i64,
+    ) -> Result<User, CreateUserError> {
+        let username_folded = identity.username().to_lowercase();
+        let email_folded = identity.email().to_lowercase();
+        self.bounded(async {
+            let client = self.client().await?;
+            // The unique indexes decide; this read only reports the username first when both
+            // are taken, as sled does.
+            let taken = client
+                .query_opt(
+                    "SELECT username_folded = $1 FROM users \
+                     WHERE username_folded = $1 OR email_folded = $2 LIMIT 1",
+                    &[&username_folded, &email_folded],
+                )
+                .await
+                .map_err(pg)?;
+            if let Some(row) = taken {
+                if get::<bool>(&row, 0)? {
+                    return Err(CreateUserError::UsernameTaken);
+                }
+                return Err(CreateUserError::EmailTaken);
+            }
+            let sql = format!(
+                "INSERT INTO users AS u (username, username_folded, name, email, email_folded, \
+                 is_admin, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {}",
+                rows::USER_COLUMNS
+            );
+            let inserted = client
+                .query_one(
+                    &sql,
+                    &[
+                        &identity.username(),
+                        &username_folded,
+                        &identity.name(),
+                        &identity.email(),
+                        &email_folded,
+                        &is_admin,
+                        &now_ms,
+                    ],
+                )
+                .await;
+            match inserted {
+                Ok(row) => Ok(rows::user(&row, 0)?),
+                Err(error) if violates(&error, "users_username_folded_key") => {
+                    Err(CreateUserError::UsernameTaken)
+                }
+                Err(error) if violates(&error, "users_email_folded_key") => {
+                    Err(CreateUserError::EmailTaken)
+                }
+                Err(error) => Err(CreateUserError::Store(pg(error))),
+            }
+        })
+        .await
+    }
+
+    async fn user(&self, user_id: UserId) -> Result<Option<User>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            PostgresStorage::user_by_id(&client, user_id).await
+        })
+        .await
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let folded = username.to_lowercase();
+        self.bounded(async {
+            let client = self.client().await?;
+            let sql = format!(
+                "SELECT {} FROM users u WHERE u.username_folded = $1",
+                rows::USER_COLUMNS
+            );
+            let row = client.query_opt(&sql, &[&folded]).await.map_err(pg)?;
+            row.as_ref().map(|row| rows::user(row, 0)).transpose()
+        })
+        .await
+    }
+
+    async fn create_personal_access_token(
+        &self,
+        new: NewPersonalAccessToken,
+        now_ms: i64,
+    ) -> Result<PersonalAccessToken, CreatePersonalAccessTokenError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let sql = format!(
+                "INSERT INTO personal_access_tokens AS k (user_id, name, scopes, expires_at, \
+                 revoked, handle, secret_hash, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, false, $5, $6, $7) RETURNING {}",
+                rows::PAT_COLUMNS
+            );
+            let inserted = client
+                .query_one(
+                    &sql,
+                    &[
+                        &key(new.user_id.get()),
+                        &new.name,
+                        &new.scopes,
+                        &new.expires_at,
+                        &new.handle.as_str(),
+                        &new.secret_hash.as_str(),
+                        &now_ms,
+                    ],
+                )
+                .await;
+            match inserted {
+                Ok(row) => Ok(rows::personal_access_token(&row)?),
+                Err(error) if violates(&error, "personal_access_tokens_user_id_fkey") => {
+                    Err(CreatePersonalAccessTokenError::UserNotFound)
+                }
+                Err(error) => Err(CreatePersonalAccessTokenError::Store(pg(error))),
+            }
+        })
+        .await
+    }
+
+    async fn personal_access_token_by_handle(
+        &self,
+        handle: &TokenHandle,
+    ) -> Result<Option<PersonalAccessTokenCredential>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let sql = format!(
+                "SELECT {}, {} FROM personal_access_tokens k JOIN users u ON u.id = k.user_id \
+                 WHERE k.handle = $1",
+                rows::PAT_COLUMNS,
+                rows::USER_COLUMNS
+            );
+            let Some(row) = client
+                .query_opt(&sql, &[&handle.as_str()])
+                .await
+                .map_err(pg)?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(PersonalAccessTokenCredential {
+                token: rows::personal_access_token(&row)?,
+                secret_hash: SecretHash::from_stored(get(&row, rows::PAT_WIDTH - 1)?),
+                user: rows::user(&row, rows::PAT_WIDTH)?,
+            }))
+        })
+        .await
+    }
+
+    async fn create_project(
+        &self,
+        owner_id: UserId,
+        naming: ProjectNaming,
+        description: Option<String>,
+        now_ms: i64,
+    ) -> Result<Project, CreateProjectError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let owner = PostgresStorage::user_by_id(&client, owner_id)
+                .await?
+                .ok_or(StoreError::Dangling {
+                    tree: schema::USERS,
+                })?;
+            let full_path_folded = format!("{}/{}", owner.username, naming.path()).to_lowercase();
+            let transaction = client.transaction().await.map_err(pg)?;
+            let inserted = transaction
+                .query_one(
+                    "INSERT INTO projects (name, path, description, owner_id, full_path_folded, \
+                     created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    &[
+                        &naming.name(),
+                        &naming.path(),
+                        &description,
+                        &key(owner_id.get()),
+                        &full_path_folded,
+                        &now_ms,
+                    ],
+                )
+                .await;
+            let project_id: i64 = match inserted {
+                Ok(row) => get(&row, 0)?,
+                Err(error) if violates(&error, "projects_full_path_folded_key") => {
+                    return Err(CreateProjectError::PathTaken);
+                }
+                Err(error) => return Err(CreateProjectError::Store(pg(error))),
+            };
+            transaction
+                .execute(
+                    "INSERT INTO members (project_id, user_id, access_level, created_at_ms) \
+                     VALUES ($1, $2, $3, $4)",
+                    &[
+                        &project_id,
+                        &key(owner_id.get()),
+                        &AccessLevel::Owner.value(),
+                        &now_ms,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(Project {
+                id: ProjectId::new(unsigned(project_id)),
+                name: naming.name().to_owned(),
+                path: naming.path().to_owned(),
+                description,
+                owner,
+                created_at_ms: now_ms,
+            })
+        })
+        .await
+    }
+
+    async fn project(&self, project_id: ProjectId) -> Result<Option<Project>, StoreError> {
+        self.bounded(self.project_where("p.id = $1", &key(project_id.get())))
+            .await
+    }
+
+    async fn project_by_full_path(&self, full_path: &str) -> Result<Option<Project>, StoreError> {
+        let folded = full_path.to_lowercase();
+        self.bounded(self.project_where("p.full_path_folded = $1", &folded))
+            .await
+    }
+
+    async fn access_level(
+        &self,
+        project_id: ProjectId,
+        user_id: UserId,
+    ) -> Result<Option<AccessLevel>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT access_level FROM members WHERE project_id = $1 AND user_id = $2",
+                    &[&key(project_id.get()), &key(user_id.get())],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let level =
+                AccessLevel::from_value(get(&row, 0)?).map_err(|_| StoreError::Dangling {
+                    tree: schema::MEMBERS,
+                })?;
+            Ok(Some(level))
+        })
+        .await
+    }
+
+    async fn add_member(
+        &self,
+        project_id: ProjectId,
+        user_id: UserId,
+        access_level: AccessLevel,
+        now_ms: i64,
+    ) -> Result<Member, AddMemberError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let Some(user) = PostgresStorage::user_by_id(&client, user_id).await? else {
+                return Err(AddMemberError::UserNotFound);
+            };
+            let inserted = client
+                .execute(
+                    "INSERT INTO members (project_id, user_id, access_level, created_at_ms) \
+                     VALUES ($1, $2, $3, $4)",
+                    &[
+                        &key(project_id.get()),
+                        &key(user_id.get()),
+                        &access_level.value(),
+                        &now_ms,
+                    ],
+                )
+                .await;
+            match inserted {
+                Ok(_) => Ok(Member {
+                    user,
+                    access_level,
+                    created_at_ms: now_ms,
+                }),
+                Err(error) if violates(&error, "members_pkey") => {
+                    Err(AddMemberError::AlreadyMember)
+                }
+                Err(error) if violates(&error, "members_user_id_fkey") => {
+                    Err(AddMemberError::UserNotFound)
+                }
+                Err(error) => Err(AddMemberError::Store(pg(error))),
+            }
+        })
+        .await
+    }
+
+    async fn create_agent(
+        &self,
+        project_id: ProjectId,
+        name: AgentName,
+        created_by_user_id: Option<UserId>,
+        now_ms: i64,
+        audit: Audit<Agent>,
+    ) -> Result<Agent, CreateAgentError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            // The unique index on (project_id, name) refuses a second agent of the same name,
+            // however many replicas race.
+            let inserted = transaction
+                .query_one(
+                    "INSERT INTO agents (project_id, name, created_by_user_id, created_at_ms, \
+                     updated_at_ms) VALUES ($1, $2, $3, $4, $4) RETURNING id",
+                    &[
+                        &key(project_id.get()),
+                        &name.as_str(),
+                        &created_by_user_id.map(|id| key(id.get())),
+                        &now_ms,
+                    ],
+                )
+                .await;
+            let agent_id: i64 = match inserted {
+                Ok(row) => get(&row, 0)?,
+                Err(error) if violates(&error, "agents_project_id_name_key") => {
+                    return Err(CreateAgentError::NameTaken);
+                }
+                Err(error) => return Err(CreateAgentError::Store(pg(error))),
+            };
+            let agent = Agent {
+                id: AgentId::new(unsigned(agent_id)),
+                project_id,
+                name: name.as_str().to_owned(),
+                created_by_user_id,
+                created_at_ms: now_ms,
+                updated_at_ms: now_ms,
+                url_configuration_id: None,
+            };
+            audit_outcome(&transaction, &audit, &agent, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(agent)
+        })
+        .await
+    }
+
+    async fn agent(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Agent>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            PostgresStorage::agent_in(&client, project_id, agent_id).await
+        })
+        .await
+    }
+
+    async fn agents_page(
+        &self,
+        project_id: ProjectId,
+        window: PageWindow,
+    ) -> Result<Page<Agent>, StoreError> {
+        let (limit, offset) = limit_and_offset(window);
+        self.bounded(async {
+            let client = self.client().await?;
+            let total = client
+                .query_one(
+                    "SELECT count(*) FROM agents WHERE project_id = $1",
+                    &[&key(project_id.get())],
+                )
+                .await
+                .map_err(pg)?;
+            // `name` is COLLATE "C": byte order, as sled's name index.
+            let sql = format!(
+                "{AGENT_SELECT} WHERE a.project_id = $1 ORDER BY a.name LIMIT $2 OFFSET $3"
+            );
+            let rows = client
+                .query(&sql, &[&key(project_id.get()), &limit, &offset])
+                .await
+                .map_err(pg)?;
+            Ok(Page {
+                items: rows.iter().map(rows::agent).collect::<Result<_, _>>()?,
+                total: unsigned(get(&total, 0)?),
+            })
+        })
+        .await
+    }
+
+    async fn delete_agent(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        precondition: Option<UnmodifiedSince>,
+        now_ms: i64,
+        audit: Audit<DeletedAgent>,
+    ) -> Result<DeletedAgent, DeleteAgentError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            // Locking the agent's row orders this delete with token creation on the agent.
+            let sql =
+                format!("{AGENT_SELECT} WHERE a.id = $1 AND a.project_id = $2 FOR UPDATE OF a");
+            let row = transaction
+                .query_opt(&sql, &[&key(agent_id.get()), &key(project_id.get())])
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
+                return Err(DeleteAgentError::NotFound);
+            };
+            let agent = rows::agent(&row)?;
+            if let Some(precondition) = precondition
+                && agent.updated_at_ms > precondition.latest_allowed_ms
+            {
+                return Err(DeleteAgentError::PreconditionFailed);
+            }
+            let token_set = PostgresStorage::token_set(&transaction, agent_id).await?;
+            let active: Vec<AgentTokenId> = token_set
+                .active()
+                .iter()
+                .copied()
+                .map(AgentTokenId::new)
+                .collect();
+            // The tokens and the URL configuration go with the agent (ON DELETE CASCADE).
+            transaction
+                .execute("DELETE FROM agents WHERE id = $1", &[&key(agent_id.get())])
+                .await
+                .map_err(pg)?;
+            // Revoked tokens authenticate nowhere already; only the active ones are announced,
+            // which keeps the payload small.
+            notify_revoked(&transaction, &active).await?;
+            let deleted = DeletedAgent {
+                agent,
+                token_ids: token_set.all().map(AgentTokenId::new).collect(),
+            };
+            audit_outcome(&transaction, &audit, &deleted, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn agent_token_set(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<AgentTokenSet>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            if PostgresStorage::agent_in(&client, project_id, agent_id)
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            Ok(Some(PostgresStorage::token_set(&client, agent_id).await?))
+        })
+        .await
+    }
+
+    async fn create_agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        new: NewAgentToken,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<AgentToken, CreateAgentTokenError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            // The active-token limit spans rows, so it holds under concurrency only because
+            // every create (on any replica) locks the agent's row before counting.
+            let locked = transaction
+                .query_opt(
+                    "SELECT id FROM agents WHERE id = $1 AND project_id = $2 FOR UPDATE",
+                    &[&key(agent_id.get()), &key(project_id.get())],
+                )
+                .await
+                .map_err(pg)?;
+            if locked.is_none() {
+                return Err(CreateAgentTokenError::AgentNotFound);
+            }
+            let mut token_set = PostgresStorage::token_set(&transaction, agent_id).await?;
+            let next = transaction
+                .query_one("SELECT nextval('agent_tokens_id_seq')", &[])
+                .await
+                .map_err(pg)?;
+            let token_id: i64 = get(&next, 0)?;
+            token_set.activate(unsigned(token_id))?;
+            let sql = format!(
+                "INSERT INTO agent_tokens AS t (id, agent_id, project_id, name, description, \
+                 revoked, created_by_user_id, created_at_ms, handle, secret_hash) \
+                 VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8, $9) RETURNING {TOKEN_COLUMNS}"
+            );
+            let row = transaction
+                .query_one(
+                    &sql,
+                    &[
+                        &token_id,
+                        &key(agent_id.get()),
+                        &key(project_id.get()),
+                        &new.name.as_str(),
+                        &new.description.as_ref().map(|d| d.as_str()),
+                        &new.created_by_user_id.map(|id| key(id.get())),
+                        &now_ms,
+                        &new.handle.as_str(),
+                        &new.secret_hash.as_str(),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let token = rows::agent_token(&row)?;
+            audit_outcome(&transaction, &audit, &token, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(token)
+        })
+        .await
+    }
+
+    async fn active_agent_tokens(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            if PostgresStorage::agent_in(&client, project_id, agent_id)
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS} FROM agent_tokens t WHERE t.agent_id = $1 AND NOT t.revoked"
+            );
+            let rows = client
+                .query(&sql, &[&key(agent_id.get())])
+                .await
+                .map_err(pg)?;
+            let mut tokens = rows
+                .iter()
+                .map(rows::agent_token)
+                .collect::<Result<Vec<_>, _>>()?;
+            sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id.get()));
+            Ok(Some(tokens))
+        })
+        .await
+    }
+
+    async fn agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+    ) -> Result<Option<AgentToken>, StoreError> {
+        let ids = [
+            key(token_id.get()),
+            key(agent_id.get()),
+            key(project_id.get()),
+        ];
+        let found = self
+            .bounded(self.token_where(
+                "t.id = $1 AND t.agent_id = $2 AND t.project_id = $3",
+                &[&ids[0], &ids[1], &ids[2]],
+            ))
+            .await?;
+        Ok(found.map(|(token, _)| token))
+    }
+
+    async fn revoke_agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<AgentToken, RevokeAgentTokenError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            // Revoking twice succeeds and changes nothing the second time; the revoked token
+            // moves to the end of the agent's revoked list, as in sled's token set.
+            let sql = format!(
+                "UPDATE agent_tokens AS t SET revoked = true, \
+                 list_position = CASE WHEN t.revoked THEN t.list_position \
+                 ELSE nextval('agent_token_list_positions') END \
+                 WHERE t.id = $1 AND t.agent_id = $2 AND t.project_id = $3 \
+                 RETURNING {TOKEN_COLUMNS}"
+            );
+            let row = transaction
+                .query_opt(
+                    &sql,
+                    &[
+                        &key(token_id.get()),
+                        &key(agent_id.get()),
+                        &key(project_id.get()),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
+                return Err(RevokeAgentTokenError::NotFound);
+            };
+            let token = rows::agent_token(&row)?;
+            notify_revoked(&transaction, &[token_id]).await?;
+            audit_outcome(&transaction, &audit, &token, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(token)
+        })
+        .await
+    }
+
+    async fn agent_token_by_handle(
+        &self,
+        handle: &TokenHandle,
+    ) -> Result<Option<AgentTokenCredential>, StoreError> {
+        let found = self
+            .bounded(self.token_where("t.handle = $1", &[&handle.as_str()]))
+            .await?;
+        Ok(found.map(|(token, secret_hash)| AgentTokenCredential { token, secret_hash }))
+    }
+
+    async fn record_agent_token_use(
+        &self,
+        uses: Vec<(AgentTokenId, i64)>,
+    ) -> Result<(), StoreError> {
+        // One time per token (the latest), in id order.
+        let mut latest: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        for (token_id, used_at_ms) in uses {
+            let entry = latest.entry(key(token_id.get())).or_insert(used_at_ms);
+            *entry = (*entry).max(used_at_ms);
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let (ids, times): (Vec<i64>, Vec<i64>) = latest.into_iter().unzip();
+        self.bounded(async {
+            let client = self.client().await?;
+            let mut attempt = 0;
+            loop {
+                // GREATEST ignores NULL, and never lowers a stored time: batches from several
+                // replicas may arrive in any order. Tokens deleted meanwhile match no row.
+                let updated = client
+                    .execute(
+                        "UPDATE agent_tokens AS t \
+                         SET last_used_at_ms = GREATEST(t.last_used_at_ms, u.used_at_ms) \
+                         FROM unnest($1::bigint[], $2::bigint[]) AS u(id, used_at_ms) \
+                         WHERE t.id = u.id",
+                        &[&ids, &times],
+                    )
+                    .await;
+                match updated {
+                    Ok(_) => return Ok(()),
+                    // Two replicas' batches may lock the same rows in opposite orders.
+                    Err(error) if errors::is_retryable(&error) && attempt < 3 => attempt += 1,
+                    Err(error) => return Err(pg(error)),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn create_url_configuration(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        new: NewUrlConfiguration,
+        now_ms: i64,
+        audit: Audit<UrlConfiguration>,
+    ) -> Result<UrlConfiguration, CreateUrlConfigurationError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            let updated = transaction
+                .execute(
+                    "UPDATE agents SET updated_at_ms = $3 WHERE id = $1 AND project_id = $2",
+                    &[&key(agent_id.get()), &key(project_id.get()), &now_ms],
+                )
+                .await
+                .map_err(pg)?;
+            if updated == 0 {
+                return Err(CreateUrlConfigurationError::AgentNotFound);
+            }
+            let (auth_mode, public_key, sealed_private_key, client_cert, sealed_client_key) =
+                match &new.auth {
+                    SealedUrlAuth::Jwt {
+                        public_key,
+                        sealed_private_key,
+                    } => (
+                        rows::JWT,
+                        Some(public_key),
+                        Some(sealed_private_key),
+                        None,
+                        None,
+                    ),
+                    SealedUrlAuth::Mtls {
+                        client_cert,
+                        sealed_client_key,
+                    } => (
+                        rows::MTLS,
+                        None,
+                        None,
+                        Some(client_cert),
+                        Some(sealed_client_key),
+                    ),
+                };
+            let sql = format!(
+                "INSERT INTO url_configurations AS c (agent_id, project_id, url, ca_cert, \
+                 tls_host, auth_mode, public_key, sealed_private_key, client_cert, \
+                 sealed_client_key, created_by_user_id, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 RETURNING {CONFIG_COLUMNS}"
+            );
+            // The unique index on agent_id keeps one configuration per agent.
+            let inserted = transaction
+                .query_one(
+                    &sql,
+                    &[
+                        &key(agent_id.get()),
+                        &key(project_id.get()),
+                        &new.url,
+                        &new.ca_cert,
+                        &new.tls_host,
+                        &auth_mode,
+                        &public_key,
+                        &sealed_private_key,
+                        &client_cert,
+                        &sealed_client_key,
+                        &new.created_by_user_id.map(|id| key(id.get())),
+                        &now_ms,
+                    ],
+                )
+                .await;
+            let config = match inserted {
+                Ok(row) => rows::url_configuration(&row)?,
+                Err(error) if violates(&error, "url_configurations_agent_id_key") => {
+                    return Err(CreateUrlConfigurationError::AlreadyExists);
+                }
+                Err(error) => return Err(CreateUrlConfigurationError::Store(pg(error))),
+            };
+            audit_outcome(&transaction, &audit, &config, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(config)
+        })
+        .await
+    }
+
+    async fn url_configurations(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Vec<UrlConfiguration>>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            if PostgresStorage::agent_in(&client, project_id, agent_id)
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let sql =
+                format!("SELECT {CONFIG_COLUMNS} FROM url_configurations c WHERE c.agent_id = $1");
+            let rows = client
+                .query(&sql, &[&key(agent_id.get())])
+                .await
+                .map_err(pg)?;
+            Ok(Some(
+                rows.iter()
+                    .map(rows::url_configuration)
+                    .collect::<Result<_, _>>()?,
+            ))
+        })
+        .await
+    }
+
+    async fn url_configuration(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        url_configuration_id: UrlConfigurationId,
+    ) -> Result<Option<UrlConfiguration>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let sql = format!(
+                "SELECT {CONFIG_COLUMNS} FROM url_configurations c \
+                 WHERE c.id = $1 AND c.agent_id = $2 AND c.project_id = $3"
+            );
+            let row = client
+                .query_opt(
+                    &sql,
+                    &[
+                        &key(url_configuration_id.get()),
+                        &key(agent_id.get()),
+                        &key(project_id.get()),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            row.as_ref().map(rows::url_configuration).transpose()
+        })
+        .await
+    }
+
+    async fn delete_url_configuration(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        url_configuration_id: UrlConfigurationId,
+        precondition: Option<UnmodifiedSince>,
+        now_ms: i64,
+        audit: Audit<UrlConfiguration>,
+    ) -> Result<UrlConfiguration, DeleteUrlConfigurationError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            let sql = format!(
+                "DELETE FROM url_configurations c \
+                 WHERE c.id = $1 AND c.agent_id = $2 AND c.project_id = $3 \
+                 RETURNING {CONFIG_COLUMNS}"
+            );
+            let row = transaction
+                .query_opt(
+                    &sql,
+                    &[
+                        &key(url_configuration_id.get()),
+                        &key(agent_id.get()),
+                        &key(project_id.get()),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
+                return Err(DeleteUrlConfigurationError::NotFound);
+            };
+            let config = rows::url_configuration(&row)?;
+            if let Some(precondition) = precondition
+                && config.created_at_ms > precondition.latest_allowed_ms
+            {
+                return Err(DeleteUrlConfigurationError::PreconditionFailed);
+            }
+            transaction
+                .execute(
+                    "UPDATE agents SET updated_at_ms = $2 WHERE id = $1",
+                    &[&key(agent_id.get()), &now_ms],
+                )
+                .await
+                .map_err(pg)?;
+            audit_outcome(&transaction, &audit, &config, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(config)
+        })
+        .await
+    }
+
+    async fn all_url_configurations(&self) -> Result<Vec<UrlConfiguration>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let sql = format!("SELECT {CONFIG_COLUMNS} FROM url_configurations c ORDER BY c.id");
+            let rows = client.query(&sql, &[]).await.map_err(pg)?;
+            rows.iter().map(rows::url_configuration).collect()
+        })
+        .await
+    }
+
+    async fn record_audit_event(
+        &self,
+        event: NewAuditEvent,
+        now_ms: i64,
+    ) -> Result<AuditEvent, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            let recorded = insert_audit_event(&transaction, event, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(recorded)
+        })
+        .await
+    }
+
+    async fn audit_events_page(
+        &self,
+        scope: AuditScope,
+        window: PageWindow,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        let (limit, offset) = limit_and_offset(window);
+        let scope_key = rows::scope_key(scope);
+        self.bounded(async {
+            let client = self.client().await?;
+            let total = client
+                .query_one(
+                    "SELECT count(*) FROM audit_events WHERE project_id = $1",
+                    &[&scope_key],
+                )
+                .await
+                .map_err(pg)?;
+            let sql = format!(
+                "SELECT {} FROM audit_events e WHERE e.project_id = $1 \
+                 ORDER BY e.id DESC LIMIT $2 OFFSET $3",
+                rows::AUDIT_COLUMNS
+            );
+            let rows = client
+                .query(&sql, &[&scope_key, &limit, &offset])
+                .await
+                .map_err(pg)?;
+            Ok(Page {
+                items: rows
+                    .iter()
+                    .map(rows::audit_event)
+                    .collect::<Result<_, _>>()?,
+                total: unsigned(get(&total, 0)?),
+            })
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM agents), \
+                     (SELECT count(*) FROM agent_tokens WHERE NOT revoked), \
+                     (SELECT count(*) FROM url_configurations)",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(Counts {
+                agents: unsigned(get(&row, 0)?),
+                active_agent_tokens: unsigned(get(&row, 1)?),
+                url_configurations: unsigned(get(&row, 2)?),
+            })
+        })
+        .await
+    }
+
+    async fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let mut client = self.client().await?;
+        let dataset = backup::read_dataset(&mut client).await?;
+        let trees = dataset.to_trees();
+        Ok(crate::dataset::write_snapshot_file(&trees)?)
+    }
+
+    async fn restore(&self, snapshot: Vec<u8>) -> Result<SnapshotSummary, RestoreError> {
+        let trees = crate::backup::parse(&snapshot)?;
+        let dataset = crate::dataset::Dataset::from_trees(&trees)?;
+        let mut client = self.client().await?;
+        backup::write_dataset(&mut client, &dataset).await?;
+        Ok(SnapshotSummary {
+            n_trees: trees.len(),
+            n_entries: trees.iter().map(|(_, entries)| entries.len() as u64).sum(),
+        })
+    }
+}

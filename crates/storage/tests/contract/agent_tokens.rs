@@ -1,0 +1,347 @@
+//! Agent tokens: at most two active per agent under any concurrency, revocation that is
+//! idempotent and keeps the record, lookup by handle, and last-use times that never go back.
+
+use crate::fixtures::{self, Secrets};
+use agentreg_domain::entities::{AgentToken, TokenStatus};
+use agentreg_domain::ids::{AgentId, AgentTokenId};
+use agentreg_domain::tokens::TokenKind;
+use agentreg_storage::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use agentreg_storage::port::Storage;
+
+pub(crate) async fn a_third_active_token_is_refused_until_one_is_revoked(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let first = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let second = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 3, None)
+        .await
+        .unwrap();
+
+    let third = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 4, None)
+        .await;
+    storage
+        .revoke_agent_token(project.id, agent.id, first.id, 5, None)
+        .await
+        .unwrap();
+    let fourth = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 6, None)
+        .await
+        .unwrap();
+
+    match third {
+        Err(CreateAgentTokenError::LimitReached(limit)) => assert_eq!(limit.active, 2),
+        other => panic!("a third active token was not refused: {other:?}"),
+    }
+    let mut active_ids: Vec<AgentTokenId> = storage
+        .active_agent_tokens(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|token| token.id)
+        .collect();
+    active_ids.sort();
+    assert_eq!(active_ids, [second.id, fourth.id]);
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut active_set = token_set.active().to_vec();
+    active_set.sort_unstable();
+    assert_eq!(active_set, [second.id.get(), fourth.id.get()]);
+    assert_eq!(token_set.revoked(), [first.id.get()]);
+}
+
+pub(crate) async fn concurrent_token_creates_never_exceed_two_active_tokens(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let creates: Vec<_> = (0..50)
+        .map(|_| secrets.agent_token())
+        .map(|new| storage.create_agent_token(project.id, agent.id, new, 2, None))
+        .collect();
+
+    let results = futures::future::join_all(creates).await;
+
+    let mut created_ids: Vec<AgentTokenId> = results
+        .iter()
+        .filter_map(|result| result.as_ref().ok())
+        .map(|token| token.id)
+        .collect();
+    created_ids.sort();
+    let n_refused = results
+        .iter()
+        .filter(|result| matches!(result, Err(CreateAgentTokenError::LimitReached(_))))
+        .count();
+    assert_eq!((created_ids.len(), n_refused), (2, 48), "{results:?}");
+    let mut active_ids: Vec<AgentTokenId> = storage
+        .active_agent_tokens(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|token| token.id)
+        .collect();
+    active_ids.sort();
+    assert_eq!(active_ids, created_ids);
+    assert_eq!(storage.counts().await.unwrap().active_agent_tokens, 2);
+}
+
+pub(crate) async fn revoking_is_idempotent_and_keeps_the_record(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let new = secrets.agent_token();
+    let handle = new.handle.clone();
+    let token = storage
+        .create_agent_token(project.id, agent.id, new, 2, None)
+        .await
+        .unwrap();
+
+    let first_revoke = storage
+        .revoke_agent_token(project.id, agent.id, token.id, 3, None)
+        .await
+        .unwrap();
+    let second_revoke = storage
+        .revoke_agent_token(project.id, agent.id, token.id, 4, None)
+        .await
+        .unwrap();
+
+    let revoked = AgentToken {
+        status: TokenStatus::Revoked,
+        ..token.clone()
+    };
+    assert_eq!(token.status, TokenStatus::Active);
+    assert_eq!(first_revoke, revoked);
+    assert_eq!(second_revoke, revoked);
+    assert_eq!(
+        storage
+            .agent_token(project.id, agent.id, token.id)
+            .await
+            .unwrap(),
+        Some(revoked.clone())
+    );
+    let credential = storage
+        .agent_token_by_handle(&handle)
+        .await
+        .unwrap()
+        .expect("a revoked token keeps its handle");
+    assert_eq!(credential.token, revoked);
+    assert_eq!(
+        storage
+            .active_agent_tokens(project.id, agent.id)
+            .await
+            .unwrap(),
+        Some(vec![])
+    );
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(token_set.active().is_empty());
+    assert_eq!(token_set.revoked(), [token.id.get()]);
+    assert_eq!(storage.counts().await.unwrap().active_agent_tokens, 0);
+}
+
+pub(crate) async fn tokens_are_found_only_through_their_agent(storage: &dyn Storage) {
+    let (owner, project) = fixtures::owner_and_project(storage).await;
+    let other_project = fixtures::project(storage, &owner, "other").await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let neighbour = fixtures::agent(storage, project.id, "b").await;
+    let foreign = fixtures::agent(storage, other_project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let token = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+
+    let revoke_through_neighbour = storage
+        .revoke_agent_token(project.id, neighbour.id, token.id, 3, None)
+        .await;
+    let revoke_through_other_project = storage
+        .revoke_agent_token(other_project.id, agent.id, token.id, 3, None)
+        .await;
+    let revoke_missing = storage
+        .revoke_agent_token(project.id, agent.id, AgentTokenId::new(999_999), 3, None)
+        .await;
+    let create_for_missing = storage
+        .create_agent_token(
+            project.id,
+            AgentId::new(999_999),
+            secrets.agent_token(),
+            3,
+            None,
+        )
+        .await;
+    let create_through_wrong_project = storage
+        .create_agent_token(project.id, foreign.id, secrets.agent_token(), 3, None)
+        .await;
+
+    for refused in [
+        revoke_through_neighbour,
+        revoke_through_other_project,
+        revoke_missing,
+    ] {
+        assert!(
+            matches!(refused, Err(RevokeAgentTokenError::NotFound)),
+            "{refused:?}"
+        );
+    }
+    for refused in [create_for_missing, create_through_wrong_project] {
+        assert!(
+            matches!(refused, Err(CreateAgentTokenError::AgentNotFound)),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        storage
+            .agent_token(project.id, neighbour.id, token.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        storage
+            .agent_token(other_project.id, agent.id, token.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        storage
+            .agent_token(project.id, agent.id, token.id)
+            .await
+            .unwrap(),
+        Some(token)
+    );
+    assert_eq!(
+        storage
+            .active_agent_tokens(other_project.id, foreign.id)
+            .await
+            .unwrap(),
+        Some(vec![])
+    );
+}
+
+pub(crate) async fn a_token_is_found_by_its_handle_with_its_hash(storage: &dyn Storage) {
+    let (owner, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let new = secrets.described_agent_token(owner.id);
+    let (handle, secret_hash) = (new.handle.clone(), new.secret_hash.clone());
+
+    let created = storage
+        .create_agent_token(project.id, agent.id, new, 2, None)
+        .await
+        .unwrap();
+    let credential = storage
+        .agent_token_by_handle(&handle)
+        .await
+        .unwrap()
+        .expect("the token is found by its handle");
+
+    assert_eq!(
+        created,
+        AgentToken {
+            id: created.id,
+            agent_id: agent.id,
+            project_id: project.id,
+            name: "deploy".to_owned(),
+            description: Some("for the deploy pipeline".to_owned()),
+            status: TokenStatus::Active,
+            created_by_user_id: Some(owner.id),
+            created_at_ms: 2,
+            last_used_at_ms: None,
+        }
+    );
+    assert_eq!(credential.token, created);
+    assert_eq!(credential.secret_hash, secret_hash);
+    let unknown = secrets.unknown_handle(TokenKind::Agent);
+    assert!(
+        storage
+            .agent_token_by_handle(&unknown)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        storage
+            .personal_access_token_by_handle(&handle)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub(crate) async fn recorded_token_use_never_moves_backwards(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let new = secrets.agent_token();
+    let handle = new.handle.clone();
+    let token = storage
+        .create_agent_token(project.id, agent.id, new, 2, None)
+        .await
+        .unwrap();
+    let other = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let last_used = async |token_id| {
+        storage
+            .agent_token(project.id, agent.id, token_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at_ms
+    };
+
+    storage
+        .record_agent_token_use(vec![(token.id, 100)])
+        .await
+        .unwrap();
+    let after_first_use = last_used(token.id).await;
+    storage
+        .record_agent_token_use(vec![(token.id, 50), (other.id, 70)])
+        .await
+        .unwrap();
+    let after_older_use = last_used(token.id).await;
+    storage
+        .record_agent_token_use(vec![(token.id, 300), (token.id, 200)])
+        .await
+        .unwrap();
+    let after_a_batch = last_used(token.id).await;
+    let unknown_token = storage
+        .record_agent_token_use(vec![(AgentTokenId::new(999_999), 5)])
+        .await;
+
+    assert_eq!(after_first_use, Some(100));
+    assert_eq!(after_older_use, Some(100));
+    assert_eq!(last_used(other.id).await, Some(70));
+    assert_eq!(after_a_batch, Some(300));
+    assert!(unknown_token.is_ok(), "{unknown_token:?}");
+    let credential = storage
+        .agent_token_by_handle(&handle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(credential.token.last_used_at_ms, Some(300));
+    let active = storage
+        .active_agent_tokens(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut last_uses: Vec<_> = active
+        .iter()
+        .map(|token| (token.id, token.last_used_at_ms))
+        .collect();
+    last_uses.sort();
+    assert_eq!(last_uses, [(token.id, Some(300)), (other.id, Some(70))]);
+}

@@ -1,0 +1,450 @@
+//! Many replicas, one truth: two or three application instances on one PostgreSQL database,
+//! used interchangeably. These run only when `AGENTREG_TEST_DATABASE_URL` names a PostgreSQL
+//! server; otherwise each says so once and passes.
+
+use crate::helpers::{
+    ROOT_TOKEN, TestApp, create_database, grpc_error, postgres_admin_url, postgres_settings,
+};
+use agentreg::grpc::pb;
+use base64::Engine as _;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The admin URL, or `None` after saying once that these tests were skipped.
+fn postgres() -> Option<String> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let url = postgres_admin_url();
+    if url.is_none() {
+        SAID.call_once(|| {
+            // Written to the process's stderr directly, so that it shows despite test capture.
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: PostgreSQL suites were not run (set AGENTREG_TEST_DATABASE_URL to run them)"
+            );
+        });
+    }
+    url
+}
+
+/// Instances sharing one database and one instance key, each with its own data directory.
+struct Replicas {
+    apps: Vec<TestApp>,
+    _dir: tempfile::TempDir,
+}
+
+impl Replicas {
+    async fn start(database_url: &str, count: usize) -> Replicas {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = shared_key_file(dir.path());
+        let starts = (0..count).map(|index| {
+            let data_dir = dir.path().join(format!("replica-{index}"));
+            let database_url = database_url.to_owned();
+            let key_file = key_file.clone();
+            async move {
+                TestApp::start(&data_dir, move |settings| {
+                    settings.database = Some(postgres_settings(database_url));
+                    settings.encryption_key_file = Some(key_file);
+                })
+                .await
+            }
+        });
+        let apps = futures::future::join_all(starts).await;
+        Replicas { apps, _dir: dir }
+    }
+}
+
+fn shared_key_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("encryption_key");
+    std::fs::write(
+        &path,
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_created_on_one_replica_is_read_on_another() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+    let replicas = Replicas::start(&database_url, 2).await;
+    let (a, b) = (&replicas.apps[0], &replicas.apps[1]);
+    let project_id = a.project(ROOT_TOKEN, "shared").await;
+    let agent_id = a.agent(project_id, "agent-1").await;
+
+    let (status, agent) = b
+        .get(
+            &format!("/projects/{project_id}/cluster_agents/{agent_id}"),
+            ROOT_TOKEN,
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "{agent}");
+    assert_eq!(agent["name"], "agent-1");
+    let found = b
+        .grpc_agents(ROOT_TOKEN)
+        .get_agent(pb::GetAgentRequest {
+            project: project_id.to_string(),
+            agent_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.name, "agent-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_revoked_on_one_replica_is_refused_on_another_within_a_second() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+    let replicas = Replicas::start(&database_url, 2).await;
+    let (a, b) = (&replicas.apps[0], &replicas.apps[1]);
+    let project_id = a.project(ROOT_TOKEN, "shared").await;
+    let agent_id = a.agent(project_id, "agent-1").await;
+    let (token_id, secret) = a.agent_token(project_id, agent_id, "t").await;
+    // B verifies the token once, so that it sits in B's cache.
+    let (status, _) = b.agent_info(&secret).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _) = a
+        .delete(
+            &format!("/projects/{project_id}/cluster_agents/{agent_id}/tokens/{token_id}"),
+            ROOT_TOKEN,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let revoked_at = Instant::now();
+    let refused_after = loop {
+        let (status, _) = b.agent_info(&secret).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break revoked_at.elapsed();
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(3),
+            "replica B still accepts a token revoked on A"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+
+    let _ = writeln!(
+        std::io::stderr(),
+        "revocation reached the other replica in {} ms",
+        refused_after.as_millis()
+    );
+    assert!(refused_after < Duration::from_secs(1), "{refused_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_deleted_on_one_replica_stops_its_tokens_on_another() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+    let replicas = Replicas::start(&database_url, 2).await;
+    let (a, b) = (&replicas.apps[0], &replicas.apps[1]);
+    let project_id = a.project(ROOT_TOKEN, "shared").await;
+    let agent_id = a.agent(project_id, "agent-1").await;
+    let (_, secret) = a.agent_token(project_id, agent_id, "t").await;
+    assert_eq!(b.agent_info(&secret).await.0, StatusCode::OK);
+
+    let (status, _) = a
+        .delete(
+            &format!("/projects/{project_id}/cluster_agents/{agent_id}"),
+            ROOT_TOKEN,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        if b.agent_info(&secret).await.0 == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B still accepts a deleted agent's token"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_token_creates_across_replicas_leave_exactly_two_active() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+    let replicas = Replicas::start(&database_url, 3).await;
+    let project_id = replicas.apps[0].project(ROOT_TOKEN, "shared").await;
+    let agent_id = replicas.apps[0].agent(project_id, "agent-1").await;
+    let path = format!("/projects/{project_id}/cluster_agents/{agent_id}/tokens");
+
+    let creates = (0..50).map(|index| {
+        let app = &replicas.apps[index % replicas.apps.len()];
+        let path = path.clone();
+        async move {
+            app.post(&path, ROOT_TOKEN, json!({"name": format!("t{index}")}))
+                .await
+        }
+    });
+    let results = futures::future::join_all(creates).await;
+
+    let created = results
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 2, "{results:?}");
+    for (status, body) in &results {
+        if *status != StatusCode::CREATED {
+            assert_eq!(*status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(
+                body["message"],
+                "400 Bad request - An agent can have only two active tokens at a time"
+            );
+        }
+    }
+    for app in &replicas.apps {
+        let (status, tokens) = app.get(&path, ROOT_TOKEN).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(tokens.as_array().unwrap().len(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_registrations_of_one_name_across_replicas_create_one_agent() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+    let replicas = Replicas::start(&database_url, 3).await;
+    let project_id = replicas.apps[0].project(ROOT_TOKEN, "shared").await;
+    let path = format!("/projects/{project_id}/cluster_agents");
+
+    let registrations = (0..50).map(|index| {
+        let app = &replicas.apps[index % replicas.apps.len()];
+        let path = path.clone();
+        async move { app.post(&path, ROOT_TOKEN, json!({"name": "same"})).await }
+    });
+    let results = futures::future::join_all(registrations).await;
+
+    let created = results
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 1, "{results:?}");
+    for (status, body) in &results {
+        if *status != StatusCode::CREATED {
+            assert_eq!(*status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(
+                body["message"],
+                r#"400 Bad request - ["Name has already been taken"]"#
+            );
+        }
+    }
+    let (_, agents) = replicas.apps[1].get(&path, ROOT_TOKEN).await;
+    assert_eq!(agents.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_migrate_once() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+
+    let replicas = Replicas::start(&database_url, 4).await;
+
+    for app in &replicas.apps {
+        let (status, _) = app.get("/user", ROOT_TOKEN).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (client, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT version, count(*) FROM agentreg_schema_migrations GROUP BY version",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        let count: i64 = row.get(1);
+        assert_eq!(count, 1, "a migration was recorded more than once");
+    }
+    let users: i64 = client
+        .query_one("SELECT count(*) FROM users WHERE username = 'root'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 1, "root was bootstrapped more than once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_answers_503_and_unavailable_then_recovers() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+    let proxy = Proxy::start(&database_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxied_url = proxy.url.clone();
+    let app = TestApp::start(&dir.path().join("data"), move |settings| {
+        let mut database = postgres_settings(proxied_url);
+        database.statement_timeout = Duration::from_secs(1);
+        settings.database = Some(database);
+    })
+    .await;
+    let project_id = app.project(ROOT_TOKEN, "p").await;
+    let agent_id = app.agent(project_id, "before").await;
+    let agent_path = format!("/projects/{project_id}/cluster_agents/{agent_id}");
+
+    proxy.cut();
+    let started = Instant::now();
+    let (status, body) = app
+        .post(
+            &format!("/projects/{project_id}/cluster_agents"),
+            ROOT_TOKEN,
+            json!({"name": "during"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body, json!({"message": "503 Service Unavailable"}));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _) = app.get(&agent_path, ROOT_TOKEN).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (code, _) = grpc_error(
+        app.grpc_agents(ROOT_TOKEN)
+            .get_agent(pb::GetAgentRequest {
+                project: project_id.to_string(),
+                agent_id,
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::Unavailable);
+    let readiness = app
+        .http
+        .get(format!("{}/-/readiness", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(readiness.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let liveness = app
+        .http
+        .get(format!("{}/-/liveness", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(liveness.status(), StatusCode::OK);
+    wait_for_health(
+        &app,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing,
+    )
+    .await;
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, agent) = app.get(&agent_path, ROOT_TOKEN).await;
+        if status == StatusCode::OK {
+            assert_eq!(agent["name"], "before");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_health(
+        &app,
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
+    )
+    .await;
+    let (status, _) = app
+        .post(
+            &format!("/projects/{project_id}/cluster_agents"),
+            ROOT_TOKEN,
+            json!({"name": "after"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+async fn wait_for_health(
+    app: &TestApp,
+    wanted: tonic_health::pb::health_check_response::ServingStatus,
+) {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == wanted as i32 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "gRPC health stayed {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A TCP forwarder in front of PostgreSQL that a test can cut and restore, to play an outage.
+struct Proxy {
+    url: String,
+    up: Arc<AtomicBool>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(database_url: &str) -> Proxy {
+        let (prefix, rest) = database_url.split_once("://").unwrap();
+        let (authority, path) = rest.split_once('/').unwrap();
+        let (userinfo, target) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => (format!("{userinfo}@"), host.to_owned()),
+            None => (String::new(), authority.to_owned()),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accepting_up = up.clone();
+        let accepted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accepting_up.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let forward = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                accepted.lock().unwrap().push(forward);
+            }
+        });
+        Proxy {
+            url: format!("{prefix}://{userinfo}{address}/{path}"),
+            up,
+            connections,
+        }
+    }
+
+    /// Drops every connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
