@@ -1436,12 +1436,12 @@ async fn secrets_are_not_in_the_data_directory_but_argon2id_hashes_are() {
 
     for secret in &secrets {
         assert!(
-            !data_dir_contains(&data_dir, secret.as_bytes()),
+            !data_dir_contains(&data_dir, secret.as_bytes()).await,
             "the data directory contains {secret}"
         );
     }
     assert!(
-        data_dir_contains(&data_dir, b"$argon2id$v=19$m=19456,t=2,p=1$"),
+        data_dir_contains(&data_dir, b"$argon2id$v=19$m=19456,t=2,p=1$").await,
         "no argon2id hash with the production parameters is stored"
     );
 }

@@ -476,11 +476,72 @@ pub(crate) fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
-/// Whether `needle` occurs anywhere in any file under `dir`.
-pub(crate) fn data_dir_contains(dir: &Path, needle: &[u8]) -> bool {
-    files_under(dir)
+/// Whether `needle` occurs anywhere the instance on `dir` stored data: any file under `dir`,
+/// and, when it ran on PostgreSQL, any row of its database (as JSON text, and every `bytea`
+/// value as raw bytes, so that a secret kept in clear in a binary column is found too).
+pub(crate) async fn data_dir_contains(dir: &Path, needle: &[u8]) -> bool {
+    let contains = |bytes: &[u8]| bytes.windows(needle.len()).any(|window| window == needle);
+    if files_under(dir).iter().any(|(_, bytes)| contains(bytes)) {
+        return true;
+    }
+    let Ok(url) = std::fs::read_to_string(dir.with_extension("database_url")) else {
+        return false;
+    };
+    database_values(&url)
+        .await
         .iter()
-        .any(|(_, bytes)| bytes.windows(needle.len()).any(|window| window == needle))
+        .any(|bytes| contains(bytes))
+}
+
+/// Every stored value of a PostgreSQL database: each row of each table as JSON text, and each
+/// `bytea` value as its raw bytes.
+async fn database_values(url: &str) -> Vec<Vec<u8>> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connecting to the test database");
+    tokio::spawn(connection);
+    let mut values = Vec::new();
+    let tables = client
+        .query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .await
+        .expect("listing tables");
+    for table in tables {
+        let table: String = table.get(0);
+        for row in client
+            .query(
+                &format!("SELECT row_to_json(t)::text FROM \"{table}\" t"),
+                &[],
+            )
+            .await
+            .expect("reading a table")
+        {
+            values.push(row.get::<_, String>(0).into_bytes());
+        }
+    }
+    let binary_columns = client
+        .query(
+            "SELECT table_name, column_name FROM information_schema.columns \
+             WHERE table_schema = 'public' AND data_type = 'bytea'",
+            &[],
+        )
+        .await
+        .expect("listing bytea columns");
+    for column in binary_columns {
+        let (table, column): (String, String) = (column.get(0), column.get(1));
+        for row in client
+            .query(&format!("SELECT \"{column}\" FROM \"{table}\""), &[])
+            .await
+            .expect("reading a bytea column")
+        {
+            if let Some(bytes) = row.get::<_, Option<Vec<u8>>>(0) {
+                values.push(bytes);
+            }
+        }
+    }
+    values
 }
 
 /// The admin URL of the PostgreSQL server the suite runs on, if it runs on one.

@@ -210,6 +210,7 @@ async fn an_online_snapshot_restores_every_record_identically() {
     let summary = agentreg::snapshots::restore(&snapshot_file, database.as_ref(), &target)
         .await
         .unwrap();
+    std::fs::create_dir_all(&target).unwrap();
     std::fs::copy(
         keys_dir.join("encryption_key"),
         target.join("encryption_key"),

@@ -1311,30 +1311,27 @@ async fn private_keys_are_not_stored_in_clear() {
     assert_eq!(key_file_mode & 0o777, 0o600);
     let certificate_line = body_lines(&client.cert_pem)[0];
     assert!(
-        data_dir_contains(&data_dir, certificate_line.as_bytes()),
+        data_dir_contains(&data_dir, certificate_line.as_bytes()).await,
         "the scan should find the public certificate, or it proves nothing"
     );
     for (form, encoded_seed) in encodings_of(&seed) {
         assert!(
-            !data_dir_contains(&data_dir, &encoded_seed),
+            !data_dir_contains(&data_dir, &encoded_seed).await,
             "seed in clear as {form}"
         );
     }
     for (form, encoded_key) in encodings_of(&client.key_der) {
         assert!(
-            !data_dir_contains(&data_dir, &encoded_key),
+            !data_dir_contains(&data_dir, &encoded_key).await,
             "client key in clear as {form}"
         );
     }
     let key_pem_in_json = serde_json::to_string(&client.key_pem).expect("JSON string");
-    assert!(!data_dir_contains(&data_dir, client.key_pem.as_bytes()));
-    assert!(!data_dir_contains(
-        &data_dir,
-        key_pem_in_json.trim_matches('"').as_bytes()
-    ));
+    assert!(!data_dir_contains(&data_dir, client.key_pem.as_bytes()).await);
+    assert!(!data_dir_contains(&data_dir, key_pem_in_json.trim_matches('"').as_bytes()).await);
     for line in body_lines(&client.key_pem) {
         assert!(
-            !data_dir_contains(&data_dir, line.as_bytes()),
+            !data_dir_contains(&data_dir, line.as_bytes()).await,
             "client key PEM line in clear: {line}"
         );
     }
