@@ -449,7 +449,11 @@ def run_postgres(args, rng):
                     outage_started = time.time()
                     subprocess.run(args.postgres_restart_command, shell=True, check=True,
                                    stdout=subprocess.DEVNULL)
-                    # The writers carry on after the restart, so some writes land on reconnected pools.
+                    restarted = time.time()
+                    if all(wait_until_serving(server, project["id"]) for server in replicas):
+                        event += (f" in {restarted - outage_started:.1f} s, "
+                                  f"replicas serving {time.time() - restarted:.1f} s later")
+                    # The writers carry on after the recovery, so some writes land on reconnected pools.
                     time.sleep(rng.uniform(0.5, 1.5))
                 else:
                     killed_idx = rng.randrange(len(replicas))
@@ -471,8 +475,6 @@ def run_postgres(args, rng):
                     if not wait_until_serving(server, project["id"]):
                         violations.append(f"replica {replica_idx} does not serve {RECOVERY_SECONDS} s after the {event}")
                         serving = False
-                if restart_postgres:
-                    event += f", serving again after {time.time() - outage_started:.1f} s"
                 lost = []
                 if serving:
                     # Every replica reads everything, so each record is also read through a replica

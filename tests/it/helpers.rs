@@ -611,3 +611,22 @@ pub(crate) fn postgres_settings(url: String) -> agentreg::config::DatabaseSettin
         statement_timeout: std::time::Duration::from_secs(5),
     }
 }
+
+/// `agentreg backup` of a sled directory this process has just stopped serving: sled releases
+/// its lock a moment after the last handle goes.
+pub(crate) async fn backup_when_unlocked(
+    database: Option<&agentreg::config::DatabaseSettings>,
+    data_dir: &Path,
+    out: &Path,
+) {
+    for _ in 0..100 {
+        match agentreg::snapshots::backup(database, data_dir, out).await {
+            Ok(_) => return,
+            Err(error) if format!("{error:#}").contains("could not acquire lock") => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("backup failed: {error:#}"),
+        }
+    }
+    panic!("the data directory stayed locked for two seconds")
+}

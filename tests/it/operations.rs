@@ -1,7 +1,7 @@
 //! Operating the service: TLS, metrics, backups, body and authentication limits, file modes,
 //! audit events of failed authentications, and bad input that must never cause a 5xx.
 
-use crate::helpers::{ROOT_TOKEN, TestApp, grpc_error, read};
+use crate::helpers::{ROOT_TOKEN, TestApp, backup_when_unlocked, grpc_error, read};
 use agentreg::config::TlsFiles;
 use agentreg::grpc::pb;
 use reqwest::{Method, StatusCode};
@@ -246,25 +246,6 @@ async fn an_online_snapshot_restores_every_record_identically() {
     let restarted = TestApp::start(&restored_data, |_| {}).await;
     assert_eq!(restarted.agent_info(&secret).await.0, StatusCode::OK);
     drop(app);
-}
-
-/// `agentreg backup` on a directory this process has just stopped serving: sled releases its
-/// lock a moment after the last handle goes, so only that error is retried.
-async fn backup_when_unlocked(
-    database: Option<&agentreg::config::DatabaseSettings>,
-    data_dir: &std::path::Path,
-    out: &std::path::Path,
-) {
-    for _ in 0..100 {
-        match agentreg::snapshots::backup(database, data_dir, out).await {
-            Ok(_) => return,
-            Err(error) if format!("{error:#}").contains("could not acquire lock") => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(error) => panic!("backup failed: {error:#}"),
-        }
-    }
-    panic!("the data directory stayed locked for two seconds")
 }
 
 #[tokio::test]
@@ -574,4 +555,35 @@ async fn the_openapi_document_is_public_and_describes_the_agent_routes() {
     ] {
         assert!(paths.contains_key(path), "{path} is not described");
     }
+}
+
+#[tokio::test]
+async fn health_routes_answer_as_gitlabs_do_without_a_token() {
+    let app = TestApp::spawn().await;
+    let get = |path: &'static str| {
+        let request = app.http.get(format!("{}{path}", app.base_url));
+        async move { request.send().await.unwrap() }
+    };
+
+    let liveness = get("/-/liveness").await;
+    let readiness = get("/-/readiness").await;
+    let readiness_all = get("/-/readiness?all=1").await;
+    let health = get("/-/health").await;
+
+    assert_eq!(liveness.status(), StatusCode::OK);
+    assert_eq!(
+        liveness.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"status": "ok"})
+    );
+    assert_eq!(readiness.status(), StatusCode::OK);
+    assert_eq!(
+        readiness.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"status": "ok", "master_check": [{"status": "ok"}]})
+    );
+    assert_eq!(
+        readiness_all.json::<serde_json::Value>().await.unwrap()["db_check"],
+        serde_json::json!([{"status": "ok"}])
+    );
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.text().await.unwrap(), "GitLab OK");
 }

@@ -3,7 +3,8 @@
 //! server; otherwise each says so once and passes.
 
 use crate::helpers::{
-    ROOT_TOKEN, TestApp, create_database, grpc_error, postgres_admin_url, postgres_settings,
+    ROOT_TOKEN, TestApp, backup_when_unlocked, create_database, grpc_error, postgres_admin_url,
+    postgres_settings,
 };
 use agentreg::grpc::pb;
 use base64::Engine as _;
@@ -447,4 +448,166 @@ impl Proxy {
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+}
+
+/// Registers an agent with a token and a JWT URL configuration; returns (project id, agent id,
+/// token secret).
+async fn populate(app: &TestApp) -> (i64, i64, String) {
+    let project_id = app.project(ROOT_TOKEN, "moving").await;
+    let agent_id = app.agent(project_id, "agent-1").await;
+    let (_, secret) = app.agent_token(project_id, agent_id, "t").await;
+    let (status, body) = app
+        .post(
+            &format!("/projects/{project_id}/cluster_agents/{agent_id}/url_configurations"),
+            ROOT_TOKEN,
+            json!({"url": "grpc://agent.example.com:443"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (project_id, agent_id, secret)
+}
+
+/// What a client can read of the populated records.
+async fn readable_state(app: &TestApp, project_id: i64, agent_id: i64) -> Vec<serde_json::Value> {
+    let mut state = Vec::new();
+    for path in [
+        format!("/projects/{project_id}/cluster_agents"),
+        format!("/projects/{project_id}/cluster_agents/{agent_id}/tokens"),
+        format!("/projects/{project_id}/cluster_agents/{agent_id}/url_configurations"),
+        format!("/projects/{project_id}/audit_events"),
+    ] {
+        let (status, body) = app.get(&path, ROOT_TOKEN).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        state.push(body);
+    }
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sled_deployment_moves_to_postgres_and_back_by_backup_and_restore() {
+    let Some(admin_url) = postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = shared_key_file(dir.path());
+    let sled_dir = dir.path().join("sled");
+    let sled_key = key_file.clone();
+    let sled = TestApp::start(&sled_dir, move |settings| {
+        settings.database = None;
+        settings.encryption_key_file = Some(sled_key);
+    })
+    .await;
+    let (project_id, agent_id, secret) = populate(&sled).await;
+    let before = readable_state(&sled, project_id, agent_id).await;
+    sled.stop().await;
+    let snapshot = dir.path().join("sled.snapshot");
+    backup_when_unlocked(None, &sled_dir, &snapshot).await;
+
+    let database = postgres_settings(create_database(&admin_url).await);
+    let restored = agentreg::snapshots::restore(&snapshot, Some(&database), &dir.path().join("x"))
+        .await
+        .unwrap();
+    assert!(restored.n_entries > 0);
+    let refused = agentreg::snapshots::restore(&snapshot, Some(&database), &dir.path().join("x"))
+        .await
+        .expect_err("a database that holds agentreg data is refused");
+    assert!(format!("{refused:#}").contains("not empty"), "{refused:#}");
+    let pg_key = key_file.clone();
+    let pg_database = database.clone();
+    let on_postgres = TestApp::start(&dir.path().join("pg"), move |settings| {
+        settings.database = Some(pg_database);
+        settings.encryption_key_file = Some(pg_key);
+    })
+    .await;
+    assert_eq!(
+        readable_state(&on_postgres, project_id, agent_id).await,
+        before
+    );
+    assert_eq!(on_postgres.agent_info(&secret).await.0, StatusCode::OK);
+    let next_agent = on_postgres.agent(project_id, "agent-2").await;
+    assert!(
+        next_agent > agent_id,
+        "ids continue after the restored ones"
+    );
+    let (status, receptive) = on_postgres
+        .http
+        .get(on_postgres.url("/internal/kubernetes/receptive_agents"))
+        .header("Gitlab-Kas-Api-Request", on_postgres.kas_jwt())
+        .send()
+        .await
+        .map(|response| (response.status(), ()))
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{receptive:?}");
+    on_postgres.stop().await;
+
+    let back = dir.path().join("pg.snapshot");
+    agentreg::snapshots::backup(Some(&database), &dir.path().join("pg"), &back)
+        .await
+        .unwrap();
+    let back_dir = dir.path().join("sled-again");
+    agentreg::snapshots::restore(&back, None, &back_dir)
+        .await
+        .unwrap();
+    let back_key = key_file.clone();
+    let sled_again = TestApp::start(&back_dir, move |settings| {
+        settings.database = None;
+        settings.encryption_key_file = Some(back_key);
+    })
+    .await;
+    let (status, agents) = sled_again
+        .get(
+            &format!("/projects/{project_id}/cluster_agents"),
+            ROOT_TOKEN,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(agents.as_array().unwrap().len(), 2);
+    assert_eq!(sled_again.agent_info(&secret).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrate_applies_the_schema_once_and_then_reports_it_current() {
+    let Some(admin_url) = postgres() else { return };
+    let database = postgres_settings(create_database(&admin_url).await);
+
+    let first = agentreg::backends::migrate(&database).await.unwrap();
+    let second = agentreg::backends::migrate(&database).await.unwrap();
+
+    assert!(!first.is_empty(), "a fresh database gets every migration");
+    assert!(first.windows(2).all(|pair| pair[0] < pair[1]), "{first:?}");
+    assert_eq!(second, Vec::<u32>::new());
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(&dir.path().join("data"), move |settings| {
+        settings.database = Some(database);
+    })
+    .await;
+    assert_eq!(app.get("/user", ROOT_TOKEN).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_password_may_come_from_a_file() {
+    let Some(admin_url) = postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "not-checked-under-trust-auth\n").unwrap();
+    let mut database = postgres_settings(create_database(&admin_url).await);
+    database.password_file = Some(password_file);
+    let missing = {
+        let mut missing = database.clone();
+        missing.password_file = Some(dir.path().join("absent"));
+        missing
+    };
+
+    let app = TestApp::start(&dir.path().join("data"), move |settings| {
+        settings.database = Some(database);
+    })
+    .await;
+    let refused = agentreg::backends::open(Some(&missing), dir.path())
+        .await
+        .err()
+        .expect("a missing password file stops the start");
+
+    assert_eq!(app.get("/user", ROOT_TOKEN).await.0, StatusCode::OK);
+    assert!(
+        format!("{refused:#}").contains("password file"),
+        "{refused:#}"
+    );
 }
