@@ -136,18 +136,21 @@ impl PostgresStorage {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // A request never waits longer than the statement timeout in all: for a pooled
+        // connection, for a new one, or for its statements (the operation deadline below).
+        let request_timeout = options.statement_timeout.min(options.connect_timeout);
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
-            .wait_timeout(Some(options.connect_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .recycle_timeout(Some(options.connect_timeout))
+            .wait_timeout(Some(request_timeout))
+            .create_timeout(Some(request_timeout))
+            .recycle_timeout(Some(request_timeout))
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|error| ConnectError::InvalidUrl(EngineError::new(error)))?;
         let (listener, feed) = invalidations::start(settings).await?;
         Ok(PostgresStorage {
             pool,
-            operation_timeout: options.connect_timeout + options.statement_timeout,
+            operation_timeout: options.statement_timeout,
             ping_timeout: options.statement_timeout.min(Duration::from_secs(2)),
             invalidations: Mutex::new(Some(feed)),
             _listener: listener,
