@@ -14,8 +14,8 @@ With --database-url ADMIN_URL the service stores in PostgreSQL instead of sled: 
 creates a fresh database on that server, starts --replicas processes on it that share one
 encryption key and KAS secret, and spreads the writers across them. Each cycle kills one replica
 at random with SIGKILL and restarts it; every third cycle (and at least once when --kills >= 2)
-it restarts PostgreSQL itself while the writers run instead, and a 5xx or a connection error
-during the outage is an unknown outcome. After each cycle every acknowledged write is checked
+it restarts PostgreSQL itself while the writers run instead. In this mode a 5xx is an unknown
+outcome like a connection error, and the writers carry on through the outage. After each cycle every acknowledged write is checked
 through every replica, so each record is also read through a replica that did not acknowledge
 it. The database is dropped at the end (kept with --keep when something was lost).
 
