@@ -26,7 +26,7 @@ fn postgres() -> Option<String> {
             // Written to the process's stderr directly, so that it shows despite test capture.
             let _ = writeln!(
                 std::io::stderr(),
-                "note: PostgreSQL suites were not run (set AGENTREG_TEST_DATABASE_URL to run them)"
+                "note: the PostgreSQL suites (storage contract, end-to-end, replicas) were not run; set AGENTREG_TEST_DATABASE_URL=postgres://... to run them"
             );
         });
     }

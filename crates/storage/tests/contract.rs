@@ -91,8 +91,7 @@ mod identity;
 #[path = "contract/url_configs.rs"]
 mod url_configs;
 
-// The PostgreSQL backend's constructor. Should the backend stop compiling, point this at
-// `contract/postgres_pending.rs`, a stand-in that skips the PostgreSQL cases with a note.
+// The PostgreSQL backend's constructor.
 #[path = "contract/postgres_backend.rs"]
 mod postgres_backend;
 

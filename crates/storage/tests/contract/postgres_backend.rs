@@ -6,9 +6,6 @@ use agentreg_storage::postgres::{PostgresOptions, PostgresStorage};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Whether the PostgreSQL backend is built into this suite.
-pub(crate) const ENABLED: bool = true;
-
 /// Connects to the (empty) database at `database_url`. The pool is large enough for the
 /// concurrency cases to contend inside the database rather than in the pool.
 pub(crate) async fn connect(database_url: &str) -> Arc<dyn Storage> {
