@@ -365,14 +365,23 @@ impl Drop for TestApp {
     }
 }
 
-/// Builds the application. sled releases a database's lock shortly after its last handle is
-/// dropped (its thread pool still holds references for a moment), so a test that reopens a
-/// directory in the same process may briefly find it locked; only that error is retried.
+/// Whether an error says that a sled directory is still held by a store. A test that stops an
+/// instance and reopens its directory in the same process may see this for a moment, while the
+/// stopped instance's last tasks drop their handles.
+fn is_locked(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<agentreg_storage::OpenError>()
+            .is_some_and(agentreg_storage::OpenError::is_locked)
+    })
+}
+
+/// Builds the application, retrying only while its directory is still locked.
 async fn build_when_unlocked(settings: Settings) -> Application {
     for _ in 0..100 {
         match Application::build(settings.clone()).await {
             Ok(application) => return application,
-            Err(error) if format!("{error:#}").contains("could not acquire lock") => {
+            Err(error) if is_locked(&error) => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(error) => panic!("application builds: {error:#}"),
@@ -612,8 +621,8 @@ pub(crate) fn postgres_settings(url: String) -> agentreg::config::DatabaseSettin
     }
 }
 
-/// `agentreg backup` of a sled directory this process has just stopped serving: sled releases
-/// its lock a moment after the last handle goes.
+/// `agentreg backup` of a sled directory this process has just stopped serving, retrying only
+/// while the stopped instance still holds it.
 pub(crate) async fn backup_when_unlocked(
     database: Option<&agentreg::config::DatabaseSettings>,
     data_dir: &Path,
@@ -622,7 +631,7 @@ pub(crate) async fn backup_when_unlocked(
     for _ in 0..100 {
         match agentreg::snapshots::backup(database, data_dir, out).await {
             Ok(_) => return,
-            Err(error) if format!("{error:#}").contains("could not acquire lock") => {
+            Err(error) if is_locked(&error) => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(error) => panic!("backup failed: {error:#}"),

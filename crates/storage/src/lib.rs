@@ -70,12 +70,31 @@ fn engine(error: sled::Error) -> StoreError {
 
 /// Opening the store failed.
 #[derive(Debug, thiserror::Error)]
-#[error("opening the store at {path} failed")]
-pub struct OpenError {
-    path: String,
-    #[source]
-    source: EngineError,
+pub enum OpenError {
+    /// Another live store (in this process or another) holds the directory.
+    #[error("the store at {path} is in use by another process (is the service still running?)")]
+    Locked { path: String },
+    #[error("opening the store at {path} failed")]
+    Engine {
+        path: String,
+        #[source]
+        source: EngineError,
+    },
 }
+
+impl OpenError {
+    /// Whether the directory is held by another live store; it may be free a moment later.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, OpenError::Locked { .. })
+    }
+}
+
+/// The file whose lock marks a directory as held by a live store.
+const LOCK_FILE: &str = "agentreg.lock";
+
+/// How long opening waits for sled to release the lock of a store this process just dropped:
+/// its background threads hold the database for a few moments after the last handle goes.
+const SLED_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The handle to the database. Cheap to clone; all clones share one database.
 #[derive(Clone)]
@@ -85,6 +104,17 @@ pub struct Store {
     /// Writers hold it shared; a snapshot holds it exclusively, so that it sees no write half
     /// done across trees.
     gate: std::sync::Arc<std::sync::RwLock<()>>,
+    /// The locked [`LOCK_FILE`] of an on-disk store, held for as long as any clone lives.
+    lock: Option<std::sync::Arc<std::fs::File>>,
+}
+
+/// Pauses a synchronous open while sled releases a lock (only ever on a blocking thread).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "Store::open is synchronous and runs on a blocking thread"
+)]
+fn wait_briefly() {
+    std::thread::sleep(std::time::Duration::from_millis(10));
 }
 
 #[derive(Clone)]
@@ -110,21 +140,56 @@ struct Trees {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`. A directory held by another live store is
+    /// refused with [`OpenError::Locked`].
     pub fn open(dir: &Path) -> Result<Store, OpenError> {
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_CAPACITY_BYTES);
-        Store::from_config(config).map_err(|source| OpenError {
-            path: dir.display().to_string(),
-            source: EngineError::new(source),
-        })
+        let path = dir.display().to_string();
+        let failed = |source: EngineError| OpenError::Engine {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|error| failed(EngineError::new(error)))?;
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|error| failed(EngineError::new(error)))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked { path: path.clone() });
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(failed(EngineError::new(error)));
+            }
+        }
+        // The directory is ours, so sled's own lock can only be held by a store this process
+        // has just dropped; sled reports that as an `Other` I/O error, and it clears shortly.
+        let started = std::time::Instant::now();
+        let mut store = loop {
+            let config = sled::Config::new()
+                .path(dir)
+                .cache_capacity(CACHE_CAPACITY_BYTES);
+            match Store::from_config(config) {
+                Err(sled::Error::Io(error))
+                    if error.kind() == std::io::ErrorKind::Other
+                        && started.elapsed() < SLED_RELEASE_WAIT =>
+                {
+                    wait_briefly();
+                }
+                Err(error) => return Err(failed(EngineError::new(error))),
+                Ok(store) => break store,
+            }
+        };
+        store.lock = Some(std::sync::Arc::new(lock));
+        Ok(store)
     }
 
     /// An in-memory database that disappears when dropped, for tests.
     pub fn temporary() -> Result<Store, OpenError> {
         let config = sled::Config::new().temporary(true);
-        Store::from_config(config).map_err(|source| OpenError {
+        Store::from_config(config).map_err(|source| OpenError::Engine {
             path: "<temporary>".to_owned(),
             source: EngineError::new(source),
         })
@@ -156,6 +221,7 @@ impl Store {
             db,
             trees,
             gate: std::sync::Arc::default(),
+            lock: None,
         })
     }
 
@@ -249,24 +315,9 @@ pub(crate) mod fixtures {
         Store::temporary().unwrap()
     }
 
-    /// Opens `dir` again after a store on it was dropped. sled releases its lock shortly after
-    /// the last handle goes (its thread pool holds references for a moment), so only the lock
-    /// error is retried.
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "a synchronous test waits for sled to release its directory lock"
-    )]
+    /// Opens `dir` again after a store on it was dropped.
     pub(crate) fn reopen(dir: &std::path::Path) -> Store {
-        for _ in 0..200 {
-            match Store::open(dir) {
-                Ok(store) => return store,
-                Err(error) if format!("{error:?}").contains("could not acquire lock") => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(error) => panic!("reopening the store: {error:?}"),
-            }
-        }
-        panic!("the store stayed locked for two seconds")
+        Store::open(dir).unwrap()
     }
 
     /// A user `owner` with a project `owner/app`; returns (user id, project id).
@@ -278,5 +329,25 @@ pub(crate) mod fixtures {
             .create_project(user.id.get(), &naming, None, 2)
             .unwrap();
         (user.id.get(), project.id.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_held_by_a_live_store_is_refused_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+
+        let second = Store::open(dir.path());
+
+        assert!(matches!(second, Err(OpenError::Locked { .. })));
+        drop(store);
+        assert!(
+            Store::open(dir.path()).is_ok(),
+            "the lock goes with the store"
+        );
     }
 }
