@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod rest;
 pub mod secrets;
+pub mod server;
 pub mod snapshots;
 pub mod startup;
 pub mod telemetry;

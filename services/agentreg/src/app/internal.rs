@@ -19,6 +19,18 @@ pub const KAS_ISSUER: &str = "gitlab-kas";
 /// The audience of agent-server JWTs.
 pub const KAS_AUDIENCE: &str = "gitlab";
 
+/// Clock skew tolerated on `exp` and `nbf`.
+const KAS_JWT_LEEWAY_SECS: u64 = 5;
+/// The furthest in the future an agent-server JWT may expire; the agent server issues tokens
+/// that live 5 seconds, so anything longer-lived was not made by it.
+const KAS_JWT_MAX_LIFETIME_SECS: i64 = 300;
+
+/// The claims of an agent-server JWT that are checked beyond the library's validation.
+#[derive(serde::Deserialize)]
+struct KasClaims {
+    exp: i64,
+}
+
 /// Checks the `Gitlab-Kas-Api-Request` JWT.
 #[derive(Clone)]
 pub struct KasVerifier {
@@ -38,8 +50,13 @@ impl KasVerifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[KAS_ISSUER]);
         validation.set_audience(&[KAS_AUDIENCE]);
-        // GitLab checks `exp` when present but does not require it.
-        validation.required_spec_claims = HashSet::from(["iss".to_owned(), "aud".to_owned()]);
+        // The agent server issues tokens that live seconds; a token without `exp` would be a
+        // credential forever if it leaked, so `exp` is required, unlike in GitLab.
+        validation.required_spec_claims =
+            HashSet::from(["iss".to_owned(), "aud".to_owned(), "exp".to_owned()]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = KAS_JWT_LEEWAY_SECS;
         KasVerifier {
             key: DecodingKey::from_secret(secret.expose_secret()),
             validation,
@@ -50,9 +67,14 @@ impl KasVerifier {
         let Some(jwt) = jwt.filter(|jwt| !jwt.is_empty()) else {
             return Err(Error::KasUnauthorized);
         };
-        jsonwebtoken::decode::<serde_json::Value>(jwt, &self.key, &self.validation)
-            .map(drop)
-            .map_err(|_| Error::KasUnauthorized)
+        let claims = jsonwebtoken::decode::<KasClaims>(jwt, &self.key, &self.validation)
+            .map_err(|_| Error::KasUnauthorized)?
+            .claims;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if claims.exp > now.saturating_add(KAS_JWT_MAX_LIFETIME_SECS) {
+            return Err(Error::KasUnauthorized);
+        }
+        Ok(())
     }
 }
 
