@@ -295,3 +295,239 @@ async fn kas_jwts_without_exp_long_lived_or_not_yet_valid_are_refused() {
     assert_eq!(signed_by_helper, StatusCode::OK);
     let _ = kas_jwt_signed_with;
 }
+
+/// A string of `n_chars` random URL-safe characters.
+fn random_text(n_chars: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    (0..n_chars)
+        .map(|_| char::from(ALPHABET[usize::from(rand::random::<u8>() % 64)]))
+        .collect()
+}
+
+fn bogus_agent_token() -> String {
+    format!("glagent-{}{}", random_text(16), random_text(43))
+}
+
+/// A well-formed personal access token that reuses `real`'s handle with a wrong secret.
+fn forged_pat(real: &str) -> String {
+    format!("glpat-{}{}", &real[6..22], random_text(43))
+}
+
+/// A client whose connections come from `source` (another loopback address).
+fn client_from(source: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(source))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bogus_agent_tokens_through_one_kas_address_do_not_lock_out_other_agents() {
+    let app = TestApp::spawn().await;
+    let project_id = app.project(ROOT_TOKEN, "kas").await;
+    let agent_id = app.agent(project_id, "agent").await;
+    let (_, secret) = app.agent_token(project_id, agent_id, "token").await;
+
+    let mut bogus_statuses = Vec::new();
+    for _ in 0..100 {
+        bogus_statuses.push(app.agent_info(&bogus_agent_token()).await.0);
+    }
+    let (legitimate, body) = app.agent_info(&secret).await;
+
+    assert!(
+        bogus_statuses
+            .iter()
+            .all(|status| *status == StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(legitimate, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn one_agent_tokens_failures_throttle_that_token_only() {
+    let app = TestApp::spawn_with(|settings| settings.auth_failures_per_minute = 3).await;
+    let project_id = app.project(ROOT_TOKEN, "kas").await;
+    let agent_id = app.agent(project_id, "agent").await;
+    let (_, secret) = app.agent_token(project_id, agent_id, "token").await;
+    let guessed = format!("{}{}", &secret[..24], random_text(43));
+
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.agent_info(&guessed).await.0);
+    }
+    let other = app.agent_info(&bogus_agent_token()).await.0;
+
+    assert_eq!(statuses[..3], [StatusCode::UNAUTHORIZED; 3]);
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(other, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn requests_without_a_credential_do_not_feed_the_throttle() {
+    let app = TestApp::spawn_with(|settings| settings.auth_failures_per_minute = 3).await;
+    let (_, token) = app.user("alice").await;
+
+    for _ in 0..10 {
+        let response = app
+            .request(reqwest::Method::GET, "/user", None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = app.get("/user", &forged_pat(&token)).await;
+
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn pat_failures_behind_a_trusted_proxy_are_counted_per_forwarded_address() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.auth_failures_per_minute = 3;
+        settings.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let (_, token) = app.user("alice").await;
+    let from = |address: &'static str, token: String| {
+        app.request(reqwest::Method::GET, "/user", Some(&token))
+            .header("X-Forwarded-For", address)
+            .send()
+    };
+
+    let mut attacker = Vec::new();
+    for _ in 0..5 {
+        attacker.push(
+            from("198.51.100.7", forged_pat(&token))
+                .await
+                .unwrap()
+                .status(),
+        );
+    }
+    let legitimate = from("198.51.100.8", token.clone()).await.unwrap().status();
+
+    assert_eq!(attacker[..3], [StatusCode::UNAUTHORIZED; 3]);
+    assert_eq!(attacker[3..], [StatusCode::TOO_MANY_REQUESTS; 2]);
+    assert_eq!(legitimate, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_does_not_dodge_the_throttle() {
+    let app = TestApp::spawn_with(|settings| settings.auth_failures_per_minute = 3).await;
+    let (_, token) = app.user("alice").await;
+
+    let mut statuses = Vec::new();
+    for attempt in 0..5 {
+        let response = app
+            .request(reqwest::Method::GET, "/user", Some(&forged_pat(&token)))
+            .header("X-Forwarded-For", format!("198.51.100.{attempt}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+    }
+
+    assert_eq!(statuses[3..], [StatusCode::TOO_MANY_REQUESTS; 2]);
+}
+
+#[tokio::test]
+async fn a_legitimate_first_login_stays_fast_under_concurrent_forgeries() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.connections.max_connections_per_address = 2_000;
+    })
+    .await;
+    let (_, victim) = app.user("victim").await;
+    let (_, legitimate) = app.user("legitimate").await;
+    let attacker = client_from(Ipv4Addr::new(127, 0, 0, 5));
+    let elsewhere = client_from(Ipv4Addr::new(127, 0, 0, 6));
+
+    let forgeries: Vec<_> = (0..400)
+        .map(|_| {
+            let request = attacker
+                .get(app.url("/user"))
+                .header("PRIVATE-TOKEN", forged_pat(&victim));
+            tokio::spawn(async move { request.send().await.map(|response| response.status()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let login = elsewhere
+        .get(app.url("/user"))
+        .header("PRIVATE-TOKEN", &legitimate)
+        .send()
+        .await
+        .unwrap();
+    let answered_in = started.elapsed();
+    let mut n_verified_failures = 0;
+    for forgery in forgeries {
+        if let Ok(Ok(StatusCode::UNAUTHORIZED)) = forgery.await {
+            n_verified_failures += 1;
+        }
+    }
+
+    assert_eq!(login.status(), StatusCode::OK);
+    assert!(answered_in < Duration::from_secs(1), "{answered_in:?}");
+    assert!(
+        n_verified_failures <= 30,
+        "{n_verified_failures} forgeries were verified"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_flood_from_many_addresses_writes_few_audit_events() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.user("alice").await;
+    let size_before = directory_bytes(&app.data_dir);
+    let n_addresses = 100;
+    let n_attempts = 25;
+
+    let mut floods = Vec::new();
+    for address_idx in 0..n_addresses {
+        let client = client_from(Ipv4Addr::new(127, 0, 1, address_idx + 1));
+        let url = app.url("/user");
+        let token = token.clone();
+        floods.push(tokio::spawn(async move {
+            for _ in 0..n_attempts {
+                let forged = format!("glpat-{}{}", random_text(16), random_text(43));
+                let _ = client
+                    .get(&url)
+                    .header("PRIVATE-TOKEN", forged)
+                    .send()
+                    .await;
+            }
+            drop(token);
+        }));
+    }
+    for flood in floods {
+        flood.await.unwrap();
+    }
+    let growth = directory_bytes(&app.data_dir).saturating_sub(size_before);
+    let (status, events) = app
+        .get("/audit_events?per_page=100&page=3", ROOT_TOKEN)
+        .await;
+
+    assert_eq!(status, StatusCode::OK);
+    // One event per address so far (the rest of each minute is one event when it ends).
+    assert!(events.as_array().unwrap().is_empty(), "{events}");
+    assert!(
+        growth < 1024 * 1024,
+        "the data directory grew by {growth} bytes"
+    );
+}
+
+/// The bytes of every file under `dir`.
+fn directory_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        total += if metadata.is_dir() {
+            directory_bytes(&entry.path())
+        } else {
+            metadata.len()
+        };
+    }
+    total
+}

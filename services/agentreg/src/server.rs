@@ -4,6 +4,7 @@
 //! It also decides each request's client address, believing `X-Forwarded-For` only from
 //! trusted proxies.
 
+use crate::app::address_key;
 use crate::config::{Cidr, ConnectionLimits};
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -399,14 +400,6 @@ impl Drop for AddressSlot {
                 counts.remove(&self.key);
             }
         }
-    }
-}
-
-/// The key one client is counted under: an IPv4 address, or an IPv6 address's /64.
-pub fn address_key(address: IpAddr) -> IpAddr {
-    match address.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
     }
 }
 

@@ -63,6 +63,8 @@ impl Application {
             AppConfig {
                 receptive_agents_enabled: settings.receptive_agents_enabled,
                 auth_failures_per_minute: settings.auth_failures_per_minute,
+                agent_token_failures_per_minute: settings.agent_token_failures_per_minute,
+                argon2_queue_limit: settings.argon2_queue_limit,
             },
             Sealer::new(&encryption_key),
             KasVerifier::new(&kas_secret),
@@ -202,6 +204,7 @@ impl Application {
                 tokio::select! {
                     () = usage_stop.cancelled() => break,
                     _ = interval.tick() => {
+                        usage_app.flush_failure_audit(false).await;
                         if let Err(error) = usage_app.flush_token_usage().await {
                             tracing::error!(error = %crate::telemetry::error_chain(&error), "writing token last-use times failed");
                         }
@@ -230,6 +233,7 @@ impl Application {
         usage_writer.await.context("stopping the last-use writer")?;
         health_watch.await.context("stopping the health watch")?;
         invalidations.abort();
+        self.app.flush_failure_audit(true).await;
         self.app
             .flush()
             .await
