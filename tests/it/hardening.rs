@@ -531,3 +531,80 @@ fn directory_bytes(dir: &std::path::Path) -> u64 {
     }
     total
 }
+
+#[tokio::test]
+async fn link_headers_use_https_with_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, files) = crate::operations::write_tls_identity(dir.path());
+    let app = TestApp::spawn_with(|settings| settings.tls = Some(files)).await;
+    let port = http_addr(&app).port();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+
+    let base = format!("https://localhost:{port}/api/v4");
+    let project: Value = client
+        .post(format!("{base}/projects"))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .json(&json!({"name": "links"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agents = format!("{base}/projects/{}/cluster_agents", project["id"]);
+    for name in ["one", "two"] {
+        let created = client
+            .post(&agents)
+            .header("PRIVATE-TOKEN", ROOT_TOKEN)
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+    }
+
+    let response = client
+        .get(format!("{agents}?per_page=1"))
+        .header("PRIVATE-TOKEN", ROOT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+
+    let link = response.headers()["link"].to_str().unwrap().to_owned();
+    assert!(
+        link.contains(&format!("<https://localhost:{port}/")),
+        "{link}"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_proto_is_believed_only_from_trusted_proxies() {
+    let trusting = TestApp::spawn_with(|settings| {
+        settings.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let untrusting = TestApp::spawn().await;
+    let mut paths = Vec::new();
+    for app in [&trusting, &untrusting] {
+        let project_id = app.project(ROOT_TOKEN, "links").await;
+        app.agent(project_id, "one").await;
+        app.agent(project_id, "two").await;
+        paths.push(format!("/projects/{project_id}/cluster_agents?per_page=1"));
+    }
+    let link = |app: &TestApp, path: &str| {
+        app.request(reqwest::Method::GET, path, Some(ROOT_TOKEN))
+            .header("X-Forwarded-Proto", "https")
+            .send()
+    };
+
+    let trusted = link(&trusting, &paths[0]).await.unwrap();
+    let untrusted = link(&untrusting, &paths[1]).await.unwrap();
+
+    let trusted = trusted.headers()["link"].to_str().unwrap().to_owned();
+    let untrusted = untrusted.headers()["link"].to_str().unwrap().to_owned();
+    assert!(trusted.contains("<https://127.0.0.1:"), "{trusted}");
+    assert!(untrusted.contains("<http://127.0.0.1:"), "{untrusted}");
+}

@@ -13,7 +13,7 @@ fn port_of(base_url: &str) -> u16 {
 }
 
 /// A CA and a `localhost` certificate it signed, written to `dir`; returns the CA's PEM.
-fn write_tls_identity(dir: &std::path::Path) -> (String, TlsFiles) {
+pub(crate) fn write_tls_identity(dir: &std::path::Path) -> (String, TlsFiles) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

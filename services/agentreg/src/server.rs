@@ -6,6 +6,7 @@
 
 use crate::app::address_key;
 use crate::config::{Cidr, ConnectionLimits};
+use crate::rest::ClientScheme;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, Response, StatusCode};
@@ -21,10 +22,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
-
-/// Whether the request reached the service over TLS, as seen by the client (for `Link` URLs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientScheme(pub &'static str);
 
 /// How a listener answers a request that ran past its timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
