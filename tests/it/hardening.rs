@@ -608,3 +608,32 @@ async fn forwarded_proto_is_believed_only_from_trusted_proxies() {
     assert!(trusted.contains("<https://127.0.0.1:"), "{trusted}");
     assert!(untrusted.contains("<http://127.0.0.1:"), "{untrusted}");
 }
+
+#[tokio::test]
+async fn a_project_description_over_2000_characters_is_refused() {
+    let app = TestApp::spawn().await;
+
+    let too_long = app
+        .post(
+            "/projects",
+            ROOT_TOKEN,
+            json!({"name": "long", "description": "x".repeat(2_001)}),
+        )
+        .await;
+    let (status, _) = app
+        .post(
+            "/projects",
+            ROOT_TOKEN,
+            json!({"name": "fits", "description": "x".repeat(2_000)}),
+        )
+        .await;
+
+    assert_eq!(
+        too_long,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"message": {"description": ["is too long (maximum is 2000 characters)"]}})
+        )
+    );
+    assert_eq!(status, StatusCode::CREATED);
+}
