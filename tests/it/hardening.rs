@@ -637,3 +637,14 @@ async fn a_project_description_over_2000_characters_is_refused() {
     );
     assert_eq!(status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_chosen_root_tokens_stored_handle_reveals_nothing_about_it() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/user", ROOT_TOKEN).await.0, StatusCode::OK);
+    let legacy = agentreg_domain::tokens::personal_access_token_handle(ROOT_TOKEN);
+
+    let stored = crate::helpers::data_dir_contains(&app.data_dir, legacy.as_str().as_bytes()).await;
+
+    assert!(!stored, "the SHA-256 handle of the root token is stored");
+}

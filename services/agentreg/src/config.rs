@@ -407,6 +407,10 @@ pub enum SettingsError {
     },
     #[error("AGENTREG_ROOT_TOKEN must be at least 20 characters")]
     RootTokenTooShort,
+    #[error(
+        "AGENTREG_ROOT_TOKEN is too easy to guess: use at least 20 random characters from a mix of letters, digits and symbols (for example the output of `openssl rand -base64 32`), or leave it unset to have one generated"
+    )]
+    RootTokenWeak,
     #[error("external URL {0:?} must start with http:// or https://")]
     ExternalUrl(String),
     #[error("TLS needs both a certificate and a key")]
@@ -415,6 +419,33 @@ pub enum SettingsError {
 
 /// The shortest root token accepted from `AGENTREG_ROOT_TOKEN`.
 pub const ROOT_TOKEN_MIN_CHARS: usize = 20;
+/// The least estimated entropy of a root token from `AGENTREG_ROOT_TOKEN`.
+const ROOT_TOKEN_MIN_ENTROPY_BITS: f64 = 70.0;
+
+/// A generous estimate of a chosen token's entropy: its length times the bits of the character
+/// classes it draws from, counting only the distinct characters, so that `aaaa…` or `abab…`
+/// scores low however long it is.
+fn estimated_entropy_bits(token: &str) -> f64 {
+    let distinct: std::collections::BTreeSet<char> = token.chars().collect();
+    let mut pool = 0u32;
+    if distinct.iter().any(char::is_ascii_lowercase) {
+        pool += 26;
+    }
+    if distinct.iter().any(char::is_ascii_uppercase) {
+        pool += 26;
+    }
+    if distinct.iter().any(char::is_ascii_digit) {
+        pool += 10;
+    }
+    if distinct.iter().any(|c| !c.is_ascii_alphanumeric()) {
+        pool += 33;
+    }
+    let bits_per_char = f64::from(pool.max(1)).log2();
+    // Repeated characters add little: count each distinct one fully and repeats at one bit.
+    let n_distinct = distinct.len();
+    let n_repeats = token.chars().count().saturating_sub(n_distinct);
+    (n_distinct as f64) * bits_per_char + n_repeats as f64
+}
 
 impl Settings {
     /// Resolves flags and environment over the config file over the defaults.
@@ -426,6 +457,9 @@ impl Settings {
         let root_token = match root_token {
             Some(token) if token.chars().count() < ROOT_TOKEN_MIN_CHARS => {
                 return Err(SettingsError::RootTokenTooShort);
+            }
+            Some(token) if estimated_entropy_bits(&token) < ROOT_TOKEN_MIN_ENTROPY_BITS => {
+                return Err(SettingsError::RootTokenWeak);
             }
             Some(token) => Some(secrecy::SecretString::from(token)),
             None => None,
@@ -670,6 +704,26 @@ mod tests {
             Duration::from_secs(3)
         );
         assert_eq!(settings.connections.max_connections_per_address, 256);
+    }
+
+    #[test]
+    fn a_low_entropy_root_token_is_refused() {
+        for weak in [
+            "aaaaaaaaaaaaaaaaaaaa",
+            "abababababababababababab",
+            "12345678901234567890",
+            "passwordpassword1234",
+        ] {
+            assert!(
+                matches!(
+                    Settings::resolve(ServeArgs::default(), Some(weak.to_owned())),
+                    Err(SettingsError::RootTokenWeak)
+                ),
+                "{weak}"
+            );
+        }
+        let strong = "glpat-root-token-for-tests-0123456789";
+        assert!(Settings::resolve(ServeArgs::default(), Some(strong.to_owned())).is_ok());
     }
 
     #[test]

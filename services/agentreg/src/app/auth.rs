@@ -7,7 +7,10 @@ use super::limiter::{ThrottleKey, address_key};
 use super::{App, AuthCounters, Error};
 use agentreg_domain::access::Scope;
 use agentreg_domain::entities::User;
-use agentreg_domain::tokens::{TokenHandle, TokenKind, personal_access_token_handle, token_handle};
+use agentreg_domain::tokens::{
+    TokenHandle, TokenKind, keyed_personal_access_token_handle, personal_access_token_handle,
+    token_handle,
+};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::net::IpAddr;
@@ -102,7 +105,10 @@ impl App {
         if !could_be_personal_access_token(token.expose_secret()) {
             return Err(Error::Unauthorized);
         }
-        let handle = personal_access_token_handle(token.expose_secret());
+        let handle = keyed_personal_access_token_handle(
+            token.expose_secret(),
+            self.inner.sealer.handle_key(),
+        );
         let key = client.map(|client| {
             ThrottleKey::AddressAndHandle(address_key(client), handle.as_str().to_owned())
         });
@@ -160,10 +166,18 @@ impl App {
         let today = time::OffsetDateTime::now_utc().date();
         let cache = &self.inner.personal_tokens;
         let generation = cache.generation();
-        let found = self
+        let mut found = self
             .storage()
             .personal_access_token_by_handle(&handle)
             .await?;
+        if found.is_none() && handle.as_str().starts_with('~') {
+            // A chosen root token stored before handles were keyed.
+            let legacy = personal_access_token_handle(token.expose_secret());
+            found = self
+                .storage()
+                .personal_access_token_by_handle(&legacy)
+                .await?;
+        }
         let Some(credential) = found.filter(|credential| !credential.token.revoked) else {
             return Err(Error::Unauthorized);
         };
@@ -298,6 +312,60 @@ mod tests {
         assert!(parse_date("2030-01-31").is_some());
         assert!(parse_date("31/01/2030").is_none());
         assert!(parse_date("2030-02-30").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_chosen_root_token_stored_under_its_legacy_handle_still_authenticates() {
+        use agentreg_domain::names::UserIdentity;
+        use agentreg_storage::port::{NewPersonalAccessToken, Storage};
+        let storage: std::sync::Arc<dyn Storage> =
+            std::sync::Arc::new(agentreg_storage::embedded::SledStorage::temporary().unwrap());
+        let hasher = agentreg_storage::SecretHasher::insecure_for_tests();
+        let chosen = SecretString::from("chosen-Root-token-0123456789!");
+        let identity = UserIdentity::parse("root", "Administrator", "admin@example.com").unwrap();
+        let root = storage.create_user(identity, true, 0).await.unwrap();
+        storage
+            .create_personal_access_token(
+                NewPersonalAccessToken {
+                    user_id: root.id,
+                    name: "initial root token".to_owned(),
+                    scopes: vec!["api".to_owned()],
+                    expires_at: None,
+                    handle: personal_access_token_handle(chosen.expose_secret()),
+                    secret_hash: hasher.hash(&chosen).unwrap(),
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        let app = App::new(
+            storage,
+            hasher,
+            super::super::AppConfig {
+                receptive_agents_enabled: true,
+                auth_failures_per_minute: 30,
+                agent_token_failures_per_minute: 600,
+                argon2_queue_limit: 64,
+            },
+            super::super::crypto::Sealer::new(&secrecy::SecretBox::new(Box::new([9; 32]))),
+            super::super::internal::KasVerifier::new(&secrecy::SecretBox::new(Box::new(vec![
+                7;
+                32
+            ]))),
+        );
+
+        let caller = app
+            .authenticate(
+                Credentials {
+                    token: Some(chosen),
+                    client: None,
+                },
+                Intent::Write,
+            )
+            .await
+            .unwrap();
+
+        assert_eq!(caller.user.username, "root");
     }
 
     #[test]

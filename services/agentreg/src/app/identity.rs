@@ -7,7 +7,7 @@ use agentreg_domain::access::{AccessLevel, Scope};
 use agentreg_domain::entities::{Member, PersonalAccessToken, Project, User};
 use agentreg_domain::ids::{ProjectRef, UserId};
 use agentreg_domain::names::{ProjectDescription, ProjectNaming, UserIdentity};
-use agentreg_domain::tokens::{TokenKind, generate_token, personal_access_token_handle};
+use agentreg_domain::tokens::{TokenKind, generate_token, keyed_personal_access_token_handle};
 use agentreg_domain::validation::ValidationErrors;
 use agentreg_storage::identity::{
     AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError,
@@ -301,7 +301,10 @@ impl App {
         let plaintext = token.unwrap_or_else(|| {
             generate_token(TokenKind::PersonalAccess, &mut rand::rng()).plaintext
         });
-        let handle = personal_access_token_handle(plaintext.expose_secret());
+        let handle = keyed_personal_access_token_handle(
+            plaintext.expose_secret(),
+            self.inner.sealer.handle_key(),
+        );
         let secret_hash = self.hash_secret(&plaintext).await?;
         let now = now_ms();
         let identity = UserIdentity::parse("root", "Administrator", "admin@example.com")?;
