@@ -246,11 +246,12 @@ async fn non_administrator_cannot_create_personal_access_tokens() {
 async fn expired_personal_access_token_is_unauthorized() {
     let app = TestApp::spawn().await;
     let (alice_id, _) = app.user("alice").await;
+    // A token expires at the start of its expiry day, so one that expires today never works.
     let (status, created) = app
         .post(
             &format!("/users/{alice_id}/personal_access_tokens"),
             ROOT_TOKEN,
-            json!({"name": "old", "scopes": ["api"], "expires_at": "2000-01-01"}),
+            json!({"name": "old", "scopes": ["api"], "expires_at": today()}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -265,6 +266,39 @@ async fn expired_personal_access_token_is_unauthorized() {
             json!({"message": "401 Unauthorized"})
         )
     );
+}
+
+#[tokio::test]
+async fn personal_access_token_expiring_in_the_past_is_refused() {
+    let app = TestApp::spawn().await;
+    let (alice_id, _) = app.user("alice").await;
+
+    let outcome = app
+        .post(
+            &format!("/users/{alice_id}/personal_access_tokens"),
+            ROOT_TOKEN,
+            json!({"name": "old", "scopes": ["api"], "expires_at": "2000-01-01"}),
+        )
+        .await;
+
+    assert_eq!(
+        outcome,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"message": "400 Bad request - [\"Expires at cannot be in the past\"]"})
+        )
+    );
+}
+
+/// Today's date in UTC, `YYYY-MM-DD`.
+fn today() -> String {
+    let today = time::OffsetDateTime::now_utc().date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        today.year(),
+        u8::from(today.month()),
+        today.day()
+    )
 }
 
 // Projects.
@@ -661,7 +695,7 @@ async fn grpc_personal_access_tokens_follow_the_rest_rules() {
         .create_personal_access_token(request(UNKNOWN_ID, "api", None))
         .await;
     let expired = users
-        .create_personal_access_token(request(alice_id, "api", Some("2000-01-01")))
+        .create_personal_access_token(request(alice_id, "api", Some(&today())))
         .await;
 
     let created = created.expect("created").into_inner();

@@ -9,6 +9,7 @@
 
 mod agent_tokens;
 mod agents;
+mod hardening;
 mod helpers;
 mod identity;
 mod operations;

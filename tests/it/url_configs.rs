@@ -510,7 +510,14 @@ async fn missing_url_is_a_parameter_error() {
 async fn urls_that_are_not_grpc_urls_are_rejected() {
     let (app, project_id, agent_id) = app_with_agent().await;
 
-    for url in ["https://agent.example.com", "not.a.url", "grpc://", ""] {
+    for url in [
+        "https://agent.example.com",
+        "not.a.url",
+        "grpc://",
+        "",
+        "grpc://user:pass@agent.example.com:443",
+        "grpc://agent%00.example.com",
+    ] {
         assert_rejected_alike(
             &app,
             project_id,

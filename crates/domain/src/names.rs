@@ -11,6 +11,8 @@ pub const TOKEN_NAME_MAX_CHARS: usize = 255;
 pub const TOKEN_DESCRIPTION_MAX_CHARS: usize = 1024;
 /// The longest project name or path, username, display name or e-mail.
 pub const IDENTITY_TEXT_MAX_CHARS: usize = 255;
+/// GitLab's `Project` validates `description` to at most 2,000 characters.
+pub const PROJECT_DESCRIPTION_MAX_CHARS: usize = 2_000;
 
 const AGENT_NAME_FORMAT: &str =
     "can contain only lowercase letters, digits, and '-', but cannot start or end with '-'";
@@ -199,6 +201,28 @@ impl UserIdentity {
     }
 }
 
+/// A project's description, at most [`PROJECT_DESCRIPTION_MAX_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectDescription(String);
+
+impl ProjectDescription {
+    pub fn parse(description: &str) -> Result<ProjectDescription, ValidationErrors> {
+        let mut validator = Validator::new();
+        check_max_chars(
+            &mut validator,
+            "description",
+            description,
+            PROJECT_DESCRIPTION_MAX_CHARS,
+        );
+        validator.finish()?;
+        Ok(ProjectDescription(description.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 fn check_max_chars(validator: &mut Validator, attribute: &'static str, value: &str, max: usize) {
     if value.chars().count() > max {
         validator.fail(
@@ -268,6 +292,16 @@ fn parameterize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn project_descriptions_are_at_most_2000_characters() {
+        assert!(ProjectDescription::parse(&"é".repeat(2_000)).is_ok());
+        let errors = ProjectDescription::parse(&"x".repeat(2_001)).unwrap_err();
+        assert_eq!(
+            errors.full_messages(),
+            vec!["Description is too long (maximum is 2000 characters)"]
+        );
+    }
 
     fn messages(result: Result<impl std::fmt::Debug, ValidationErrors>) -> Vec<String> {
         result.unwrap_err().full_messages()

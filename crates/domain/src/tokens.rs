@@ -108,7 +108,28 @@ pub fn token_handle(kind: TokenKind, presented: &str) -> Option<TokenHandle> {
 
 /// The handle of a personal access token that need not have the generated shape (an
 /// administrator may choose the root token). A well-formed token uses its embedded handle; any
-/// other string gets one derived from its SHA-256, which reveals nothing about the token.
+/// other string gets an HMAC-SHA256 under `handle_key`, a key kept out of the store and its
+/// snapshots, so that a stored handle cannot be used to test guesses of the token offline.
+#[expect(
+    clippy::expect_used,
+    reason = "HMAC accepts keys of any length, so building it cannot fail"
+)]
+pub fn keyed_personal_access_token_handle(presented: &str, handle_key: &[u8; 32]) -> TokenHandle {
+    use hmac::Mac as _;
+    token_handle(TokenKind::PersonalAccess, presented).unwrap_or_else(|| {
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(handle_key)
+            .expect("HMAC accepts keys of any length");
+        mac.update(presented.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        TokenHandle(format!(
+            "~~{}",
+            URL_SAFE_NO_PAD.encode(&digest[..HANDLE_BYTES])
+        ))
+    })
+}
+
+/// The handle that versions before keyed handles gave a chosen token: an unsalted SHA-256
+/// prefix. Only looked up, so that tokens stored before the change keep working; never written.
 pub fn personal_access_token_handle(presented: &str) -> TokenHandle {
     token_handle(TokenKind::PersonalAccess, presented).unwrap_or_else(|| {
         let digest = Sha256::digest(presented.as_bytes());
@@ -202,6 +223,18 @@ impl AgentTokenSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chosen_tokens_keyed_handle_depends_on_the_key_and_differs_from_the_legacy_one() {
+        let chosen = "my-chosen-root-token-0123456789";
+
+        let one = keyed_personal_access_token_handle(chosen, &[1; 32]);
+        let other = keyed_personal_access_token_handle(chosen, &[2; 32]);
+
+        assert_ne!(one, other);
+        assert_ne!(one, personal_access_token_handle(chosen));
+        assert!(one.as_str().starts_with("~~"));
+    }
     use rand::SeedableRng;
     use rand::rngs::StdRng;
     use secrecy::ExposeSecret;

@@ -460,7 +460,15 @@ fn is_agent_url(value: &str) -> bool {
     {
         return false;
     }
-    url::Url::parse(value).is_ok_and(|url| url.host_str().is_some_and(|host| !host.is_empty()))
+    // Credentials in the URL would be shown to every Developer who reads the configuration,
+    // and a percent-escape in the host (`%00`) names no host a resolver would look up.
+    url::Url::parse(value).is_ok_and(|url| {
+        url.username().is_empty()
+            && url.password().is_none()
+            && url
+                .host_str()
+                .is_some_and(|host| !host.is_empty() && !host.contains('%'))
+    })
 }
 
 /// GitLab's `HostValidator`: `URI.parse("http://" + value).host == value`, that is an RFC 3986
@@ -967,6 +975,18 @@ PpiZQ9hnQk/S06ajzrjvr+N9bcZwkmlm5TjkTqT96nZ+UA==
             "grpc://agént.example.com",
             "grpc://agent.example.com/%zz",
             "grpc://agent.example.com:99999",
+        ] {
+            assert_eq!(messages(&input(url)), ["Url is not a valid URL"], "{url}");
+        }
+    }
+
+    #[test]
+    fn url_with_credentials_or_an_escaped_host_is_rejected() {
+        for url in [
+            "grpc://user:pass@agent.example.com:443",
+            "grpcs://user@agent.example.com",
+            "grpc://agent%00.example.com",
+            "grpc://%61gent.example.com",
         ] {
             assert_eq!(messages(&input(url)), ["Url is not a valid URL"], "{url}");
         }

@@ -3,8 +3,9 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// GitLab's Kubernetes agent API as a standalone service: register agents, issue agent tokens and
 /// configure receptive agents over GitLab-compatible REST and a gRPC API, stored in embedded sled
@@ -166,6 +167,47 @@ pub struct ServeArgs {
     /// Failed authentications a client address may make per minute before it gets 429 [default: 30]
     #[arg(long, env = "AGENTREG_AUTH_FAILURES_PER_MINUTE")]
     pub auth_failures_per_minute: Option<u32>,
+    /// Failed agent-token authentications, over all agents, allowed per minute before uncached
+    /// agent tokens get 429 [default: 600]
+    #[arg(long, env = "AGENTREG_AGENT_TOKEN_FAILURES_PER_MINUTE")]
+    pub agent_token_failures_per_minute: Option<u32>,
+    /// Callers waiting for an argon2 verification beyond which new ones are refused at once with
+    /// 429 and Retry-After [default: 64]
+    #[arg(long, env = "AGENTREG_ARGON2_QUEUE_LIMIT")]
+    pub argon2_queue_limit: Option<usize>,
+    /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are
+    /// believed, e.g. 10.0.0.0/8,::1/128 [default: none]
+    #[arg(long, env = "AGENTREG_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<Cidr>>,
+    /// Open connections per listener; more are closed as soon as they are accepted [default: 10000]
+    #[arg(long, env = "AGENTREG_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open connections per client address (IPv6 by /64) per listener [default: 256]
+    #[arg(long, env = "AGENTREG_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Seconds a client may take to send a request's headers (HTTP/1.1) or its TLS handshake
+    /// [default: 10]
+    #[arg(long, env = "AGENTREG_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a connection may stay open with no request in progress [default: 60]
+    #[arg(long, env = "AGENTREG_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a request may take before it is answered with a timeout [default: 30]
+    #[arg(long, env = "AGENTREG_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Concurrent HTTP/2 streams (gRPC calls) per connection [default: 100]
+    #[arg(long, env = "AGENTREG_HTTP2_MAX_CONCURRENT_STREAMS")]
+    pub http2_max_concurrent_streams: Option<u32>,
+    /// Seconds between HTTP/2 keep-alive pings; a ping unanswered for as long closes the
+    /// connection [default: 20]
+    #[arg(long, env = "AGENTREG_HTTP2_KEEPALIVE_SECS")]
+    pub http2_keepalive_secs: Option<u64>,
+    /// Largest request header block in bytes [default: 16384]
+    #[arg(long, env = "AGENTREG_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<u32>,
+    /// Largest decoded gRPC message in bytes [default: 65536]
+    #[arg(long, env = "AGENTREG_GRPC_MAX_MESSAGE_BYTES")]
+    pub grpc_max_message_bytes: Option<usize>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -194,6 +236,14 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub metrics_addr: Option<SocketAddr>,
     pub auth_failures_per_minute: u32,
+    /// Failed agent-token authentications over all agents per minute.
+    pub agent_token_failures_per_minute: u32,
+    /// Callers waiting for argon2 beyond which new ones are refused at once.
+    pub argon2_queue_limit: usize,
+    /// Reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Limits and timeouts of every listener.
+    pub connections: ConnectionLimits,
     /// PostgreSQL; `None` means embedded sled in `<data_dir>/db`.
     pub database: Option<DatabaseSettings>,
 }
@@ -207,6 +257,104 @@ pub struct TlsFiles {
 
 /// The default of `--auth-failures-per-minute`.
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 30;
+/// The default of `--agent-token-failures-per-minute`.
+pub const DEFAULT_AGENT_TOKEN_FAILURES_PER_MINUTE: u32 = 600;
+/// The default of `--argon2-queue-limit`.
+pub const DEFAULT_ARGON2_QUEUE_LIMIT: usize = 64;
+
+/// What one listener allows a connection; each field is a flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_keepalive: Duration,
+    pub max_header_bytes: u32,
+    pub grpc_max_message_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: 10_000,
+            max_connections_per_address: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            http2_max_concurrent_streams: 100,
+            http2_keepalive: Duration::from_secs(20),
+            max_header_bytes: 16 * 1024,
+            grpc_max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `fd00::/8`); a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix_len: u8,
+}
+
+impl Cidr {
+    /// Whether `address` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        match (self.network, address) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u32::from(network) & mask == u32::from(address) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u128::from(network) & mask == u128::from(address) & mask
+            }
+            (IpAddr::V4(_), IpAddr::V6(_)) | (IpAddr::V6(_), IpAddr::V4(_)) => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let text = text.trim();
+        let (address, prefix_len) = match text.split_once('/') {
+            Some((address, prefix_len)) => (address, Some(prefix_len)),
+            None => (text, None),
+        };
+        let network: IpAddr = address
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+        let max_len = if network.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix_len {
+            Some(prefix_len) => prefix_len
+                .parse::<u8>()
+                .ok()
+                .filter(|len| *len <= max_len)
+                .ok_or_else(|| format!("{text:?} has an invalid prefix length"))?,
+            None => max_len,
+        };
+        Ok(Cidr {
+            network,
+            prefix_len,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cidr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// The config file's shape: the same settings, all optional.
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +372,18 @@ struct FileSettings {
     tls_key: Option<PathBuf>,
     metrics_addr: Option<SocketAddr>,
     auth_failures_per_minute: Option<u32>,
+    agent_token_failures_per_minute: Option<u32>,
+    argon2_queue_limit: Option<usize>,
+    trusted_proxies: Option<Vec<Cidr>>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    http2_max_concurrent_streams: Option<u32>,
+    http2_keepalive_secs: Option<u64>,
+    max_header_bytes: Option<u32>,
+    grpc_max_message_bytes: Option<usize>,
     database_url: Option<String>,
     database_password_file: Option<PathBuf>,
     database_pool_size: Option<usize>,
@@ -247,6 +407,10 @@ pub enum SettingsError {
     },
     #[error("AGENTREG_ROOT_TOKEN must be at least 20 characters")]
     RootTokenTooShort,
+    #[error(
+        "AGENTREG_ROOT_TOKEN is too easy to guess: use at least 20 random characters from a mix of letters, digits and symbols (for example the output of `openssl rand -base64 32`), or leave it unset to have one generated"
+    )]
+    RootTokenWeak,
     #[error("external URL {0:?} must start with http:// or https://")]
     ExternalUrl(String),
     #[error("TLS needs both a certificate and a key")]
@@ -255,6 +419,33 @@ pub enum SettingsError {
 
 /// The shortest root token accepted from `AGENTREG_ROOT_TOKEN`.
 pub const ROOT_TOKEN_MIN_CHARS: usize = 20;
+/// The least estimated entropy of a root token from `AGENTREG_ROOT_TOKEN`.
+const ROOT_TOKEN_MIN_ENTROPY_BITS: f64 = 70.0;
+
+/// A generous estimate of a chosen token's entropy: its length times the bits of the character
+/// classes it draws from, counting only the distinct characters, so that `aaaa…` or `abab…`
+/// scores low however long it is.
+fn estimated_entropy_bits(token: &str) -> f64 {
+    let distinct: std::collections::BTreeSet<char> = token.chars().collect();
+    let mut pool = 0u32;
+    if distinct.iter().any(char::is_ascii_lowercase) {
+        pool += 26;
+    }
+    if distinct.iter().any(char::is_ascii_uppercase) {
+        pool += 26;
+    }
+    if distinct.iter().any(char::is_ascii_digit) {
+        pool += 10;
+    }
+    if distinct.iter().any(|c| !c.is_ascii_alphanumeric()) {
+        pool += 33;
+    }
+    let bits_per_char = f64::from(pool.max(1)).log2();
+    // Repeated characters add little: count each distinct one fully and repeats at one bit.
+    let n_distinct = distinct.len();
+    let n_repeats = token.chars().count().saturating_sub(n_distinct);
+    (n_distinct as f64) * bits_per_char + n_repeats as f64
+}
 
 impl Settings {
     /// Resolves flags and environment over the config file over the defaults.
@@ -266,6 +457,9 @@ impl Settings {
         let root_token = match root_token {
             Some(token) if token.chars().count() < ROOT_TOKEN_MIN_CHARS => {
                 return Err(SettingsError::RootTokenTooShort);
+            }
+            Some(token) if estimated_entropy_bits(&token) < ROOT_TOKEN_MIN_ENTROPY_BITS => {
+                return Err(SettingsError::RootTokenWeak);
             }
             Some(token) => Some(secrecy::SecretString::from(token)),
             None => None,
@@ -314,6 +508,72 @@ impl Settings {
                 .auth_failures_per_minute
                 .or(file.auth_failures_per_minute)
                 .unwrap_or(DEFAULT_AUTH_FAILURES_PER_MINUTE),
+            agent_token_failures_per_minute: args
+                .agent_token_failures_per_minute
+                .or(file.agent_token_failures_per_minute)
+                .unwrap_or(DEFAULT_AGENT_TOKEN_FAILURES_PER_MINUTE),
+            argon2_queue_limit: args
+                .argon2_queue_limit
+                .or(file.argon2_queue_limit)
+                .unwrap_or(DEFAULT_ARGON2_QUEUE_LIMIT),
+            trusted_proxies: args
+                .trusted_proxies
+                .or(file.trusted_proxies)
+                .unwrap_or_default(),
+            connections: {
+                let defaults = ConnectionLimits::default();
+                let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+                    flag.or(file)
+                        .map_or(default, |secs| Duration::from_secs(secs.max(1)))
+                };
+                ConnectionLimits {
+                    max_connections: args
+                        .max_connections
+                        .or(file.max_connections)
+                        .unwrap_or(defaults.max_connections)
+                        .max(1),
+                    max_connections_per_address: args
+                        .max_connections_per_address
+                        .or(file.max_connections_per_address)
+                        .unwrap_or(defaults.max_connections_per_address)
+                        .max(1),
+                    header_read_timeout: secs(
+                        args.header_read_timeout_secs,
+                        file.header_read_timeout_secs,
+                        defaults.header_read_timeout,
+                    ),
+                    idle_timeout: secs(
+                        args.idle_timeout_secs,
+                        file.idle_timeout_secs,
+                        defaults.idle_timeout,
+                    ),
+                    request_timeout: secs(
+                        args.request_timeout_secs,
+                        file.request_timeout_secs,
+                        defaults.request_timeout,
+                    ),
+                    http2_max_concurrent_streams: args
+                        .http2_max_concurrent_streams
+                        .or(file.http2_max_concurrent_streams)
+                        .unwrap_or(defaults.http2_max_concurrent_streams)
+                        .max(1),
+                    http2_keepalive: secs(
+                        args.http2_keepalive_secs,
+                        file.http2_keepalive_secs,
+                        defaults.http2_keepalive,
+                    ),
+                    max_header_bytes: args
+                        .max_header_bytes
+                        .or(file.max_header_bytes)
+                        .unwrap_or(defaults.max_header_bytes)
+                        .max(1024),
+                    grpc_max_message_bytes: args
+                        .grpc_max_message_bytes
+                        .or(file.grpc_max_message_bytes)
+                        .unwrap_or(defaults.grpc_max_message_bytes)
+                        .max(1024),
+                }
+            },
             database: args.database.resolve(DatabaseArgs {
                 database_url: file.database_url,
                 database_password_file: file.database_password_file,
@@ -338,6 +598,10 @@ impl Settings {
             tls: None,
             metrics_addr: None,
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
+            agent_token_failures_per_minute: DEFAULT_AGENT_TOKEN_FAILURES_PER_MINUTE,
+            argon2_queue_limit: DEFAULT_ARGON2_QUEUE_LIMIT,
+            trusted_proxies: Vec::new(),
+            connections: ConnectionLimits::default(),
             database: None,
         }
     }
@@ -399,6 +663,67 @@ mod tests {
             Settings::resolve(args, None),
             Err(SettingsError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn cidrs_parse_and_match_addresses() {
+        let network: Cidr = "10.1.0.0/16".parse().unwrap();
+        let host: Cidr = "::1".parse().unwrap();
+
+        assert!(network.contains("10.1.200.3".parse().unwrap()));
+        assert!(network.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(!network.contains("10.2.0.1".parse().unwrap()));
+        assert!(host.contains("::1".parse().unwrap()));
+        assert!(!host.contains("127.0.0.1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("proxy".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn limits_come_from_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentreg.toml");
+        std::fs::write(
+            &path,
+            "trusted_proxies = [\"10.0.0.0/8\"]\nheader_read_timeout_secs = 3\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+
+        let settings = Settings::resolve(args, None).unwrap();
+
+        assert_eq!(
+            settings.trusted_proxies,
+            vec!["10.0.0.0/8".parse().unwrap()]
+        );
+        assert_eq!(
+            settings.connections.header_read_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(settings.connections.max_connections_per_address, 256);
+    }
+
+    #[test]
+    fn a_low_entropy_root_token_is_refused() {
+        for weak in [
+            "aaaaaaaaaaaaaaaaaaaa",
+            "abababababababababababab",
+            "12345678901234567890",
+            "passwordpassword1234",
+        ] {
+            assert!(
+                matches!(
+                    Settings::resolve(ServeArgs::default(), Some(weak.to_owned())),
+                    Err(SettingsError::RootTokenWeak)
+                ),
+                "{weak}"
+            );
+        }
+        let strong = "glpat-root-token-for-tests-0123456789";
+        assert!(Settings::resolve(ServeArgs::default(), Some(strong.to_owned())).is_ok());
     }
 
     #[test]

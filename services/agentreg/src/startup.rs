@@ -9,6 +9,7 @@ use crate::config::{Settings, TlsFiles};
 use crate::grpc::{self, pb};
 use crate::metrics::{self, Metrics};
 use crate::rest::{self, RestState};
+use crate::server::{self, ListenerOptions, TimeoutAnswer};
 use crate::{secrets, telemetry};
 use agentreg_storage::SecretHasher;
 use anyhow::Context;
@@ -19,6 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -47,6 +49,8 @@ impl Application {
         hasher: SecretHasher,
     ) -> anyhow::Result<Application> {
         let data_dir = settings.data_dir.clone();
+        server::raise_open_files_limit();
+        secrets::restrict_umask();
         secrets::create_data_dir(&data_dir)?;
         let kas_secret = secrets::kas_secret(settings.kas_secret_file.as_deref(), &data_dir)?;
         let encryption_key =
@@ -59,6 +63,8 @@ impl Application {
             AppConfig {
                 receptive_agents_enabled: settings.receptive_agents_enabled,
                 auth_failures_per_minute: settings.auth_failures_per_minute,
+                agent_token_failures_per_minute: settings.agent_token_failures_per_minute,
+                argon2_queue_limit: settings.argon2_queue_limit,
             },
             Sealer::new(&encryption_key),
             KasVerifier::new(&kas_secret),
@@ -156,7 +162,8 @@ impl Application {
             .layer(
                 tower_http::trace::TraceLayer::new_for_http().make_span_with(telemetry::http_span),
             );
-        let (grpc_routes, health_reporter) = grpc_routes(&self.app).await?;
+        let (grpc_routes, health_reporter) =
+            grpc_routes(&self.app, self.settings.connections.grpc_max_message_bytes).await?;
         let grpc_router = grpc_routes
             .into_axum_router()
             .layer(middleware::from_fn_with_state(
@@ -164,9 +171,19 @@ impl Application {
                 metrics::track_grpc,
             ));
 
+        let tls = self.tls.map(|config| TlsAcceptor::from(config.get_inner()));
+        let options = |timeout_answer, tls: Option<TlsAcceptor>| ListenerOptions {
+            limits: self.settings.connections.clone(),
+            trusted_proxies: Arc::new(self.settings.trusted_proxies.clone()),
+            tls,
+            timeout_answer,
+        };
+        let metrics_options = options(TimeoutAnswer::Rest, None);
         let metrics_server = async {
             match metrics_listener {
-                Some(listener) => serve(listener, metrics_route, None, stop.clone()).await,
+                Some(listener) => {
+                    server::serve(listener, metrics_route, metrics_options, stop.clone()).await
+                }
                 None => Ok(()),
             }
         };
@@ -187,6 +204,7 @@ impl Application {
                 tokio::select! {
                     () = usage_stop.cancelled() => break,
                     _ = interval.tick() => {
+                        usage_app.flush_failure_audit(false).await;
                         if let Err(error) = usage_app.flush_token_usage().await {
                             tracing::error!(error = %crate::telemetry::error_chain(&error), "writing token last-use times failed");
                         }
@@ -195,13 +213,18 @@ impl Application {
             }
         });
         let (rest_result, grpc_result, metrics_result) = tokio::join!(
-            serve(
+            server::serve(
                 self.http_listener,
                 rest_router,
-                self.tls.clone(),
+                options(TimeoutAnswer::Rest, tls.clone()),
                 stop.clone()
             ),
-            serve(self.grpc_listener, grpc_router, self.tls, stop.clone()),
+            server::serve(
+                self.grpc_listener,
+                grpc_router,
+                options(TimeoutAnswer::Grpc, tls),
+                stop.clone()
+            ),
             metrics_server,
         );
         rest_result.context("serving REST")?;
@@ -210,6 +233,7 @@ impl Application {
         usage_writer.await.context("stopping the last-use writer")?;
         health_watch.await.context("stopping the health watch")?;
         invalidations.abort();
+        self.app.flush_failure_audit(true).await;
         self.app
             .flush()
             .await
@@ -217,37 +241,6 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// Serves `router` on `listener`, with TLS when configured, until `stop` is cancelled; then
-/// finishes the requests in flight.
-async fn serve(
-    listener: TcpListener,
-    router: Router,
-    tls: Option<RustlsConfig>,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
-        None => {
-            axum::serve(listener, service)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await?;
-        }
-        Some(config) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                stop.cancelled().await;
-                stopper.graceful_shutdown(None);
-            });
-            axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, config)?
-                .handle(handle)
-                .serve(service)
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 /// The listeners' TLS identity, with ALPN for HTTP/2 (gRPC) and HTTP/1.1.
@@ -315,6 +308,7 @@ const GRPC_SERVICE_NAMES: [&str; 9] = [
 /// Every gRPC service, with health and reflection (v1 and v1alpha).
 async fn grpc_routes(
     app: &App,
+    max_message_bytes: usize,
 ) -> anyhow::Result<(tonic::service::Routes, tonic_health::server::HealthReporter)> {
     use pb::agent_service_server::AgentServiceServer;
     use pb::agent_token_service_server::AgentTokenServiceServer;
@@ -342,40 +336,50 @@ async fn grpc_routes(
         .build_v1alpha()
         .context("building gRPC reflection v1alpha")?;
 
+    use tonic::service::interceptor::InterceptedService;
     let intercept = grpc::extract_credentials;
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
-        .add_service(MetaServiceServer::with_interceptor(
-            grpc::MetaGrpc { app: app.clone() },
+        .add_service(InterceptedService::new(
+            MetaServiceServer::new(grpc::MetaGrpc { app: app.clone() })
+                .max_decoding_message_size(max_message_bytes),
             intercept,
         ))
-        .add_service(UserServiceServer::with_interceptor(
-            grpc::UserGrpc { app: app.clone() },
+        .add_service(InterceptedService::new(
+            UserServiceServer::new(grpc::UserGrpc { app: app.clone() })
+                .max_decoding_message_size(max_message_bytes),
             intercept,
         ))
-        .add_service(ProjectServiceServer::with_interceptor(
-            grpc::ProjectGrpc { app: app.clone() },
+        .add_service(InterceptedService::new(
+            ProjectServiceServer::new(grpc::ProjectGrpc { app: app.clone() })
+                .max_decoding_message_size(max_message_bytes),
             intercept,
         ))
-        .add_service(AgentServiceServer::with_interceptor(
-            grpc::AgentGrpc { app: app.clone() },
+        .add_service(InterceptedService::new(
+            AgentServiceServer::new(grpc::AgentGrpc { app: app.clone() })
+                .max_decoding_message_size(max_message_bytes),
             intercept,
         ))
-        .add_service(AgentTokenServiceServer::with_interceptor(
-            grpc::AgentTokenGrpc { app: app.clone() },
+        .add_service(InterceptedService::new(
+            AgentTokenServiceServer::new(grpc::AgentTokenGrpc { app: app.clone() })
+                .max_decoding_message_size(max_message_bytes),
             intercept,
         ))
-        .add_service(UrlConfigurationServiceServer::with_interceptor(
-            grpc::UrlConfigurationGrpc { app: app.clone() },
+        .add_service(InterceptedService::new(
+            UrlConfigurationServiceServer::new(grpc::UrlConfigurationGrpc { app: app.clone() })
+                .max_decoding_message_size(max_message_bytes),
             intercept,
         ))
-        .add_service(AuditEventServiceServer::with_interceptor(
-            grpc::AuditEventGrpc { app: app.clone() },
+        .add_service(InterceptedService::new(
+            AuditEventServiceServer::new(grpc::AuditEventGrpc { app: app.clone() })
+                .max_decoding_message_size(max_message_bytes),
             intercept,
         ))
-        .add_service(InternalServiceServer::new(grpc::InternalGrpc {
-            app: app.clone(),
-        }))
+        .add_service(InterceptedService::new(
+            InternalServiceServer::new(grpc::InternalGrpc { app: app.clone() })
+                .max_decoding_message_size(max_message_bytes),
+            grpc::require_kas_jwt,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

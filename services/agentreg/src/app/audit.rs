@@ -45,6 +45,7 @@ pub(crate) fn event(
 pub(crate) fn authentication_failure(
     credential: &'static str,
     ip_address: Option<String>,
+    n_failures: u64,
 ) -> NewAuditEvent {
     NewAuditEvent {
         scope: AuditScope::Instance,
@@ -57,6 +58,7 @@ pub(crate) fn authentication_failure(
             "credential": credential,
             "ip_address": ip_address,
             "outcome": "failure",
+            "count": n_failures,
         }),
     }
 }

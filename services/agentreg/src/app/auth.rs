@@ -3,10 +3,14 @@
 //! A verified token is cached by digest, so only its first use pays for argon2.
 
 use super::cache::TokenDigest;
+use super::limiter::{ThrottleKey, address_key};
 use super::{App, AuthCounters, Error};
 use agentreg_domain::access::Scope;
 use agentreg_domain::entities::User;
-use agentreg_domain::tokens::personal_access_token_handle;
+use agentreg_domain::tokens::{
+    TokenHandle, TokenKind, keyed_personal_access_token_handle, personal_access_token_handle,
+    token_handle,
+};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::net::IpAddr;
@@ -65,7 +69,15 @@ impl App {
         intent: Intent,
     ) -> Result<Caller, Error> {
         let client = credentials.client;
-        let caller = self.authenticate_token(credentials.token, client).await;
+        // A request without any credential is anonymous, not a failed authentication: it
+        // neither feeds the throttle nor writes an audit event.
+        let Some(token) = credentials
+            .token
+            .filter(|token| !token.expose_secret().is_empty())
+        else {
+            return Err(Error::Unauthorized);
+        };
+        let caller = self.authenticate_token(token, client).await;
         if let Err(Error::Unauthorized) = &caller {
             self.authentication_failed(client, "personal_access_token")
                 .await;
@@ -77,36 +89,95 @@ impl App {
         Ok(caller)
     }
 
-    /// A cached token answers at once and is never throttled; anything else is throttled per
-    /// client address, then looked up and verified with argon2.
+    /// A cached token answers at once and is never throttled. Anything else that could be a
+    /// token reserves a failure slot for its client address and handle, waits for the
+    /// address's turn, and is then looked up and verified with argon2.
     async fn authenticate_token(
         &self,
-        token: Option<SecretString>,
+        token: SecretString,
         client: Option<IpAddr>,
     ) -> Result<Caller, Error> {
-        let today = time::OffsetDateTime::now_utc().date();
-        let cache = &self.inner.personal_tokens;
-        let digest = token.as_ref().map(TokenDigest::of);
-        if let Some(digest) = &digest
-            && let Some(caller) = cache.get(digest)
-        {
-            if caller.expired(today) {
-                cache.remove(digest);
-                return Err(Error::Unauthorized);
-            }
-            AuthCounters::bump(&self.inner.counters.cache_hits);
+        let digest = TokenDigest::of(&token);
+        if let Some(caller) = self.cached_caller(&digest)? {
             return Ok(caller);
         }
-        self.check_throttle(client)?;
-        let (Some(token), Some(digest)) = (token, digest) else {
+        // Strings that cannot be a token never reach storage or argon2, and do not count.
+        if !could_be_personal_access_token(token.expose_secret()) {
             return Err(Error::Unauthorized);
+        }
+        let handle = keyed_personal_access_token_handle(
+            token.expose_secret(),
+            self.inner.sealer.handle_key(),
+        );
+        let key = client.map(|client| {
+            ThrottleKey::AddressAndHandle(address_key(client), handle.as_str().to_owned())
+        });
+        if let Some(key) = &key {
+            self.inner
+                .limiter
+                .reserve(
+                    key,
+                    self.inner.config.auth_failures_per_minute,
+                    Instant::now(),
+                )
+                .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
+        }
+        let result = self
+            .verify_personal_token(token, digest, handle, client)
+            .await;
+        if let Some(key) = &key
+            && !matches!(result, Err(Error::Unauthorized))
+        {
+            self.inner.limiter.release(key);
+        }
+        result
+    }
+
+    /// The cached caller of a token, unless it expired since it was cached.
+    fn cached_caller(&self, digest: &TokenDigest) -> Result<Option<Caller>, Error> {
+        let today = time::OffsetDateTime::now_utc().date();
+        let cache = &self.inner.personal_tokens;
+        let Some(caller) = cache.get(digest) else {
+            return Ok(None);
         };
-        let handle = personal_access_token_handle(token.expose_secret());
+        if caller.expired(today) {
+            cache.remove(digest);
+            return Err(Error::Unauthorized);
+        }
+        AuthCounters::bump(&self.inner.counters.cache_hits);
+        Ok(Some(caller))
+    }
+
+    async fn verify_personal_token(
+        &self,
+        token: SecretString,
+        digest: TokenDigest,
+        handle: TokenHandle,
+        client: Option<IpAddr>,
+    ) -> Result<Caller, Error> {
+        let _turn = match client {
+            Some(client) => Some(self.inner.turns.take(address_key(client)).await),
+            None => None,
+        };
+        // The caller before us in the queue may have verified this very token.
+        if let Some(caller) = self.cached_caller(&digest)? {
+            return Ok(caller);
+        }
+        let today = time::OffsetDateTime::now_utc().date();
+        let cache = &self.inner.personal_tokens;
         let generation = cache.generation();
-        let found = self
+        let mut found = self
             .storage()
             .personal_access_token_by_handle(&handle)
             .await?;
+        if found.is_none() && handle.as_str().starts_with('~') {
+            // A chosen root token stored before handles were keyed.
+            let legacy = personal_access_token_handle(token.expose_secret());
+            found = self
+                .storage()
+                .personal_access_token_by_handle(&legacy)
+                .await?;
+        }
         let Some(credential) = found.filter(|credential| !credential.token.revoked) else {
             return Err(Error::Unauthorized);
         };
@@ -139,35 +210,92 @@ impl App {
 }
 
 impl App {
-    /// Refuses a client that has failed to authenticate too often this minute.
-    pub(crate) fn check_throttle(&self, client: Option<IpAddr>) -> Result<(), Error> {
+    /// Refuses a client address that presented too many bad KAS JWTs this minute.
+    pub(crate) fn check_address_throttle(&self, client: Option<IpAddr>) -> Result<(), Error> {
         let Some(client) = client else {
             return Ok(());
         };
-        match self.inner.limiter.retry_after(client, Instant::now()) {
+        let key = ThrottleKey::Address(address_key(client));
+        let allowed = self.inner.config.auth_failures_per_minute;
+        match self
+            .inner
+            .limiter
+            .retry_after(&key, allowed, Instant::now())
+        {
             Some(retry_after_secs) => Err(Error::TooManyRequests { retry_after_secs }),
             None => Ok(()),
         }
     }
 
-    /// Counts a failed authentication towards the client's limit and records an instance
-    /// audit event (without the presented credential).
+    /// Counts a bad KAS JWT against its client address.
+    pub(crate) fn record_address_failure(&self, client: Option<IpAddr>) {
+        if let Some(client) = client {
+            let key = ThrottleKey::Address(address_key(client));
+            self.inner.limiter.record_failure(&key, Instant::now());
+        }
+    }
+
+    /// Records a failed authentication as an instance audit event (without the presented
+    /// credential): the first of its client address and kind in a minute at once, the rest as
+    /// one aggregated event when the minute is over.
     pub(crate) async fn authentication_failed(
         &self,
         client: Option<IpAddr>,
         credential: &'static str,
     ) {
         AuthCounters::bump(&self.inner.counters.failures);
-        if let Some(client) = client {
-            self.inner.limiter.record_failure(client, Instant::now());
+        let client = client.map(address_key);
+        if !self
+            .inner
+            .failure_audit
+            .note(client, credential, Instant::now())
+        {
+            return;
         }
+        self.record_failure_event(client, credential, 1).await;
+    }
+
+    /// Writes the aggregated failure events whose minute is over (every pending one with
+    /// `everything`, at shutdown).
+    pub async fn flush_failure_audit(&self, everything: bool) {
+        let due = self
+            .inner
+            .failure_audit
+            .take_due(Instant::now(), everything);
+        for aggregated in due {
+            self.record_failure_event(
+                aggregated.client,
+                aggregated.credential,
+                aggregated.n_failures,
+            )
+            .await;
+        }
+    }
+
+    async fn record_failure_event(
+        &self,
+        client: Option<IpAddr>,
+        credential: &'static str,
+        n_failures: u64,
+    ) {
         let now = super::now_ms();
         let address = client.map(|ip| ip.to_string());
-        let event = super::audit::authentication_failure(credential, address);
+        let event = super::audit::authentication_failure(credential, address, n_failures);
         if let Err(error) = self.storage().record_audit_event(event, now).await {
             tracing::error!(error = %error, "recording a failed authentication failed");
         }
     }
+}
+
+/// Whether `presented` could be a personal access token: a generated `glpat-` token, or a
+/// chosen root token (at least 20 printable characters, at most 255).
+fn could_be_personal_access_token(presented: &str) -> bool {
+    if token_handle(TokenKind::PersonalAccess, presented).is_some() {
+        return true;
+    }
+    let n_chars = presented.chars().count();
+    (crate::config::ROOT_TOKEN_MIN_CHARS..=255).contains(&n_chars)
+        && !presented.chars().any(char::is_control)
 }
 
 /// Parses an ISO date, `YYYY-MM-DD`.
@@ -184,6 +312,60 @@ mod tests {
         assert!(parse_date("2030-01-31").is_some());
         assert!(parse_date("31/01/2030").is_none());
         assert!(parse_date("2030-02-30").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_chosen_root_token_stored_under_its_legacy_handle_still_authenticates() {
+        use agentreg_domain::names::UserIdentity;
+        use agentreg_storage::port::{NewPersonalAccessToken, Storage};
+        let storage: std::sync::Arc<dyn Storage> =
+            std::sync::Arc::new(agentreg_storage::embedded::SledStorage::temporary().unwrap());
+        let hasher = agentreg_storage::SecretHasher::insecure_for_tests();
+        let chosen = SecretString::from("chosen-Root-token-0123456789!");
+        let identity = UserIdentity::parse("root", "Administrator", "admin@example.com").unwrap();
+        let root = storage.create_user(identity, true, 0).await.unwrap();
+        storage
+            .create_personal_access_token(
+                NewPersonalAccessToken {
+                    user_id: root.id,
+                    name: "initial root token".to_owned(),
+                    scopes: vec!["api".to_owned()],
+                    expires_at: None,
+                    handle: personal_access_token_handle(chosen.expose_secret()),
+                    secret_hash: hasher.hash(&chosen).unwrap(),
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        let app = App::new(
+            storage,
+            hasher,
+            super::super::AppConfig {
+                receptive_agents_enabled: true,
+                auth_failures_per_minute: 30,
+                agent_token_failures_per_minute: 600,
+                argon2_queue_limit: 64,
+            },
+            super::super::crypto::Sealer::new(&secrecy::SecretBox::new(Box::new([9; 32]))),
+            super::super::internal::KasVerifier::new(&secrecy::SecretBox::new(Box::new(vec![
+                7;
+                32
+            ]))),
+        );
+
+        let caller = app
+            .authenticate(
+                Credentials {
+                    token: Some(chosen),
+                    client: None,
+                },
+                Intent::Write,
+            )
+            .await
+            .unwrap();
+
+        assert_eq!(caller.user.username, "root");
     }
 
     #[test]

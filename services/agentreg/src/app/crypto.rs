@@ -17,12 +17,32 @@ const ASSOCIATED_DATA: &[u8] = b"agentreg/v1/url-configuration-private-key";
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// Keys the handles of chosen tokens; derived from the instance key, so never stored.
+    handle_key: std::sync::Arc<SecretBox<[u8; 32]>>,
 }
 
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Sealer([redacted])")
     }
+}
+
+/// A key for one purpose, derived from the instance key with HMAC-SHA256.
+#[expect(
+    clippy::expect_used,
+    reason = "HMAC accepts keys of any length, so building it cannot fail"
+)]
+pub(crate) fn derive_key(
+    instance_key: &SecretBox<[u8; 32]>,
+    purpose: &[u8],
+) -> SecretBox<[u8; 32]> {
+    use hmac::Mac as _;
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(instance_key.expose_secret())
+            .expect("HMAC accepts keys of any length");
+    mac.update(purpose);
+    let derived: [u8; 32] = mac.finalize().into_bytes().into();
+    SecretBox::new(Box::new(derived))
 }
 
 /// A sealed value could not be opened: the wrong key, or corrupted data.
@@ -32,10 +52,17 @@ pub struct OpenError;
 
 impl Sealer {
     pub fn new(key: &SecretBox<[u8; 32]>) -> Sealer {
+        let handle_key = derive_key(key, b"agentreg/v1/token-handle-key");
         let key = Key::<Aes256Gcm>::from_slice(key.expose_secret());
         Sealer {
             cipher: Aes256Gcm::new(key),
+            handle_key: std::sync::Arc::new(handle_key),
         }
+    }
+
+    /// The key of chosen tokens' handles.
+    pub(crate) fn handle_key(&self) -> &[u8; 32] {
+        self.handle_key.expose_secret()
     }
 
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {

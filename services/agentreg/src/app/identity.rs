@@ -6,8 +6,8 @@ use crate::app::auth::parse_date;
 use agentreg_domain::access::{AccessLevel, Scope};
 use agentreg_domain::entities::{Member, PersonalAccessToken, Project, User};
 use agentreg_domain::ids::{ProjectRef, UserId};
-use agentreg_domain::names::{ProjectNaming, UserIdentity};
-use agentreg_domain::tokens::{TokenKind, generate_token, personal_access_token_handle};
+use agentreg_domain::names::{ProjectDescription, ProjectNaming, UserIdentity};
+use agentreg_domain::tokens::{TokenKind, generate_token, keyed_personal_access_token_handle};
 use agentreg_domain::validation::ValidationErrors;
 use agentreg_storage::identity::{
     AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError,
@@ -149,6 +149,14 @@ impl App {
         if parsed_scopes.is_empty() {
             validator.fail("scopes", "can't be blank");
         }
+        // A token that expires before it is created could never be used; refuse it rather than
+        // report it as active.
+        let today = time::OffsetDateTime::now_utc().date();
+        if let Some(expires_on) = input.expires_at.as_deref().and_then(parse_date)
+            && expires_on < today
+        {
+            validator.fail("expires_at", "cannot be in the past");
+        }
         validator.finish()?;
 
         let generated = generate_token(TokenKind::PersonalAccess, &mut rand::rng());
@@ -190,9 +198,17 @@ impl App {
         }
         let naming = ProjectNaming::parse(input.name.as_deref(), input.path.as_deref())
             .map_err(Error::InvalidAttributes)?;
+        let description = match input.description.as_deref() {
+            Some(description) => Some(
+                ProjectDescription::parse(description)
+                    .map_err(Error::InvalidAttributes)?
+                    .as_str()
+                    .to_owned(),
+            ),
+            None => None,
+        };
         let owner_id = caller.user.id;
         let now = now_ms();
-        let description = input.description;
         let created = self
             .storage()
             .create_project(owner_id, naming, description, now)
@@ -285,7 +301,10 @@ impl App {
         let plaintext = token.unwrap_or_else(|| {
             generate_token(TokenKind::PersonalAccess, &mut rand::rng()).plaintext
         });
-        let handle = personal_access_token_handle(plaintext.expose_secret());
+        let handle = keyed_personal_access_token_handle(
+            plaintext.expose_secret(),
+            self.inner.sealer.handle_key(),
+        );
         let secret_hash = self.hash_secret(&plaintext).await?;
         let now = now_ms();
         let identity = UserIdentity::parse("root", "Administrator", "admin@example.com")?;

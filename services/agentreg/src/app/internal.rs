@@ -3,21 +3,35 @@
 //! audience `gitlab`) signed with the shared secret.
 
 use super::cache::TokenDigest;
+use super::limiter::ThrottleKey;
 use super::{App, AuthCounters, Error, now_ms};
 use agentreg_domain::entities::SealedUrlAuth;
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId};
-use agentreg_domain::tokens::{TokenKind, token_handle};
+use agentreg_domain::tokens::{TokenHandle, TokenKind, token_handle};
 use agentreg_domain::url_config::Ed25519KeyPair;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Instant;
 
 /// The issuer of agent-server JWTs.
 pub const KAS_ISSUER: &str = "gitlab-kas";
 /// The audience of agent-server JWTs.
 pub const KAS_AUDIENCE: &str = "gitlab";
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const KAS_JWT_LEEWAY_SECS: u64 = 5;
+/// The furthest in the future an agent-server JWT may expire; the agent server issues tokens
+/// that live 5 seconds, so anything longer-lived was not made by it.
+const KAS_JWT_MAX_LIFETIME_SECS: i64 = 300;
+
+/// The claims of an agent-server JWT that are checked beyond the library's validation.
+#[derive(serde::Deserialize)]
+struct KasClaims {
+    exp: i64,
+}
 
 /// Checks the `Gitlab-Kas-Api-Request` JWT.
 #[derive(Clone)]
@@ -38,8 +52,13 @@ impl KasVerifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[KAS_ISSUER]);
         validation.set_audience(&[KAS_AUDIENCE]);
-        // GitLab checks `exp` when present but does not require it.
-        validation.required_spec_claims = HashSet::from(["iss".to_owned(), "aud".to_owned()]);
+        // The agent server issues tokens that live seconds; a token without `exp` would be a
+        // credential forever if it leaked, so `exp` is required, unlike in GitLab.
+        validation.required_spec_claims =
+            HashSet::from(["iss".to_owned(), "aud".to_owned(), "exp".to_owned()]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = KAS_JWT_LEEWAY_SECS;
         KasVerifier {
             key: DecodingKey::from_secret(secret.expose_secret()),
             validation,
@@ -50,9 +69,14 @@ impl KasVerifier {
         let Some(jwt) = jwt.filter(|jwt| !jwt.is_empty()) else {
             return Err(Error::KasUnauthorized);
         };
-        jsonwebtoken::decode::<serde_json::Value>(jwt, &self.key, &self.validation)
-            .map(drop)
-            .map_err(|_| Error::KasUnauthorized)
+        let claims = jsonwebtoken::decode::<KasClaims>(jwt, &self.key, &self.validation)
+            .map_err(|_| Error::KasUnauthorized)?
+            .claims;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if claims.exp > now.saturating_add(KAS_JWT_MAX_LIFETIME_SECS) {
+            return Err(Error::KasUnauthorized);
+        }
+        Ok(())
     }
 }
 
@@ -85,28 +109,34 @@ pub struct ReceptiveAgent {
 }
 
 impl App {
-    /// Authenticates an agent token for the agent server and records its use.
+    /// Authenticates an agent token for the agent server and records its use. Bad KAS JWTs
+    /// are throttled per client address; once the JWT is valid, bad agent tokens are throttled
+    /// per token handle and over all agents, never per address, because every agent's traffic
+    /// comes from the agent server's address.
     pub async fn authenticate_agent(
         &self,
         kas_jwt: Option<&str>,
         agent_token: Option<SecretString>,
         client: Option<IpAddr>,
     ) -> Result<AuthenticatedAgent, Error> {
+        let agent_token = agent_token.filter(|token| !token.expose_secret().is_empty());
         let digest = agent_token.as_ref().map(TokenDigest::of);
         let cached = digest.and_then(|digest| self.inner.agent_tokens.get(&digest));
         if cached.is_none() {
-            self.check_throttle(client)?;
+            self.check_address_throttle(client)?;
         }
         if let Err(error) = self.inner.kas.verify(kas_jwt) {
+            self.record_address_failure(client);
             self.authentication_failed(client, "kas_jwt").await;
             return Err(error);
         }
-        let result = match cached {
-            Some(agent) => {
+        let result = match (cached, agent_token, digest) {
+            (Some(agent), _, _) => {
                 AuthCounters::bump(&self.inner.counters.cache_hits);
                 Ok(agent)
             }
-            None => self.verify_agent_token(agent_token, digest).await,
+            (None, Some(token), Some(digest)) => self.throttled_agent_token(token, digest).await,
+            (None, None, _) | (None, Some(_), None) => Err(Error::Unauthorized),
         };
         if let Err(Error::Unauthorized) = &result {
             self.authentication_failed(client, "agent_token").await;
@@ -116,18 +146,47 @@ impl App {
         Ok(agent)
     }
 
-    /// The slow path: look the token up by its handle, verify it with argon2, and cache it.
-    async fn verify_agent_token(
+    /// Reserves a failure slot for the token's handle and one over all agents, verifies, and
+    /// gives both back unless the token was refused.
+    async fn throttled_agent_token(
         &self,
-        agent_token: Option<SecretString>,
-        digest: Option<TokenDigest>,
+        token: SecretString,
+        digest: TokenDigest,
     ) -> Result<AuthenticatedAgent, Error> {
-        let (Some(token), Some(digest)) = (agent_token, digest) else {
-            return Err(Error::Unauthorized);
-        };
+        // A string that cannot be an agent token never reaches storage or argon2.
         let Some(handle) = token_handle(TokenKind::Agent, token.expose_secret()) else {
             return Err(Error::Unauthorized);
         };
+        let limiter = &self.inner.limiter;
+        let now = Instant::now();
+        let per_handle = ThrottleKey::AgentHandle(handle.as_str().to_owned());
+        let config = &self.inner.config;
+        limiter
+            .reserve(&per_handle, config.auth_failures_per_minute, now)
+            .map_err(|retry_after_secs| Error::TooManyRequests { retry_after_secs })?;
+        if let Err(retry_after_secs) = limiter.reserve(
+            &ThrottleKey::AllAgentTokens,
+            config.agent_token_failures_per_minute,
+            now,
+        ) {
+            limiter.release(&per_handle);
+            return Err(Error::TooManyRequests { retry_after_secs });
+        }
+        let result = self.verify_agent_token(token, digest, handle).await;
+        if !matches!(result, Err(Error::Unauthorized)) {
+            limiter.release(&per_handle);
+            limiter.release(&ThrottleKey::AllAgentTokens);
+        }
+        result
+    }
+
+    /// The slow path: look the token up by its handle, verify it with argon2, and cache it.
+    async fn verify_agent_token(
+        &self,
+        token: SecretString,
+        digest: TokenDigest,
+        handle: TokenHandle,
+    ) -> Result<AuthenticatedAgent, Error> {
         let cache = &self.inner.agent_tokens;
         let generation = cache.generation();
         let found = self.storage().agent_token_by_handle(&handle).await?;
@@ -161,8 +220,9 @@ impl App {
         kas_jwt: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<Vec<ReceptiveAgent>, Error> {
-        self.check_throttle(client)?;
+        self.check_address_throttle(client)?;
         if let Err(error) = self.inner.kas.verify(kas_jwt) {
+            self.record_address_failure(client);
             self.authentication_failed(client, "kas_jwt").await;
             return Err(error);
         }

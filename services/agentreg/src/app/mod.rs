@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 mod cache;
 pub mod crypto;
+mod failure_audit;
 pub mod identity;
 pub mod internal;
 mod limiter;
@@ -27,9 +28,10 @@ use agentreg_storage::port::Storage;
 use agentreg_storage::{SecretHasher, StoreError};
 use cache::TokenCache;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 pub use auth::{Caller, Credentials, Intent};
+pub use limiter::address_key;
 
 /// Every way an operation can fail. Each edge maps it with one exhaustive `match`.
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +142,13 @@ impl From<ValidationErrors> for Error {
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub receptive_agents_enabled: bool,
-    /// Failed authentications one client address may make per minute before it gets 429s.
+    /// Failed authentications one client address (and token handle) may make per minute
+    /// before it gets 429s.
     pub auth_failures_per_minute: u32,
+    /// Failed agent-token authentications over all agents per minute.
+    pub agent_token_failures_per_minute: u32,
+    /// Callers waiting for argon2 beyond which new verifications are refused at once.
+    pub argon2_queue_limit: usize,
 }
 
 /// Counters that metrics report.
@@ -177,6 +184,10 @@ struct Inner {
     kas: internal::KasVerifier,
     counters: AuthCounters,
     limiter: limiter::FailureLimiter,
+    turns: limiter::VerificationTurns,
+    failure_audit: failure_audit::FailureAudit,
+    /// Callers waiting for an argon2 slot.
+    argon2_waiting: AtomicUsize,
     /// Bounds concurrent argon2 runs to the CPUs: each takes 19 MiB and a core for ~20 ms, so
     /// more at once only adds memory and latency.
     argon2_slots: tokio::sync::Semaphore,
@@ -208,7 +219,10 @@ impl App {
                 sealer,
                 kas,
                 counters: AuthCounters::default(),
-                limiter: limiter::FailureLimiter::new(config.auth_failures_per_minute),
+                limiter: limiter::FailureLimiter::new(),
+                turns: limiter::VerificationTurns::default(),
+                failure_audit: failure_audit::FailureAudit::default(),
+                argon2_waiting: AtomicUsize::new(0),
                 usage: usage::TokenUsage::default(),
                 argon2_slots: tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
@@ -308,6 +322,12 @@ impl App {
         secret: &secrecy::SecretString,
         hash: agentreg_storage::SecretHash,
     ) -> Result<bool, Error> {
+        let place = ArgonQueuePlace::join(&self.inner.argon2_waiting);
+        if place.ahead >= self.inner.config.argon2_queue_limit {
+            return Err(Error::TooManyRequests {
+                retry_after_secs: 1,
+            });
+        }
         let _slot = self.argon2_slot().await?;
         AuthCounters::bump(&self.inner.counters.argon2_verifications);
         let hasher = self.inner.hasher.clone();
@@ -362,6 +382,26 @@ impl App {
             role,
             caller: caller.clone(),
         })
+    }
+}
+
+/// A caller's place among those waiting for argon2; leaves the queue when dropped.
+struct ArgonQueuePlace<'a> {
+    waiting: &'a AtomicUsize,
+    /// Callers that were already waiting or verifying.
+    ahead: usize,
+}
+
+impl<'a> ArgonQueuePlace<'a> {
+    fn join(waiting: &'a AtomicUsize) -> ArgonQueuePlace<'a> {
+        let ahead = waiting.fetch_add(1, Ordering::SeqCst);
+        ArgonQueuePlace { waiting, ahead }
+    }
+}
+
+impl Drop for ArgonQueuePlace<'_> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

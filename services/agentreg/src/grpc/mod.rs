@@ -47,6 +47,7 @@ fn client_address<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
 }
 
 /// Reads `private-token` or `authorization: Bearer` metadata into the request's extensions.
+/// A call without any token is refused here, before its message is read.
 pub fn extract_credentials(mut request: Request<()>) -> Result<Request<()>, Status> {
     let metadata = request.metadata();
     let token = metadata
@@ -64,8 +65,26 @@ pub fn extract_credentials(mut request: Request<()>) -> Result<Request<()>, Stat
                 })
                 .map(str::to_owned)
         })
-        .map(|token| SecretString::from(token.trim().to_owned()));
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty())
+        .map(SecretString::from);
+    if token.is_none() {
+        return Err(status(Error::Unauthorized));
+    }
     request.extensions_mut().insert(PresentedToken(token));
+    Ok(request)
+}
+
+/// Refuses an agent-server call without a KAS JWT before its message is read.
+pub fn require_kas_jwt(request: Request<()>) -> Result<Request<()>, Status> {
+    let present = request
+        .metadata()
+        .get("gitlab-kas-api-request")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| !value.trim().is_empty());
+    if !present {
+        return Err(status(Error::KasUnauthorized));
+    }
     Ok(request)
 }
 

@@ -284,6 +284,8 @@ fn merge_form(values: &mut Map<String, Value>, form: &[u8]) -> Result<(), ApiErr
 pub(crate) struct RequestTarget {
     pub(crate) path: String,
     pub(crate) host: Option<String>,
+    /// `https` over TLS or behind a trusted proxy that saw TLS, else `http`.
+    pub(crate) scheme: &'static str,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestTarget {
@@ -292,18 +294,24 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestTarget {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(RequestTarget {
             path: parts.uri.path().to_owned(),
-            host: header_text(&parts.headers, header::HOST.as_str()).map(str::to_owned),
+            host: header_text(&parts.headers, header::HOST.as_str())
+                .map(str::to_owned)
+                .or_else(|| parts.uri.authority().map(ToString::to_string)),
+            scheme: parts
+                .extensions
+                .get::<super::ClientScheme>()
+                .map_or("http", |scheme| scheme.0),
         })
     }
 }
 
 impl RequestTarget {
-    /// The configured external URL, or `http://<Host>`.
+    /// The configured external URL, or `<scheme>://<Host>`.
     pub(crate) fn origin(&self, state: &RestState) -> String {
         match (&state.external_url, &self.host) {
             (Some(url), _) => url.clone(),
-            (None, Some(host)) => format!("http://{host}"),
-            (None, None) => "http://localhost".to_owned(),
+            (None, Some(host)) => format!("{}://{host}", self.scheme),
+            (None, None) => format!("{}://localhost", self.scheme),
         }
     }
 }
