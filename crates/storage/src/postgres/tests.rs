@@ -69,9 +69,16 @@ fn options(url: String) -> PostgresOptions {
     }
 }
 
+/// A connection for creating and dropping databases. Those wait on the disk, which can take
+/// long on a busy machine, so this connection has no statement timeout.
 async fn admin_client(admin: &PostgresOptions) -> tokio_postgres::Client {
     let settings = tls::settings(admin).await.unwrap();
-    connect_one(&settings).await.unwrap()
+    let client = connect_one(&settings).await.unwrap();
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .unwrap();
+    client
 }
 
 async fn project(storage: &PostgresStorage) -> (UserId, ProjectId) {
