@@ -648,3 +648,83 @@ async fn a_chosen_root_tokens_stored_handle_reveals_nothing_about_it() {
 
     assert!(!stored, "the SHA-256 handle of the root token is stored");
 }
+
+#[tokio::test]
+async fn a_snapshot_altered_without_the_instance_key_is_refused_and_nothing_is_written() {
+    use sha2::Digest as _;
+    let app = TestApp::spawn().await;
+    app.user("alice").await;
+    let file = app
+        .request(reqwest::Method::GET, "/admin/snapshot", Some(ROOT_TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    // The authenticated file is the snapshot, a marker and a 32-byte tag.
+    let marker = b"AGENTREG-SNAPSHOT-HMAC-SHA256-V1";
+    let snapshot = &file[..file.len() - marker.len() - 32];
+    let mut body = snapshot[..snapshot.len() - 32].to_vec();
+    let middle = body.len() / 2;
+    body[middle] ^= 1;
+    let digest = sha2::Sha256::digest(&body);
+    let mut forged = body.clone();
+    forged.extend_from_slice(&digest);
+    forged.extend_from_slice(&file[file.len() - marker.len() - 32..]);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = app.data_dir.join("encryption_key");
+    let mut outcomes = Vec::new();
+    for (name, bytes) in [("forged", forged), ("unauthenticated", snapshot.to_vec())] {
+        let input = dir.path().join(name);
+        std::fs::write(&input, bytes).unwrap();
+        let target = dir.path().join(format!("{name}-data"));
+        let database = crate::helpers::test_database(&target).await;
+        let outcome =
+            agentreg::snapshots::restore(&input, database.as_ref(), &target, Some(&key_file)).await;
+        outcomes.push((name, outcome.map(|_| ()), target.join("db").exists()));
+    }
+    let intact = dir.path().join("intact");
+    std::fs::write(&intact, &file).unwrap();
+    let intact_target = dir.path().join("intact-data");
+    let database = crate::helpers::test_database(&intact_target).await;
+    let restored =
+        agentreg::snapshots::restore(&intact, database.as_ref(), &intact_target, Some(&key_file))
+            .await;
+
+    for (name, outcome, wrote) in outcomes {
+        let error = outcome.expect_err(name);
+        assert!(
+            format!("{error:#}").contains("authentication tag"),
+            "{name}: {error:#}"
+        );
+        assert!(!wrote, "{name}: a database was created");
+    }
+    assert!(restored.is_ok(), "{restored:?}");
+}
+
+#[tokio::test]
+async fn a_read_api_token_cannot_download_the_snapshot() {
+    let app = TestApp::spawn().await;
+    let (status, token) = app
+        .post(
+            "/users/1/personal_access_tokens",
+            ROOT_TOKEN,
+            json!({"name": "reader", "scopes": ["read_api"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let response = app
+        .request(
+            reqwest::Method::GET,
+            "/admin/snapshot",
+            Some(token["token"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}

@@ -207,9 +207,11 @@ async fn an_online_snapshot_restores_every_record_identically() {
     std::fs::write(&snapshot_file, &snapshot).unwrap();
 
     let database = crate::helpers::test_database(&target).await;
-    let summary = agentreg::snapshots::restore(&snapshot_file, database.as_ref(), &target)
-        .await
-        .unwrap();
+    let key_file = keys_dir.join("encryption_key");
+    let summary =
+        agentreg::snapshots::restore(&snapshot_file, database.as_ref(), &target, Some(&key_file))
+            .await
+            .unwrap();
     std::fs::create_dir_all(&target).unwrap();
     std::fs::copy(
         keys_dir.join("encryption_key"),
@@ -238,7 +240,7 @@ async fn an_online_snapshot_restores_every_record_identically() {
     let restored_data = restored.data_dir.clone();
     restored.stop().await;
     let backup_file = restored_dir.path().join("offline");
-    backup_when_unlocked(database.as_ref(), &restored_data, &backup_file).await;
+    backup_when_unlocked(database.as_ref(), &restored_data, &backup_file, None).await;
     assert!(
         std::fs::read(&backup_file).unwrap() == snapshot.to_vec(),
         "the offline backup differs from the online snapshot"

@@ -144,6 +144,7 @@ contract_cases! {
             a_snapshot_restores_every_record_into_an_empty_storage,
             restore_refuses_a_storage_that_holds_data,
             restore_refuses_a_damaged_snapshot_and_writes_nothing,
+            restore_refuses_a_record_that_does_not_decode_and_writes_nothing,
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct BackupArgs {
     /// File to write; it is created with mode 0600 and must not exist
     #[arg(long)]
     pub out: PathBuf,
+    /// The instance's encryption key, which authenticates the snapshot
+    /// [default: <data-dir>/encryption_key]
+    #[arg(long, env = "AGENTREG_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -52,10 +56,15 @@ pub struct RestoreArgs {
     /// Snapshot file written by `agentreg backup` or the snapshot route
     #[arg(long = "in")]
     pub input: PathBuf,
-    /// sled data directory to create; it must be absent or empty. Copy `encryption_key` and
-    /// `kas_secret` into it too (snapshots do not contain them). Ignored with --database-url.
+    /// sled data directory to restore into; it must hold no database (it may already hold the
+    /// key files). Copy `encryption_key` and `kas_secret` into it too (snapshots do not contain
+    /// them). Ignored with --database-url.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// The encryption key of the instance that took the snapshot, which authenticates it
+    /// [default: <data-dir>/encryption_key]
+    #[arg(long, env = "AGENTREG_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }

@@ -19,11 +19,83 @@ pub struct Sealer {
     cipher: Aes256Gcm,
     /// Keys the handles of chosen tokens; derived from the instance key, so never stored.
     handle_key: std::sync::Arc<SecretBox<[u8; 32]>>,
+    snapshots: SnapshotAuthenticator,
 }
 
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Sealer([redacted])")
+    }
+}
+
+/// Follows a snapshot authenticated with the instance key, before the 32-byte HMAC-SHA256 tag.
+const SNAPSHOT_TAG_MARKER: &[u8] = b"AGENTREG-SNAPSHOT-HMAC-SHA256-V1";
+
+/// Authenticates snapshot files with a key derived from the instance key, so that a snapshot
+/// altered by anyone without the key (an administrator flag set, a record replaced) is refused.
+#[derive(Clone)]
+pub struct SnapshotAuthenticator {
+    key: std::sync::Arc<SecretBox<[u8; 32]>>,
+}
+
+/// A snapshot file failed authentication.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotAuthError {
+    #[error(
+        "the snapshot carries no authentication tag: it is not an agentreg snapshot, or an older version wrote it"
+    )]
+    Unauthenticated,
+    #[error(
+        "the snapshot's authentication tag does not match: it was altered, or it was taken with another encryption key"
+    )]
+    Mismatch,
+}
+
+impl SnapshotAuthenticator {
+    pub fn new(instance_key: &SecretBox<[u8; 32]>) -> SnapshotAuthenticator {
+        SnapshotAuthenticator {
+            key: std::sync::Arc::new(derive_key(instance_key, b"agentreg/v1/snapshot-hmac")),
+        }
+    }
+
+    /// Appends the marker and the tag to a snapshot.
+    pub fn seal(&self, mut snapshot: Vec<u8>) -> Vec<u8> {
+        use hmac::Mac as _;
+        let tag = self.mac(&snapshot).finalize().into_bytes();
+        snapshot.extend_from_slice(SNAPSHOT_TAG_MARKER);
+        snapshot.extend_from_slice(&tag);
+        snapshot
+    }
+
+    /// The snapshot inside an authenticated file, if its tag verifies (in constant time).
+    pub fn open<'a>(&self, file: &'a [u8]) -> Result<&'a [u8], SnapshotAuthError> {
+        use hmac::Mac as _;
+        let trailer = SNAPSHOT_TAG_MARKER.len() + 32;
+        if file.len() < trailer {
+            return Err(SnapshotAuthError::Unauthenticated);
+        }
+        let (snapshot, rest) = file.split_at(file.len() - trailer);
+        let (marker, tag) = rest.split_at(SNAPSHOT_TAG_MARKER.len());
+        if marker != SNAPSHOT_TAG_MARKER {
+            return Err(SnapshotAuthError::Unauthenticated);
+        }
+        self.mac(snapshot)
+            .verify_slice(tag)
+            .map_err(|_| SnapshotAuthError::Mismatch)?;
+        Ok(snapshot)
+    }
+
+    #[expect(
+        clippy::expect_used,
+        reason = "HMAC accepts keys of any length, so building it cannot fail"
+    )]
+    fn mac(&self, snapshot: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac as _;
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(self.key.expose_secret())
+                .expect("HMAC accepts keys of any length");
+        mac.update(snapshot);
+        mac
     }
 }
 
@@ -53,11 +125,18 @@ pub struct OpenError;
 impl Sealer {
     pub fn new(key: &SecretBox<[u8; 32]>) -> Sealer {
         let handle_key = derive_key(key, b"agentreg/v1/token-handle-key");
+        let snapshots = SnapshotAuthenticator::new(key);
         let key = Key::<Aes256Gcm>::from_slice(key.expose_secret());
         Sealer {
             cipher: Aes256Gcm::new(key),
             handle_key: std::sync::Arc::new(handle_key),
+            snapshots,
         }
+    }
+
+    /// Authenticates snapshots with the instance key.
+    pub(crate) fn snapshots(&self) -> &SnapshotAuthenticator {
+        &self.snapshots
     }
 
     /// The key of chosen tokens' handles.
@@ -107,6 +186,29 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_authenticated_snapshot_opens_only_unaltered_and_with_its_key() {
+        let authenticator = SnapshotAuthenticator::new(&SecretBox::new(Box::new([1; 32])));
+        let other = SnapshotAuthenticator::new(&SecretBox::new(Box::new([2; 32])));
+        let sealed = authenticator.seal(b"snapshot bytes".to_vec());
+        let mut altered = sealed.clone();
+        altered[0] ^= 1;
+
+        assert_eq!(authenticator.open(&sealed).unwrap(), b"snapshot bytes");
+        assert!(matches!(
+            authenticator.open(&altered),
+            Err(SnapshotAuthError::Mismatch)
+        ));
+        assert!(matches!(
+            other.open(&sealed),
+            Err(SnapshotAuthError::Mismatch)
+        ));
+        assert!(matches!(
+            authenticator.open(b"snapshot bytes"),
+            Err(SnapshotAuthError::Unauthenticated)
+        ));
+    }
 
     fn sealer(byte: u8) -> Sealer {
         Sealer::new(&SecretBox::new(Box::new([byte; 32])))
