@@ -86,7 +86,7 @@ async fn hold_greedy_streams(
     responses
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn greedy_grpc_streams_without_credentials_leave_memory_bounded() {
     let app = TestApp::spawn().await;
     let server: SocketAddr = app.grpc_addr.parse().unwrap();
@@ -154,7 +154,7 @@ async fn grpc_calls_without_a_credential_are_refused_before_their_message_is_rea
     assert_eq!(status.message(), "401 Unauthorized");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn half_open_connections_leave_room_for_a_legitimate_request() {
     let app = TestApp::spawn_with(|settings| {
         settings.connections.header_read_timeout = Duration::from_secs(2);
@@ -428,7 +428,7 @@ async fn forwarded_for_from_an_untrusted_peer_does_not_dodge_the_throttle() {
     assert_eq!(statuses[3..], [StatusCode::TOO_MANY_REQUESTS; 2]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_legitimate_first_login_stays_fast_under_concurrent_forgeries() {
     let app = TestApp::spawn_with(|settings| {
         settings.connections.max_connections_per_address = 2_000;
@@ -463,7 +463,8 @@ async fn a_legitimate_first_login_stays_fast_under_concurrent_forgeries() {
         }
     }
 
-    assert_eq!(login.status(), StatusCode::OK);
+    let status = login.status();
+    assert_eq!(status, StatusCode::OK, "{:?}", login.text().await);
     assert!(answered_in < Duration::from_secs(1), "{answered_in:?}");
     assert!(
         n_verified_failures <= 30,
@@ -727,4 +728,66 @@ async fn a_read_api_token_cannot_download_the_snapshot() {
         .unwrap();
 
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn user_and_token_creation_and_snapshot_downloads_are_audited() {
+    let app = TestApp::spawn().await;
+    app.user("alice").await;
+    let snapshot = app
+        .request(reqwest::Method::GET, "/admin/snapshot", Some(ROOT_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.status(), StatusCode::OK);
+
+    let (status, events) = app.get("/audit_events", ROOT_TOKEN).await;
+
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["details"]["event_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "snapshot_downloaded",
+            "personal_access_token_created",
+            "user_created"
+        ]
+    );
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|event| event["author_id"] == 1)
+    );
+}
+
+#[tokio::test]
+async fn metrics_can_require_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("metrics_token");
+    std::fs::write(&token_file, "scrape-secret-0123456789\n").unwrap();
+    let app = TestApp::spawn_with(|settings| settings.metrics_token_file = Some(token_file)).await;
+    let metrics = |token: Option<&str>| {
+        let request = app.http.get(format!("{}/metrics", app.base_url));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+
+    let anonymous = metrics(None).await.unwrap().status();
+    let wrong = metrics(Some("guess")).await.unwrap().status();
+    let right = metrics(Some("scrape-secret-0123456789")).await.unwrap();
+
+    assert_eq!(anonymous, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong, StatusCode::UNAUTHORIZED);
+    assert_eq!(right.status(), StatusCode::OK);
+    assert!(right.text().await.unwrap().contains("agentreg_agents"));
 }

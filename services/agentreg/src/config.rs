@@ -173,6 +173,10 @@ pub struct ServeArgs {
     /// Serve /metrics on this address instead of on the REST listener
     #[arg(long, env = "AGENTREG_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// File holding a token that /metrics then requires as `Authorization: Bearer <token>`
+    /// [default: none, /metrics is open]
+    #[arg(long, env = "AGENTREG_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Failed authentications a client address may make per minute before it gets 429 [default: 30]
     #[arg(long, env = "AGENTREG_AUTH_FAILURES_PER_MINUTE")]
     pub auth_failures_per_minute: Option<u32>,
@@ -244,6 +248,8 @@ pub struct Settings {
     /// A certificate chain and key: both listeners serve TLS.
     pub tls: Option<TlsFiles>,
     pub metrics_addr: Option<SocketAddr>,
+    /// A file whose token `/metrics` requires.
+    pub metrics_token_file: Option<PathBuf>,
     pub auth_failures_per_minute: u32,
     /// Failed agent-token authentications over all agents per minute.
     pub agent_token_failures_per_minute: u32,
@@ -380,6 +386,7 @@ struct FileSettings {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_addr: Option<SocketAddr>,
+    metrics_token_file: Option<PathBuf>,
     auth_failures_per_minute: Option<u32>,
     agent_token_failures_per_minute: Option<u32>,
     argon2_queue_limit: Option<usize>,
@@ -513,6 +520,7 @@ impl Settings {
                 (Some(_), None) | (None, Some(_)) => return Err(SettingsError::IncompleteTls),
             },
             metrics_addr: args.metrics_addr.or(file.metrics_addr),
+            metrics_token_file: args.metrics_token_file.or(file.metrics_token_file),
             auth_failures_per_minute: args
                 .auth_failures_per_minute
                 .or(file.auth_failures_per_minute)
@@ -606,6 +614,7 @@ impl Settings {
             root_token: None,
             tls: None,
             metrics_addr: None,
+            metrics_token_file: None,
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             agent_token_failures_per_minute: DEFAULT_AGENT_TOKEN_FAILURES_PER_MINUTE,
             argon2_queue_limit: DEFAULT_ARGON2_QUEUE_LIMIT,

@@ -34,6 +34,7 @@ pub struct Application {
     http_listener: TcpListener,
     grpc_listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    metrics_token: metrics::MetricsToken,
     tls: Option<RustlsConfig>,
 }
 
@@ -102,12 +103,17 @@ impl Application {
             Some(files) => Some(tls_config(files).await?),
             None => None,
         };
+        let metrics_token = metrics::MetricsToken(match &settings.metrics_token_file {
+            Some(path) => Some(Arc::new(secrets::read_token_file(path)?)),
+            None => None,
+        });
         Ok(Application {
             app,
             settings,
             http_listener,
             grpc_listener,
             metrics_listener,
+            metrics_token,
             tls,
         })
     }
@@ -143,7 +149,11 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let metrics_route = Router::new()
             .route("/metrics", get(metrics::serve_metrics))
-            .with_state((metrics.clone(), self.app.clone()));
+            .with_state((metrics.clone(), self.app.clone()))
+            .layer(middleware::from_fn_with_state(
+                self.metrics_token.clone(),
+                metrics::require_metrics_token,
+            ));
 
         let mut rest_router = rest::router(RestState {
             app: self.app.clone(),
