@@ -791,3 +791,29 @@ async fn metrics_can_require_a_token() {
     assert_eq!(right.status(), StatusCode::OK);
     assert!(right.text().await.unwrap().contains("agentreg_agents"));
 }
+
+#[tokio::test]
+async fn instance_audit_events_past_their_retention_are_deleted_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let app = TestApp::start(&data_dir, |_| {}).await;
+    app.user("alice").await;
+    let (_, before) = app.get("/audit_events", ROOT_TOKEN).await;
+    app.stop().await;
+
+    let restarted = TestApp::start(&data_dir, |settings| {
+        settings.audit_retention = Some(Duration::from_millis(1));
+    })
+    .await;
+    let mut after = Value::Null;
+    for _ in 0..100 {
+        after = restarted.get("/audit_events", ROOT_TOKEN).await.1;
+        if after.as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    assert_eq!(before.as_array().unwrap().len(), 2);
+    assert_eq!(after, json!([]));
+}

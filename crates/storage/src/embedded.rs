@@ -376,6 +376,11 @@ impl Storage for SledStorage {
             .await
     }
 
+    async fn delete_instance_audit_events_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.blocking(move |store| store.delete_instance_audit_events_before(before_ms))
+            .await
+    }
+
     async fn audit_events_page(
         &self,
         scope: AuditScope,

@@ -296,6 +296,9 @@ pub trait Storage: Send + Sync + 'static {
         event: NewAuditEvent,
         now_ms: i64,
     ) -> Result<AuditEvent, StoreError>;
+    /// Deletes the instance-wide events created before `before_ms` (the retention setting) and
+    /// says how many; project events are kept.
+    async fn delete_instance_audit_events_before(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// A page of one scope's events, newest first.
     async fn audit_events_page(
         &self,

@@ -135,6 +135,7 @@ contract_cases! {
             refused_writes_record_no_event,
             instance_events_are_kept_apart_from_project_events,
             audit_events_are_paged_newest_first,
+            retention_deletes_only_old_instance_events,
             audit_details_come_back_as_they_were_given,
             counts_follow_agents_active_tokens_and_url_configurations,
         }

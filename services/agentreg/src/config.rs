@@ -192,6 +192,10 @@ pub struct ServeArgs {
     /// believed, e.g. 10.0.0.0/8,::1/128 [default: none]
     #[arg(long, env = "AGENTREG_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<Cidr>>,
+    /// Days instance audit events (failed authentications, users and tokens created, snapshots
+    /// downloaded) are kept; 0 keeps them forever. Project events are always kept [default: 90]
+    #[arg(long, env = "AGENTREG_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
     /// Open connections per listener; more are closed as soon as they are accepted [default: 10000]
     #[arg(long, env = "AGENTREG_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -257,6 +261,8 @@ pub struct Settings {
     pub argon2_queue_limit: usize,
     /// Reverse proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// How long instance audit events are kept; `None` keeps them forever.
+    pub audit_retention: Option<Duration>,
     /// Limits and timeouts of every listener.
     pub connections: ConnectionLimits,
     /// PostgreSQL; `None` means embedded sled in `<data_dir>/db`.
@@ -274,6 +280,8 @@ pub struct TlsFiles {
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 30;
 /// The default of `--agent-token-failures-per-minute`.
 pub const DEFAULT_AGENT_TOKEN_FAILURES_PER_MINUTE: u32 = 600;
+/// The default of `--audit-retention-days`.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 90;
 /// The default of `--argon2-queue-limit`.
 pub const DEFAULT_ARGON2_QUEUE_LIMIT: usize = 64;
 
@@ -391,6 +399,7 @@ struct FileSettings {
     agent_token_failures_per_minute: Option<u32>,
     argon2_queue_limit: Option<usize>,
     trusted_proxies: Option<Vec<Cidr>>,
+    audit_retention_days: Option<u32>,
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
     header_read_timeout_secs: Option<u64>,
@@ -537,6 +546,14 @@ impl Settings {
                 .trusted_proxies
                 .or(file.trusted_proxies)
                 .unwrap_or_default(),
+            audit_retention: match args
+                .audit_retention_days
+                .or(file.audit_retention_days)
+                .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS)
+            {
+                0 => None,
+                days => Some(Duration::from_secs(u64::from(days) * 24 * 3600)),
+            },
             connections: {
                 let defaults = ConnectionLimits::default();
                 let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
@@ -619,6 +636,9 @@ impl Settings {
             agent_token_failures_per_minute: DEFAULT_AGENT_TOKEN_FAILURES_PER_MINUTE,
             argon2_queue_limit: DEFAULT_ARGON2_QUEUE_LIMIT,
             trusted_proxies: Vec::new(),
+            audit_retention: Some(Duration::from_secs(
+                u64::from(DEFAULT_AUDIT_RETENTION_DAYS) * 24 * 3600,
+            )),
             connections: ConnectionLimits::default(),
             database: None,
         }

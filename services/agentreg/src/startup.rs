@@ -206,6 +206,11 @@ impl Application {
             health_reporter,
             stop.clone(),
         ));
+        let retention = tokio::spawn(expire_audit_events(
+            self.app.clone(),
+            self.settings.audit_retention,
+            stop.clone(),
+        ));
         let usage_app = self.app.clone();
         let usage_stop = stop.clone();
         let usage_writer = tokio::spawn(async move {
@@ -242,6 +247,7 @@ impl Application {
         metrics_result.context("serving metrics")?;
         usage_writer.await.context("stopping the last-use writer")?;
         health_watch.await.context("stopping the health watch")?;
+        retention.await.context("stopping audit retention")?;
         invalidations.abort();
         self.app.flush_failure_audit(true).await;
         self.app
@@ -266,6 +272,33 @@ async fn tls_config(files: &TlsFiles) -> anyhow::Result<RustlsConfig> {
                 files.key.display()
             )
         })
+}
+
+/// How often instance audit events past their retention are deleted.
+const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes instance audit events past `retention` at start and then every hour.
+async fn expire_audit_events(
+    app: App,
+    retention: Option<std::time::Duration>,
+    stop: CancellationToken,
+) {
+    let Some(retention) = retention else {
+        return;
+    };
+    let mut interval = tokio::time::interval(RETENTION_INTERVAL);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = interval.tick() => {
+                match app.expire_instance_audit_events(retention).await {
+                    Ok(0) => {}
+                    Ok(n_deleted) => tracing::info!(n_deleted, "deleted instance audit events past their retention"),
+                    Err(error) => tracing::warn!(error = %crate::telemetry::error_chain(&error), "deleting old instance audit events failed"),
+                }
+            }
+        }
+    }
 }
 
 /// How often gRPC health follows storage's reachability.

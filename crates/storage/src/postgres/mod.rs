@@ -1258,6 +1258,20 @@ impl Storage for PostgresStorage {
         .await
     }
 
+    async fn delete_instance_audit_events_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM audit_events WHERE project_id = 0 AND created_at_ms < $1",
+                    &[&before_ms],
+                )
+                .await
+                .map_err(pg)
+        })
+        .await
+    }
+
     async fn audit_events_page(
         &self,
         scope: AuditScope,

@@ -61,6 +61,19 @@ pub(crate) fn instance_event(author_id: Option<UserId>, entry: AuditEntry<'_>) -
 }
 
 impl App {
+    /// Deletes instance events older than `retention`; returns how many went.
+    pub async fn expire_instance_audit_events(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<u64, Error> {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let before_ms = super::now_ms().saturating_sub(retention_ms);
+        Ok(self
+            .storage()
+            .delete_instance_audit_events_before(before_ms)
+            .await?)
+    }
+
     /// Records an instance event after the change it describes. A failure to record is
     /// logged, not returned: the change is already durable.
     pub(crate) async fn record_instance_event(&self, event: NewAuditEvent) {
