@@ -817,3 +817,66 @@ async fn instance_audit_events_past_their_retention_are_deleted_at_start() {
     assert_eq!(before.as_array().unwrap().len(), 2);
     assert_eq!(after, json!([]));
 }
+
+/// Builds the application on `data_dir` as `TestApp::start` would, and returns the error.
+async fn start_error(
+    data_dir: &std::path::Path,
+    encryption_key_file: Option<std::path::PathBuf>,
+) -> String {
+    let mut settings = agentreg::config::Settings::for_tests(data_dir);
+    settings.kas_secret_file = Some(data_dir.with_extension("kas_secret"));
+    settings.database = crate::helpers::test_database(data_dir).await;
+    settings.encryption_key_file = encryption_key_file;
+    for _ in 0..100 {
+        match agentreg::startup::Application::build(settings.clone()).await {
+            Ok(_) => return String::new(),
+            Err(error) if format!("{error:#}").contains("could not acquire lock") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => return format!("{error:#}"),
+        }
+    }
+    panic!("the data directory stayed locked")
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_encryption_key_stops_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let app = TestApp::start(&data_dir, |_| {}).await;
+    let project_id = app.project(ROOT_TOKEN, "keys").await;
+    let agent_id = app.agent(project_id, "receptive").await;
+    let (status, _) = app
+        .post(
+            &format!("/projects/{project_id}/cluster_agents/{agent_id}/url_configurations"),
+            ROOT_TOKEN,
+            json!({"url": "grpc://agent.example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.stop().await;
+    let key_file = data_dir.join("encryption_key");
+    let original_key = std::fs::read(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+
+    let missing = start_error(&data_dir, None).await;
+    let generated_a_key = key_file.exists();
+    let other_key = dir.path().join("other_key");
+    std::fs::write(
+        &other_key,
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [3u8; 32]),
+    )
+    .unwrap();
+    let wrong = start_error(&data_dir, Some(other_key.clone())).await;
+    std::fs::write(&key_file, original_key).unwrap();
+    let restarted = TestApp::start(&data_dir, |_| {}).await;
+
+    assert!(missing.contains("encryption_key is missing"), "{missing}");
+    assert!(!generated_a_key);
+    assert_eq!(restarted.get("/user", ROOT_TOKEN).await.0, StatusCode::OK);
+    assert!(
+        wrong.contains("does not open the stored private keys"),
+        "{wrong}"
+    );
+    assert!(wrong.contains(&other_key.display().to_string()), "{wrong}");
+}

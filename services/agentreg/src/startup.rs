@@ -53,11 +53,32 @@ impl Application {
         server::raise_open_files_limit();
         secrets::restrict_umask();
         secrets::create_data_dir(&data_dir)?;
+        let storage = crate::backends::open(settings.database.as_ref(), &data_dir).await?;
+        tracing::info!(backend = storage.backend(), "storage opened");
+        // Generating a key for a store that already holds data would make its sealed keys
+        // unreadable (and the agent server's JWTs invalid): refuse instead.
+        let holds_data = storage
+            .has_users()
+            .await
+            .context("checking whether the store holds data")?;
+        if holds_data {
+            for (configured, name) in [
+                (settings.encryption_key_file.is_some(), "encryption_key"),
+                (settings.kas_secret_file.is_some(), "kas_secret"),
+            ] {
+                let path = data_dir.join(name);
+                if !configured && !path.exists() {
+                    anyhow::bail!(
+                        "the store holds data but the key file {} is missing: copy {name} from the instance that wrote the data (snapshots never contain it), or point --{}-file at it",
+                        path.display(),
+                        name.replace('_', "-"),
+                    );
+                }
+            }
+        }
         let kas_secret = secrets::kas_secret(settings.kas_secret_file.as_deref(), &data_dir)?;
         let encryption_key =
             secrets::encryption_key(settings.encryption_key_file.as_deref(), &data_dir)?;
-        let storage = crate::backends::open(settings.database.as_ref(), &data_dir).await?;
-        tracing::info!(backend = storage.backend(), "storage opened");
         let app = App::new(
             storage,
             hasher,
@@ -70,6 +91,16 @@ impl Application {
             Sealer::new(&encryption_key),
             KasVerifier::new(&kas_secret),
         );
+        let key_path = settings
+            .encryption_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("encryption_key"));
+        app.check_sealing_key().await.with_context(|| {
+            format!(
+                "the encryption key {} does not open the stored private keys: use the key of the instance that wrote this data",
+                key_path.display()
+            )
+        })?;
         let chosen_token = settings.root_token.clone();
         let chose_token = chosen_token.is_some();
         if let Some(token) = app

@@ -214,6 +214,28 @@ impl App {
         Ok(agent)
     }
 
+    /// Checks that the instance key opens a stored private key, if any is stored, so that a
+    /// service started with the wrong key refuses to start instead of answering 500 later.
+    pub async fn check_sealing_key(&self) -> Result<(), Error> {
+        let configs = self.storage().all_url_configurations().await?;
+        let Some(config) = configs.first() else {
+            return Ok(());
+        };
+        let sealed = match &config.auth {
+            SealedUrlAuth::Jwt {
+                sealed_private_key, ..
+            } => sealed_private_key,
+            SealedUrlAuth::Mtls {
+                sealed_client_key, ..
+            } => sealed_client_key,
+        };
+        self.inner
+            .sealer
+            .open(sealed)
+            .map(drop)
+            .map_err(|error| Error::internal("opening a stored private key failed", error))
+    }
+
     /// Every receptive agent's configuration, keys decrypted, for the agent server.
     pub async fn receptive_agents(
         &self,
