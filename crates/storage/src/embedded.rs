@@ -367,6 +367,15 @@ impl Storage for SledStorage {
         self.blocking(|store| store.all_url_configurations()).await
     }
 
+    async fn replace_sealed_key(
+        &self,
+        url_configuration_id: UrlConfigurationId,
+        sealed: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.blocking(move |store| store.replace_sealed_key(url_configuration_id.get(), sealed))
+            .await
+    }
+
     async fn record_audit_event(
         &self,
         event: NewAuditEvent,

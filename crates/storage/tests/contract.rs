@@ -128,6 +128,7 @@ contract_cases! {
             creating_and_deleting_a_url_configuration_updates_the_agent,
             deleting_a_url_configuration_created_after_the_precondition_is_refused,
             all_url_configurations_are_listed_by_id,
+            a_sealed_key_is_replaced_in_either_mode,
         }
         audit {
             an_audited_create_writes_its_event_with_the_change,

@@ -101,6 +101,13 @@ impl Application {
                 key_path.display()
             )
         })?;
+        let n_resealed = app
+            .reseal_legacy_keys()
+            .await
+            .context("binding sealed private keys to their records")?;
+        if n_resealed > 0 {
+            tracing::info!(n_resealed, "resealed private keys bound to their records");
+        }
         let chosen_token = settings.root_token.clone();
         let chose_token = chosen_token.is_some();
         if let Some(token) = app

@@ -7,11 +7,45 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretBox};
 use std::fmt;
 
-/// The format of sealed values written by this version.
+/// Sealed values of earlier versions: bound to their purpose only. Still opened, never written.
 const SEALED_V1: u8 = 1;
+/// The format of sealed values written by this version: bound to their record as well.
+const SEALED_V2: u8 = 2;
 const NONCE_BYTES: usize = 12;
-/// Binds ciphertexts to their purpose, so one can't be swapped in for another kind of secret.
-const ASSOCIATED_DATA: &[u8] = b"agentreg/v1/url-configuration-private-key";
+/// The associated data of [`SEALED_V1`] values.
+const ASSOCIATED_DATA_V1: &[u8] = b"agentreg/v1/url-configuration-private-key";
+
+/// The record a sealed key belongs to, bound into its associated data so that a sealed key
+/// copied into another record (or another mode) does not open there. An agent has at most one
+/// URL configuration, so the agent names the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedFor {
+    pub agent_id: u64,
+    pub mode: SealedMode,
+}
+
+/// Which key of a URL configuration is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedMode {
+    /// JWT mode's Ed25519 seed.
+    Jwt,
+    /// mTLS mode's client key.
+    Mtls,
+}
+
+impl SealedFor {
+    fn associated_data(self) -> Vec<u8> {
+        let mode = match self.mode {
+            SealedMode::Jwt => "jwt",
+            SealedMode::Mtls => "mtls",
+        };
+        format!(
+            "agentreg/v2/url-configuration-private-key/agent/{}/{mode}",
+            self.agent_id
+        )
+        .into_bytes()
+    }
+}
 
 /// Encrypts and decrypts private keys with the instance key.
 #[derive(Clone)]
@@ -144,12 +178,13 @@ impl Sealer {
         self.handle_key.expose_secret()
     }
 
-    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, plaintext: &[u8], sealed_for: SealedFor) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut nonce);
+        let associated_data = sealed_for.associated_data();
         let payload = Payload {
             msg: plaintext,
-            aad: ASSOCIATED_DATA,
+            aad: &associated_data,
         };
         // AES-GCM encryption only fails for messages over 64 GiB; keys are a few KiB.
         let ciphertext = self
@@ -157,23 +192,54 @@ impl Sealer {
             .encrypt(Nonce::from_slice(&nonce), payload)
             .unwrap_or_default();
         let mut sealed = Vec::with_capacity(1 + NONCE_BYTES + ciphertext.len());
-        sealed.push(SEALED_V1);
+        sealed.push(SEALED_V2);
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&ciphertext);
         sealed
     }
 
-    pub fn open(&self, sealed: &[u8]) -> Result<SecretBox<Vec<u8>>, OpenError> {
-        let Some((&SEALED_V1, rest)) = sealed.split_first() else {
-            return Err(OpenError);
+    /// Whether a sealed value was written by an earlier version, unbound to its record.
+    pub(crate) fn is_legacy(sealed: &[u8]) -> bool {
+        sealed.first() == Some(&SEALED_V1)
+    }
+
+    /// Seals as versions before record binding did; only tests write legacy values.
+    #[cfg(test)]
+    pub(crate) fn seal_legacy(&self, plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rng().fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: plaintext,
+            aad: ASSOCIATED_DATA_V1,
         };
+        let ciphertext = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), payload)
+            .unwrap_or_default();
+        let mut sealed = vec![SEALED_V1];
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        sealed
+    }
+
+    pub fn open(
+        &self,
+        sealed: &[u8],
+        sealed_for: SealedFor,
+    ) -> Result<SecretBox<Vec<u8>>, OpenError> {
+        let associated_data = match sealed.split_first() {
+            Some((&SEALED_V2, _)) => sealed_for.associated_data(),
+            Some((&SEALED_V1, _)) => ASSOCIATED_DATA_V1.to_vec(),
+            Some(_) | None => return Err(OpenError),
+        };
+        let rest = &sealed[1..];
         if rest.len() < NONCE_BYTES {
             return Err(OpenError);
         }
         let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
         let payload = Payload {
             msg: ciphertext,
-            aad: ASSOCIATED_DATA,
+            aad: &associated_data,
         };
         let plaintext = self
             .cipher
@@ -214,31 +280,70 @@ mod tests {
         Sealer::new(&SecretBox::new(Box::new([byte; 32])))
     }
 
+    const FOR_AGENT_1: SealedFor = SealedFor {
+        agent_id: 1,
+        mode: SealedMode::Jwt,
+    };
+
     #[test]
     fn sealed_values_open_with_the_same_key() {
         let sealer = sealer(7);
-        let sealed = sealer.seal(b"private key");
+        let sealed = sealer.seal(b"private key", FOR_AGENT_1);
         assert!(!sealed.windows(11).any(|w| w == b"private key"));
         assert_eq!(
-            sealer.open(&sealed).unwrap().expose_secret().as_slice(),
+            sealer
+                .open(&sealed, FOR_AGENT_1)
+                .unwrap()
+                .expose_secret()
+                .as_slice(),
             b"private key"
         );
     }
 
     #[test]
     fn another_key_or_tampering_fails() {
-        let sealed = sealer(7).seal(b"private key");
-        assert!(sealer(8).open(&sealed).is_err());
+        let sealed = sealer(7).seal(b"private key", FOR_AGENT_1);
+        assert!(sealer(8).open(&sealed, FOR_AGENT_1).is_err());
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
-        assert!(sealer(7).open(&tampered).is_err());
-        assert!(sealer(7).open(&[]).is_err());
+        assert!(sealer(7).open(&tampered, FOR_AGENT_1).is_err());
+        assert!(sealer(7).open(&[], FOR_AGENT_1).is_err());
+    }
+
+    #[test]
+    fn a_sealed_key_does_not_open_in_another_record_or_mode() {
+        let sealer = sealer(7);
+        let sealed = sealer.seal(b"private key", FOR_AGENT_1);
+        let other_agent = SealedFor {
+            agent_id: 2,
+            ..FOR_AGENT_1
+        };
+        let other_mode = SealedFor {
+            mode: SealedMode::Mtls,
+            ..FOR_AGENT_1
+        };
+
+        assert!(sealer.open(&sealed, other_agent).is_err());
+        assert!(sealer.open(&sealed, other_mode).is_err());
+    }
+
+    #[test]
+    fn keys_sealed_by_earlier_versions_still_open() {
+        let sealer = sealer(7);
+        let legacy = sealer.seal_legacy(b"legacy key");
+
+        let opened = sealer.open(&legacy, FOR_AGENT_1).unwrap();
+
+        assert_eq!(opened.expose_secret().as_slice(), b"legacy key");
     }
 
     #[test]
     fn the_same_value_seals_differently_each_time() {
         let sealer = sealer(1);
-        assert_ne!(sealer.seal(b"k"), sealer.seal(b"k"));
+        assert_ne!(
+            sealer.seal(b"k", FOR_AGENT_1),
+            sealer.seal(b"k", FOR_AGENT_1)
+        );
     }
 }
