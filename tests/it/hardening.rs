@@ -880,3 +880,38 @@ async fn a_missing_or_wrong_encryption_key_stops_the_start_with_a_clear_error() 
     );
     assert!(wrong.contains(&other_key.display().to_string()), "{wrong}");
 }
+
+#[tokio::test]
+async fn a_request_whose_body_never_arrives_times_out() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.connections.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut stream = TcpStream::connect(http_addr(&app)).await.unwrap();
+    let head = format!(
+        "POST /api/v4/projects HTTP/1.1\r\nHost: agentreg\r\nPRIVATE-TOKEN: {ROOT_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    response.extend_from_slice(&buffer[..n]);
+                    if response.windows(4).any(|window| window == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+
+    assert!(read.is_ok(), "no answer within 10 s");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+}
