@@ -86,7 +86,7 @@ async fn hold_greedy_streams(
     responses
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn greedy_grpc_streams_without_credentials_leave_memory_bounded() {
     let app = TestApp::spawn().await;
     let server: SocketAddr = app.grpc_addr.parse().unwrap();
@@ -154,7 +154,7 @@ async fn grpc_calls_without_a_credential_are_refused_before_their_message_is_rea
     assert_eq!(status.message(), "401 Unauthorized");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn half_open_connections_leave_room_for_a_legitimate_request() {
     let app = TestApp::spawn_with(|settings| {
         settings.connections.header_read_timeout = Duration::from_secs(2);
@@ -428,7 +428,7 @@ async fn forwarded_for_from_an_untrusted_peer_does_not_dodge_the_throttle() {
     assert_eq!(statuses[3..], [StatusCode::TOO_MANY_REQUESTS; 2]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_legitimate_first_login_stays_fast_under_concurrent_forgeries() {
     let app = TestApp::spawn_with(|settings| {
         settings.connections.max_connections_per_address = 2_000;
@@ -463,7 +463,8 @@ async fn a_legitimate_first_login_stays_fast_under_concurrent_forgeries() {
         }
     }
 
-    assert_eq!(login.status(), StatusCode::OK);
+    let status = login.status();
+    assert_eq!(status, StatusCode::OK, "{:?}", login.text().await);
     assert!(answered_in < Duration::from_secs(1), "{answered_in:?}");
     assert!(
         n_verified_failures <= 30,
@@ -647,4 +648,270 @@ async fn a_chosen_root_tokens_stored_handle_reveals_nothing_about_it() {
     let stored = crate::helpers::data_dir_contains(&app.data_dir, legacy.as_str().as_bytes()).await;
 
     assert!(!stored, "the SHA-256 handle of the root token is stored");
+}
+
+#[tokio::test]
+async fn a_snapshot_altered_without_the_instance_key_is_refused_and_nothing_is_written() {
+    use sha2::Digest as _;
+    let app = TestApp::spawn().await;
+    app.user("alice").await;
+    let file = app
+        .request(reqwest::Method::GET, "/admin/snapshot", Some(ROOT_TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    // The authenticated file is the snapshot, a marker and a 32-byte tag.
+    let marker = b"AGENTREG-SNAPSHOT-HMAC-SHA256-V1";
+    let snapshot = &file[..file.len() - marker.len() - 32];
+    let mut body = snapshot[..snapshot.len() - 32].to_vec();
+    let middle = body.len() / 2;
+    body[middle] ^= 1;
+    let digest = sha2::Sha256::digest(&body);
+    let mut forged = body.clone();
+    forged.extend_from_slice(&digest);
+    forged.extend_from_slice(&file[file.len() - marker.len() - 32..]);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = app.data_dir.join("encryption_key");
+    let mut outcomes = Vec::new();
+    for (name, bytes) in [("forged", forged), ("unauthenticated", snapshot.to_vec())] {
+        let input = dir.path().join(name);
+        std::fs::write(&input, bytes).unwrap();
+        let target = dir.path().join(format!("{name}-data"));
+        let database = crate::helpers::test_database(&target).await;
+        let outcome =
+            agentreg::snapshots::restore(&input, database.as_ref(), &target, Some(&key_file)).await;
+        outcomes.push((name, outcome.map(|_| ()), target.join("db").exists()));
+    }
+    let intact = dir.path().join("intact");
+    std::fs::write(&intact, &file).unwrap();
+    let intact_target = dir.path().join("intact-data");
+    let database = crate::helpers::test_database(&intact_target).await;
+    let restored =
+        agentreg::snapshots::restore(&intact, database.as_ref(), &intact_target, Some(&key_file))
+            .await;
+
+    for (name, outcome, wrote) in outcomes {
+        let error = outcome.expect_err(name);
+        assert!(
+            format!("{error:#}").contains("authentication tag"),
+            "{name}: {error:#}"
+        );
+        assert!(!wrote, "{name}: a database was created");
+    }
+    assert!(restored.is_ok(), "{restored:?}");
+}
+
+#[tokio::test]
+async fn a_read_api_token_cannot_download_the_snapshot() {
+    let app = TestApp::spawn().await;
+    let (status, token) = app
+        .post(
+            "/users/1/personal_access_tokens",
+            ROOT_TOKEN,
+            json!({"name": "reader", "scopes": ["read_api"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let response = app
+        .request(
+            reqwest::Method::GET,
+            "/admin/snapshot",
+            Some(token["token"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn user_and_token_creation_and_snapshot_downloads_are_audited() {
+    let app = TestApp::spawn().await;
+    app.user("alice").await;
+    let snapshot = app
+        .request(reqwest::Method::GET, "/admin/snapshot", Some(ROOT_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.status(), StatusCode::OK);
+
+    let (status, events) = app.get("/audit_events", ROOT_TOKEN).await;
+
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["details"]["event_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "snapshot_downloaded",
+            "personal_access_token_created",
+            "user_created"
+        ]
+    );
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|event| event["author_id"] == 1)
+    );
+}
+
+#[tokio::test]
+async fn metrics_can_require_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("metrics_token");
+    std::fs::write(&token_file, "scrape-secret-0123456789\n").unwrap();
+    let app = TestApp::spawn_with(|settings| settings.metrics_token_file = Some(token_file)).await;
+    let metrics = |token: Option<&str>| {
+        let request = app.http.get(format!("{}/metrics", app.base_url));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+
+    let anonymous = metrics(None).await.unwrap().status();
+    let wrong = metrics(Some("guess")).await.unwrap().status();
+    let right = metrics(Some("scrape-secret-0123456789")).await.unwrap();
+
+    assert_eq!(anonymous, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong, StatusCode::UNAUTHORIZED);
+    assert_eq!(right.status(), StatusCode::OK);
+    assert!(right.text().await.unwrap().contains("agentreg_agents"));
+}
+
+#[tokio::test]
+async fn instance_audit_events_past_their_retention_are_deleted_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let app = TestApp::start(&data_dir, |_| {}).await;
+    app.user("alice").await;
+    let (_, before) = app.get("/audit_events", ROOT_TOKEN).await;
+    app.stop().await;
+
+    let restarted = TestApp::start(&data_dir, |settings| {
+        settings.audit_retention = Some(Duration::from_millis(1));
+    })
+    .await;
+    let mut after = Value::Null;
+    for _ in 0..100 {
+        after = restarted.get("/audit_events", ROOT_TOKEN).await.1;
+        if after.as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    assert_eq!(before.as_array().unwrap().len(), 2);
+    assert_eq!(after, json!([]));
+}
+
+/// Builds the application on `data_dir` as `TestApp::start` would, and returns the error.
+async fn start_error(
+    data_dir: &std::path::Path,
+    encryption_key_file: Option<std::path::PathBuf>,
+) -> String {
+    let mut settings = agentreg::config::Settings::for_tests(data_dir);
+    settings.kas_secret_file = Some(data_dir.with_extension("kas_secret"));
+    settings.database = crate::helpers::test_database(data_dir).await;
+    settings.encryption_key_file = encryption_key_file;
+    for _ in 0..100 {
+        match agentreg::startup::Application::build(settings.clone()).await {
+            Ok(_) => return String::new(),
+            Err(error) if format!("{error:#}").contains("could not acquire lock") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => return format!("{error:#}"),
+        }
+    }
+    panic!("the data directory stayed locked")
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_encryption_key_stops_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let app = TestApp::start(&data_dir, |_| {}).await;
+    let project_id = app.project(ROOT_TOKEN, "keys").await;
+    let agent_id = app.agent(project_id, "receptive").await;
+    let (status, _) = app
+        .post(
+            &format!("/projects/{project_id}/cluster_agents/{agent_id}/url_configurations"),
+            ROOT_TOKEN,
+            json!({"url": "grpc://agent.example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.stop().await;
+    let key_file = data_dir.join("encryption_key");
+    let original_key = std::fs::read(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+
+    let missing = start_error(&data_dir, None).await;
+    let generated_a_key = key_file.exists();
+    let other_key = dir.path().join("other_key");
+    std::fs::write(
+        &other_key,
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [3u8; 32]),
+    )
+    .unwrap();
+    let wrong = start_error(&data_dir, Some(other_key.clone())).await;
+    std::fs::write(&key_file, original_key).unwrap();
+    let restarted = TestApp::start(&data_dir, |_| {}).await;
+
+    assert!(missing.contains("encryption_key is missing"), "{missing}");
+    assert!(!generated_a_key);
+    assert_eq!(restarted.get("/user", ROOT_TOKEN).await.0, StatusCode::OK);
+    assert!(
+        wrong.contains("does not open the stored private keys"),
+        "{wrong}"
+    );
+    assert!(wrong.contains(&other_key.display().to_string()), "{wrong}");
+}
+
+#[tokio::test]
+async fn a_request_whose_body_never_arrives_times_out() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.connections.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut stream = TcpStream::connect(http_addr(&app)).await.unwrap();
+    let head = format!(
+        "POST /api/v4/projects HTTP/1.1\r\nHost: agentreg\r\nPRIVATE-TOKEN: {ROOT_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    response.extend_from_slice(&buffer[..n]);
+                    if response.windows(4).any(|window| window == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+
+    assert!(read.is_ok(), "no answer within 10 s");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
 }

@@ -627,9 +627,10 @@ pub(crate) async fn backup_when_unlocked(
     database: Option<&agentreg::config::DatabaseSettings>,
     data_dir: &Path,
     out: &Path,
+    key_file: Option<&Path>,
 ) {
     for _ in 0..100 {
-        match agentreg::snapshots::backup(database, data_dir, out).await {
+        match agentreg::snapshots::backup(database, data_dir, out, key_file).await {
             Ok(_) => return,
             Err(error) if is_locked(&error) => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;

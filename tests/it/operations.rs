@@ -207,9 +207,11 @@ async fn an_online_snapshot_restores_every_record_identically() {
     std::fs::write(&snapshot_file, &snapshot).unwrap();
 
     let database = crate::helpers::test_database(&target).await;
-    let summary = agentreg::snapshots::restore(&snapshot_file, database.as_ref(), &target)
-        .await
-        .unwrap();
+    let key_file = keys_dir.join("encryption_key");
+    let summary =
+        agentreg::snapshots::restore(&snapshot_file, database.as_ref(), &target, Some(&key_file))
+            .await
+            .unwrap();
     std::fs::create_dir_all(&target).unwrap();
     std::fs::copy(
         keys_dir.join("encryption_key"),
@@ -217,31 +219,21 @@ async fn an_online_snapshot_restores_every_record_identically() {
     )
     .unwrap();
     let restored = TestApp::start(&target, |_| {}).await;
-    let restored_snapshot = restored
-        .request(Method::GET, "/admin/snapshot", Some(ROOT_TOKEN))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
 
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert!(summary.n_entries > 0);
-    assert!(
-        restored_snapshot == snapshot,
-        "the restored store's snapshot differs from the original"
-    );
     for (path, expected) in paths.iter().zip(before) {
         assert_eq!(restored.get(path, ROOT_TOKEN).await, expected, "{path}");
     }
     let restored_data = restored.data_dir.clone();
     restored.stop().await;
     let backup_file = restored_dir.path().join("offline");
-    backup_when_unlocked(database.as_ref(), &restored_data, &backup_file).await;
+    backup_when_unlocked(database.as_ref(), &restored_data, &backup_file, None).await;
+    // Downloading a snapshot is audited after it is taken, so the restored store, read only
+    // since, backs up to the very same bytes.
     assert!(
         std::fs::read(&backup_file).unwrap() == snapshot.to_vec(),
-        "the offline backup differs from the online snapshot"
+        "the offline backup of the restored store differs from the online snapshot"
     );
     let restarted = TestApp::start(&restored_data, |_| {}).await;
     assert_eq!(restarted.agent_info(&secret).await.0, StatusCode::OK);
@@ -308,7 +300,12 @@ async fn failed_authentications_are_audited_without_the_credential() {
     let refused = app.get("/audit_events", &developer).await;
 
     assert_eq!(status, StatusCode::OK);
-    let event = &events[0];
+    let event = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["details"]["event_name"] == "authentication_failed")
+        .unwrap();
     assert_eq!(event["details"]["event_name"], "authentication_failed");
     assert_eq!(event["details"]["outcome"], "failure");
     assert_eq!(event["details"]["ip_address"], "127.0.0.1");

@@ -499,16 +499,26 @@ async fn a_sled_deployment_moves_to_postgres_and_back_by_backup_and_restore() {
     let before = readable_state(&sled, project_id, agent_id).await;
     sled.stop().await;
     let snapshot = dir.path().join("sled.snapshot");
-    backup_when_unlocked(None, &sled_dir, &snapshot).await;
+    backup_when_unlocked(None, &sled_dir, &snapshot, Some(&key_file)).await;
 
     let database = postgres_settings(create_database(&admin_url).await);
-    let restored = agentreg::snapshots::restore(&snapshot, Some(&database), &dir.path().join("x"))
-        .await
-        .unwrap();
+    let restored = agentreg::snapshots::restore(
+        &snapshot,
+        Some(&database),
+        &dir.path().join("x"),
+        Some(&key_file),
+    )
+    .await
+    .unwrap();
     assert!(restored.n_entries > 0);
-    let refused = agentreg::snapshots::restore(&snapshot, Some(&database), &dir.path().join("x"))
-        .await
-        .expect_err("a database that holds agentreg data is refused");
+    let refused = agentreg::snapshots::restore(
+        &snapshot,
+        Some(&database),
+        &dir.path().join("x"),
+        Some(&key_file),
+    )
+    .await
+    .expect_err("a database that holds agentreg data is refused");
     assert!(format!("{refused:#}").contains("not empty"), "{refused:#}");
     let pg_key = key_file.clone();
     let pg_database = database.clone();
@@ -539,11 +549,16 @@ async fn a_sled_deployment_moves_to_postgres_and_back_by_backup_and_restore() {
     on_postgres.stop().await;
 
     let back = dir.path().join("pg.snapshot");
-    agentreg::snapshots::backup(Some(&database), &dir.path().join("pg"), &back)
-        .await
-        .unwrap();
+    agentreg::snapshots::backup(
+        Some(&database),
+        &dir.path().join("pg"),
+        &back,
+        Some(&key_file),
+    )
+    .await
+    .unwrap();
     let back_dir = dir.path().join("sled-again");
-    agentreg::snapshots::restore(&back, None, &back_dir)
+    agentreg::snapshots::restore(&back, None, &back_dir, Some(&key_file))
         .await
         .unwrap();
     let back_key = key_file.clone();

@@ -86,6 +86,24 @@ impl Store {
         Ok(event_from_record(scope_key(scope), id, record))
     }
 
+    /// Deletes the instance-wide events created before `before_ms`, durably.
+    pub fn delete_instance_audit_events_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let _writing = self.writing();
+        let mut n_deleted = 0u64;
+        for entry in self.trees.audit_events.scan_prefix(id_key(INSTANCE_KEY)) {
+            let (key, bytes) = entry.map_err(engine)?;
+            let record: v1::AuditEvent = decode(schema::AUDIT_EVENTS, &bytes)?;
+            if record.created_at_ms < before_ms {
+                self.trees.audit_events.remove(key).map_err(engine)?;
+                n_deleted += 1;
+            }
+        }
+        if n_deleted > 0 {
+            self.flush()?;
+        }
+        Ok(n_deleted)
+    }
+
     /// A page of a project's events, newest first.
     pub fn audit_events_page(
         &self,

@@ -116,6 +116,8 @@ impl Store {
     /// file is checked before anything is written.
     pub(crate) fn restore_into(&self, bytes: &[u8]) -> Result<SnapshotSummary, RestoreError> {
         let trees = parse(bytes)?;
+        // Decoding every record first refuses a snapshot that would restore and then fail.
+        crate::dataset::Dataset::from_trees(&trees)?;
         for name in schema::ALL_TREES {
             if !self.db.open_tree(name).map_err(engine)?.is_empty() {
                 return Err(RestoreError::TargetNotEmpty("the sled database".to_owned()));

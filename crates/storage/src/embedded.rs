@@ -367,12 +367,26 @@ impl Storage for SledStorage {
         self.blocking(|store| store.all_url_configurations()).await
     }
 
+    async fn replace_sealed_key(
+        &self,
+        url_configuration_id: UrlConfigurationId,
+        sealed: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.blocking(move |store| store.replace_sealed_key(url_configuration_id.get(), sealed))
+            .await
+    }
+
     async fn record_audit_event(
         &self,
         event: NewAuditEvent,
         now_ms: i64,
     ) -> Result<AuditEvent, StoreError> {
         self.blocking(move |store| store.record_audit_event(event, now_ms))
+            .await
+    }
+
+    async fn delete_instance_audit_events_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.blocking(move |store| store.delete_instance_audit_events_before(before_ms))
             .await
     }
 

@@ -287,6 +287,13 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<UrlConfiguration, DeleteUrlConfigurationError>;
     /// Every URL configuration of the instance, ordered by id (the agent server's list).
     async fn all_url_configurations(&self) -> Result<Vec<UrlConfiguration>, StoreError>;
+    /// Replaces the sealed key of a configuration (its private key in JWT mode, its client key
+    /// in mTLS mode) with the same key sealed anew; `false` if the configuration is gone.
+    async fn replace_sealed_key(
+        &self,
+        url_configuration_id: UrlConfigurationId,
+        sealed: Vec<u8>,
+    ) -> Result<bool, StoreError>;
 
     // Audit events and totals.
 
@@ -296,6 +303,9 @@ pub trait Storage: Send + Sync + 'static {
         event: NewAuditEvent,
         now_ms: i64,
     ) -> Result<AuditEvent, StoreError>;
+    /// Deletes the instance-wide events created before `before_ms` (the retention setting) and
+    /// says how many; project events are kept.
+    async fn delete_instance_audit_events_before(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// A page of one scope's events, newest first.
     async fn audit_events_page(
         &self,

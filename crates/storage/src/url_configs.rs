@@ -211,6 +211,31 @@ impl Store {
         Ok(configs)
     }
 
+    /// Replaces the configuration's sealed key, unless the configuration was deleted meanwhile.
+    pub fn replace_sealed_key(&self, id: u64, sealed: Vec<u8>) -> Result<bool, StoreError> {
+        let _writing = self.writing();
+        let tree = &self.trees.url_configurations;
+        let Some(old_bytes) = tree.get(id_key(id)).map_err(engine)? else {
+            return Ok(false);
+        };
+        let mut record: v1::UrlConfiguration = decode(schema::URL_CONFIGURATIONS, &old_bytes)?;
+        match &mut record.auth {
+            v1::UrlAuth::Jwt {
+                sealed_private_key, ..
+            } => *sealed_private_key = sealed,
+            v1::UrlAuth::Mtls {
+                sealed_client_key, ..
+            } => *sealed_client_key = sealed,
+        }
+        // Compare-and-swap: a configuration deleted since it was read stays deleted.
+        let swapped = tree
+            .compare_and_swap(id_key(id), Some(old_bytes), Some(encode(&record)))
+            .map_err(engine)?
+            .is_ok();
+        self.flush()?;
+        Ok(swapped)
+    }
+
     /// The number of URL configurations, for metrics.
     pub fn count_url_configurations(&self) -> usize {
         self.trees.url_configurations.len()

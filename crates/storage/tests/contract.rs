@@ -127,6 +127,7 @@ contract_cases! {
             creating_and_deleting_a_url_configuration_updates_the_agent,
             deleting_a_url_configuration_created_after_the_precondition_is_refused,
             all_url_configurations_are_listed_by_id,
+            a_sealed_key_is_replaced_in_either_mode,
         }
         audit {
             an_audited_create_writes_its_event_with_the_change,
@@ -134,6 +135,7 @@ contract_cases! {
             refused_writes_record_no_event,
             instance_events_are_kept_apart_from_project_events,
             audit_events_are_paged_newest_first,
+            retention_deletes_only_old_instance_events,
             audit_details_come_back_as_they_were_given,
             counts_follow_agents_active_tokens_and_url_configurations,
         }
@@ -143,6 +145,7 @@ contract_cases! {
             a_snapshot_restores_every_record_into_an_empty_storage,
             restore_refuses_a_storage_that_holds_data,
             restore_refuses_a_damaged_snapshot_and_writes_nothing,
+            restore_refuses_a_record_that_does_not_decode_and_writes_nothing,
         }
     }
 }

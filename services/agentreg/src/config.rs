@@ -43,6 +43,10 @@ pub struct BackupArgs {
     /// File to write; it is created with mode 0600 and must not exist
     #[arg(long)]
     pub out: PathBuf,
+    /// The instance's encryption key, which authenticates the snapshot
+    /// [default: <data-dir>/encryption_key]
+    #[arg(long, env = "AGENTREG_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -52,10 +56,15 @@ pub struct RestoreArgs {
     /// Snapshot file written by `agentreg backup` or the snapshot route
     #[arg(long = "in")]
     pub input: PathBuf,
-    /// sled data directory to create; it must be absent or empty. Copy `encryption_key` and
-    /// `kas_secret` into it too (snapshots do not contain them). Ignored with --database-url.
+    /// sled data directory to restore into; it must hold no database (it may already hold the
+    /// key files). Copy `encryption_key` and `kas_secret` into it too (snapshots do not contain
+    /// them). Ignored with --database-url.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// The encryption key of the instance that took the snapshot, which authenticates it
+    /// [default: <data-dir>/encryption_key]
+    #[arg(long, env = "AGENTREG_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -164,6 +173,10 @@ pub struct ServeArgs {
     /// Serve /metrics on this address instead of on the REST listener
     #[arg(long, env = "AGENTREG_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// File holding a token that /metrics then requires as `Authorization: Bearer <token>`
+    /// [default: none, /metrics is open]
+    #[arg(long, env = "AGENTREG_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Failed authentications a client address may make per minute before it gets 429 [default: 30]
     #[arg(long, env = "AGENTREG_AUTH_FAILURES_PER_MINUTE")]
     pub auth_failures_per_minute: Option<u32>,
@@ -179,6 +192,10 @@ pub struct ServeArgs {
     /// believed, e.g. 10.0.0.0/8,::1/128 [default: none]
     #[arg(long, env = "AGENTREG_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<Cidr>>,
+    /// Days instance audit events (failed authentications, users and tokens created, snapshots
+    /// downloaded) are kept; 0 keeps them forever. Project events are always kept [default: 90]
+    #[arg(long, env = "AGENTREG_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
     /// Open connections per listener; more are closed as soon as they are accepted [default: 10000]
     #[arg(long, env = "AGENTREG_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -235,6 +252,8 @@ pub struct Settings {
     /// A certificate chain and key: both listeners serve TLS.
     pub tls: Option<TlsFiles>,
     pub metrics_addr: Option<SocketAddr>,
+    /// A file whose token `/metrics` requires.
+    pub metrics_token_file: Option<PathBuf>,
     pub auth_failures_per_minute: u32,
     /// Failed agent-token authentications over all agents per minute.
     pub agent_token_failures_per_minute: u32,
@@ -242,6 +261,8 @@ pub struct Settings {
     pub argon2_queue_limit: usize,
     /// Reverse proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// How long instance audit events are kept; `None` keeps them forever.
+    pub audit_retention: Option<Duration>,
     /// Limits and timeouts of every listener.
     pub connections: ConnectionLimits,
     /// PostgreSQL; `None` means embedded sled in `<data_dir>/db`.
@@ -259,6 +280,8 @@ pub struct TlsFiles {
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 30;
 /// The default of `--agent-token-failures-per-minute`.
 pub const DEFAULT_AGENT_TOKEN_FAILURES_PER_MINUTE: u32 = 600;
+/// The default of `--audit-retention-days`.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 90;
 /// The default of `--argon2-queue-limit`.
 pub const DEFAULT_ARGON2_QUEUE_LIMIT: usize = 64;
 
@@ -371,10 +394,12 @@ struct FileSettings {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_addr: Option<SocketAddr>,
+    metrics_token_file: Option<PathBuf>,
     auth_failures_per_minute: Option<u32>,
     agent_token_failures_per_minute: Option<u32>,
     argon2_queue_limit: Option<usize>,
     trusted_proxies: Option<Vec<Cidr>>,
+    audit_retention_days: Option<u32>,
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
     header_read_timeout_secs: Option<u64>,
@@ -504,6 +529,7 @@ impl Settings {
                 (Some(_), None) | (None, Some(_)) => return Err(SettingsError::IncompleteTls),
             },
             metrics_addr: args.metrics_addr.or(file.metrics_addr),
+            metrics_token_file: args.metrics_token_file.or(file.metrics_token_file),
             auth_failures_per_minute: args
                 .auth_failures_per_minute
                 .or(file.auth_failures_per_minute)
@@ -520,6 +546,14 @@ impl Settings {
                 .trusted_proxies
                 .or(file.trusted_proxies)
                 .unwrap_or_default(),
+            audit_retention: match args
+                .audit_retention_days
+                .or(file.audit_retention_days)
+                .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS)
+            {
+                0 => None,
+                days => Some(Duration::from_secs(u64::from(days) * 24 * 3600)),
+            },
             connections: {
                 let defaults = ConnectionLimits::default();
                 let secs = |flag: Option<u64>, file: Option<u64>, default: Duration| {
@@ -597,10 +631,14 @@ impl Settings {
             root_token: None,
             tls: None,
             metrics_addr: None,
+            metrics_token_file: None,
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             agent_token_failures_per_minute: DEFAULT_AGENT_TOKEN_FAILURES_PER_MINUTE,
             argon2_queue_limit: DEFAULT_ARGON2_QUEUE_LIMIT,
             trusted_proxies: Vec::new(),
+            audit_retention: Some(Duration::from_secs(
+                u64::from(DEFAULT_AUDIT_RETENTION_DAYS) * 24 * 3600,
+            )),
             connections: ConnectionLimits::default(),
             database: None,
         }

@@ -29,8 +29,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Backup(args) => {
             let database = args.database.resolve(DatabaseArgs::default());
-            let summary =
-                agentreg::snapshots::backup(database.as_ref(), &args.data_dir, &args.out).await?;
+            let summary = agentreg::snapshots::backup(
+                database.as_ref(),
+                &args.data_dir,
+                &args.out,
+                args.encryption_key_file.as_deref(),
+            )
+            .await?;
             report(&format!(
                 "wrote {} ({} trees, {} entries)",
                 args.out.display(),
@@ -40,9 +45,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Restore(args) => {
             let database = args.database.resolve(DatabaseArgs::default());
-            let summary =
-                agentreg::snapshots::restore(&args.input, database.as_ref(), &args.data_dir)
-                    .await?;
+            let summary = agentreg::snapshots::restore(
+                &args.input,
+                database.as_ref(),
+                &args.data_dir,
+                args.encryption_key_file.as_deref(),
+            )
+            .await?;
             let target = match &database {
                 Some(_) => "the PostgreSQL database".to_owned(),
                 None => args.data_dir.display().to_string(),

@@ -227,3 +227,34 @@ pub async fn serve_metrics(State((metrics, app)): State<(Arc<Metrics>, App)>) ->
         Err(error) => crate::rest::ApiError::App(error).into_response(),
     }
 }
+
+/// The token `/metrics` requires, if one is configured.
+#[derive(Clone)]
+pub struct MetricsToken(pub Option<Arc<secrecy::SecretString>>);
+
+/// Refuses a metrics scrape without the configured bearer token (compared in constant time).
+pub async fn require_metrics_token(
+    State(token): State<MetricsToken>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use secrecy::ExposeSecret as _;
+    use subtle::ConstantTimeEq as _;
+    let Some(expected) = token.0 else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let matches: bool = presented
+        .as_bytes()
+        .ct_eq(expected.expose_secret().as_bytes())
+        .into();
+    if !matches {
+        return crate::rest::ApiError::App(crate::app::Error::Unauthorized).into_response();
+    }
+    next.run(request).await
+}

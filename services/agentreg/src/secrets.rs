@@ -78,6 +78,17 @@ pub fn encryption_key(
     Ok(SecretBox::new(Box::new(key)))
 }
 
+/// Reads a token from a file (surrounding whitespace ignored); an empty file is an error.
+pub fn read_token_file(path: &Path) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("token file {} is empty", path.display());
+    }
+    Ok(SecretString::from(token.to_owned()))
+}
+
 /// Writes the generated root token where only the service's user can read it.
 pub fn write_root_token(path: &Path, token: &SecretString) -> anyhow::Result<()> {
     write_private(path, token.expose_secret().as_bytes())

@@ -34,6 +34,7 @@ pub struct Application {
     http_listener: TcpListener,
     grpc_listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    metrics_token: metrics::MetricsToken,
     tls: Option<RustlsConfig>,
 }
 
@@ -52,11 +53,32 @@ impl Application {
         server::raise_open_files_limit();
         secrets::restrict_umask();
         secrets::create_data_dir(&data_dir)?;
+        let storage = crate::backends::open(settings.database.as_ref(), &data_dir).await?;
+        tracing::info!(backend = storage.backend(), "storage opened");
+        // Generating a key for a store that already holds data would make its sealed keys
+        // unreadable (and the agent server's JWTs invalid): refuse instead.
+        let holds_data = storage
+            .has_users()
+            .await
+            .context("checking whether the store holds data")?;
+        if holds_data {
+            for (configured, name) in [
+                (settings.encryption_key_file.is_some(), "encryption_key"),
+                (settings.kas_secret_file.is_some(), "kas_secret"),
+            ] {
+                let path = data_dir.join(name);
+                if !configured && !path.exists() {
+                    anyhow::bail!(
+                        "the store holds data but the key file {} is missing: copy {name} from the instance that wrote the data (snapshots never contain it), or point --{}-file at it",
+                        path.display(),
+                        name.replace('_', "-"),
+                    );
+                }
+            }
+        }
         let kas_secret = secrets::kas_secret(settings.kas_secret_file.as_deref(), &data_dir)?;
         let encryption_key =
             secrets::encryption_key(settings.encryption_key_file.as_deref(), &data_dir)?;
-        let storage = crate::backends::open(settings.database.as_ref(), &data_dir).await?;
-        tracing::info!(backend = storage.backend(), "storage opened");
         let app = App::new(
             storage,
             hasher,
@@ -69,6 +91,23 @@ impl Application {
             Sealer::new(&encryption_key),
             KasVerifier::new(&kas_secret),
         );
+        let key_path = settings
+            .encryption_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("encryption_key"));
+        app.check_sealing_key().await.with_context(|| {
+            format!(
+                "the encryption key {} does not open the stored private keys: use the key of the instance that wrote this data",
+                key_path.display()
+            )
+        })?;
+        let n_resealed = app
+            .reseal_legacy_keys()
+            .await
+            .context("binding sealed private keys to their records")?;
+        if n_resealed > 0 {
+            tracing::info!(n_resealed, "resealed private keys bound to their records");
+        }
         let chosen_token = settings.root_token.clone();
         let chose_token = chosen_token.is_some();
         if let Some(token) = app
@@ -102,12 +141,17 @@ impl Application {
             Some(files) => Some(tls_config(files).await?),
             None => None,
         };
+        let metrics_token = metrics::MetricsToken(match &settings.metrics_token_file {
+            Some(path) => Some(Arc::new(secrets::read_token_file(path)?)),
+            None => None,
+        });
         Ok(Application {
             app,
             settings,
             http_listener,
             grpc_listener,
             metrics_listener,
+            metrics_token,
             tls,
         })
     }
@@ -143,7 +187,11 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let metrics_route = Router::new()
             .route("/metrics", get(metrics::serve_metrics))
-            .with_state((metrics.clone(), self.app.clone()));
+            .with_state((metrics.clone(), self.app.clone()))
+            .layer(middleware::from_fn_with_state(
+                self.metrics_token.clone(),
+                metrics::require_metrics_token,
+            ));
 
         let mut rest_router = rest::router(RestState {
             app: self.app.clone(),
@@ -196,6 +244,11 @@ impl Application {
             health_reporter,
             stop.clone(),
         ));
+        let retention = tokio::spawn(expire_audit_events(
+            self.app.clone(),
+            self.settings.audit_retention,
+            stop.clone(),
+        ));
         let usage_app = self.app.clone();
         let usage_stop = stop.clone();
         let usage_writer = tokio::spawn(async move {
@@ -232,6 +285,7 @@ impl Application {
         metrics_result.context("serving metrics")?;
         usage_writer.await.context("stopping the last-use writer")?;
         health_watch.await.context("stopping the health watch")?;
+        retention.await.context("stopping audit retention")?;
         invalidations.abort();
         self.app.flush_failure_audit(true).await;
         self.app
@@ -256,6 +310,33 @@ async fn tls_config(files: &TlsFiles) -> anyhow::Result<RustlsConfig> {
                 files.key.display()
             )
         })
+}
+
+/// How often instance audit events past their retention are deleted.
+const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes instance audit events past `retention` at start and then every hour.
+async fn expire_audit_events(
+    app: App,
+    retention: Option<std::time::Duration>,
+    stop: CancellationToken,
+) {
+    let Some(retention) = retention else {
+        return;
+    };
+    let mut interval = tokio::time::interval(RETENTION_INTERVAL);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = interval.tick() => {
+                match app.expire_instance_audit_events(retention).await {
+                    Ok(0) => {}
+                    Ok(n_deleted) => tracing::info!(n_deleted, "deleted instance audit events past their retention"),
+                    Err(error) => tracing::warn!(error = %crate::telemetry::error_chain(&error), "deleting old instance audit events failed"),
+                }
+            }
+        }
+    }
 }
 
 /// How often gRPC health follows storage's reachability.

@@ -1233,6 +1233,29 @@ impl Storage for PostgresStorage {
         .await
     }
 
+    async fn replace_sealed_key(
+        &self,
+        url_configuration_id: UrlConfigurationId,
+        sealed: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let id = key(url_configuration_id.get());
+        self.bounded(async {
+            let client = self.client().await?;
+            let n_updated = client
+                .execute(
+                    "UPDATE url_configurations SET \
+                     sealed_private_key = CASE WHEN auth_mode = 'jwt' THEN $2 ELSE sealed_private_key END, \
+                     sealed_client_key = CASE WHEN auth_mode = 'mtls' THEN $2 ELSE sealed_client_key END \
+                     WHERE id = $1",
+                    &[&id, &sealed],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(n_updated == 1)
+        })
+        .await
+    }
+
     async fn all_url_configurations(&self) -> Result<Vec<UrlConfiguration>, StoreError> {
         self.bounded(async {
             let client = self.client().await?;
@@ -1254,6 +1277,20 @@ impl Storage for PostgresStorage {
             let recorded = insert_audit_event(&transaction, event, now_ms).await?;
             transaction.commit().await.map_err(pg)?;
             Ok(recorded)
+        })
+        .await
+    }
+
+    async fn delete_instance_audit_events_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM audit_events WHERE project_id = 0 AND created_at_ms < $1",
+                    &[&before_ms],
+                )
+                .await
+                .map_err(pg)
         })
         .await
     }

@@ -354,6 +354,42 @@ pub(crate) async fn audit_events_are_paged_newest_first(storage: &dyn Storage) {
     assert_eq!(past_the_end.total, 5);
 }
 
+pub(crate) async fn retention_deletes_only_old_instance_events(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let project_scope = AuditScope::Project(project.id);
+    for (entity_id, at_ms) in [(1, 100), (2, 200), (3, 300)] {
+        storage
+            .record_audit_event(
+                fixtures::standalone_event(AuditScope::Instance, entity_id),
+                at_ms,
+            )
+            .await
+            .unwrap();
+    }
+    storage
+        .record_audit_event(fixtures::standalone_event(project_scope, 9), 100)
+        .await
+        .unwrap();
+
+    let n_deleted = storage
+        .delete_instance_audit_events_before(300)
+        .await
+        .unwrap();
+
+    let instance = storage
+        .audit_events_page(AuditScope::Instance, fixtures::window(0, 10))
+        .await
+        .unwrap();
+    let project_events = storage
+        .audit_events_page(project_scope, fixtures::window(0, 10))
+        .await
+        .unwrap();
+    assert_eq!(n_deleted, 2);
+    let entity_ids: Vec<u64> = instance.items.iter().map(|event| event.entity_id).collect();
+    assert_eq!(entity_ids, [3]);
+    assert_eq!(project_events.total, 1);
+}
+
 pub(crate) async fn audit_details_come_back_as_they_were_given(storage: &dyn Storage) {
     let (owner, project) = fixtures::owner_and_project(storage).await;
     // Keys out of alphabetical order, nesting, a null and non-ASCII text: a store that

@@ -103,6 +103,54 @@ pub(crate) async fn restore_refuses_a_damaged_snapshot_and_writes_nothing(
     );
 }
 
+pub(crate) async fn restore_refuses_a_record_that_does_not_decode_and_writes_nothing(
+    storage: &dyn Storage,
+    empty: &dyn Storage,
+) {
+    populate(storage).await;
+    let snapshot = storage.snapshot().await.unwrap();
+    let undecodable = with_first_record_of(&snapshot, "users", |value| value[0] = 0xff);
+
+    let restored = empty.restore(undecodable).await;
+    let after_refusal = (
+        empty.has_users().await.unwrap(),
+        empty.counts().await.unwrap(),
+    );
+
+    assert!(restored.is_err(), "{restored:?}");
+    assert_eq!(after_refusal, (false, Counts::default()));
+}
+
+/// A copy of `snapshot` whose first record in `tree` is changed by `change`, with the checksum
+/// recomputed, as a forger without the instance key would do.
+fn with_first_record_of(snapshot: &[u8], tree: &str, change: impl Fn(&mut [u8])) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut body = snapshot[..snapshot.len() - 32].to_vec();
+    let read_u32 = |bytes: &[u8], at: usize| {
+        usize::try_from(u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap())).unwrap()
+    };
+    let mut position = b"AGENTREG-SNAPSHOT".len() + 4;
+    loop {
+        let name_len = read_u32(&body, position);
+        let name = body[position + 4..position + 4 + name_len].to_vec();
+        position += 4 + name_len;
+        let n_entries = u64::from_be_bytes(body[position..position + 8].try_into().unwrap());
+        position += 8;
+        for entry_idx in 0..n_entries {
+            let key_len = read_u32(&body, position);
+            position += 4 + key_len;
+            let value_len = read_u32(&body, position);
+            if name == tree.as_bytes() && entry_idx == 0 {
+                change(&mut body[position + 4..position + 4 + value_len]);
+                let digest = sha2::Sha256::digest(&body);
+                body.extend_from_slice(&digest);
+                return body;
+            }
+            position += 4 + value_len;
+        }
+    }
+}
+
 /// What [`populate`] wrote, with the ids and handles to read it back by, deleted records
 /// included.
 struct World {

@@ -269,3 +269,63 @@ pub(crate) async fn all_url_configurations_are_listed_by_id(storage: &dyn Storag
     assert!(created.is_sorted_by_key(|config| config.id));
     assert_eq!(listed, created);
 }
+
+pub(crate) async fn a_sealed_key_is_replaced_in_either_mode(storage: &dyn Storage) {
+    let (owner, project) = fixtures::owner_and_project(storage).await;
+    let jwt_agent = fixtures::agent(storage, project.id, "jwt").await;
+    let mtls_agent = fixtures::agent(storage, project.id, "mtls").await;
+    let jwt = storage
+        .create_url_configuration(
+            project.id,
+            jwt_agent.id,
+            fixtures::jwt_url_configuration(),
+            2,
+            None,
+        )
+        .await
+        .unwrap();
+    let mtls = storage
+        .create_url_configuration(
+            project.id,
+            mtls_agent.id,
+            fixtures::mtls_url_configuration(owner.id),
+            2,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let replaced_jwt = storage
+        .replace_sealed_key(jwt.id, vec![9; 61])
+        .await
+        .unwrap();
+    let replaced_mtls = storage
+        .replace_sealed_key(mtls.id, vec![8; 62])
+        .await
+        .unwrap();
+    storage
+        .delete_url_configuration(project.id, jwt_agent.id, jwt.id, None, 3, None)
+        .await
+        .unwrap();
+    let replaced_deleted = storage
+        .replace_sealed_key(jwt.id, vec![7; 63])
+        .await
+        .unwrap();
+
+    let listed = storage.all_url_configurations().await.unwrap();
+    assert!(replaced_jwt && replaced_mtls);
+    assert!(!replaced_deleted);
+    assert_eq!(listed.len(), 1);
+    match &listed[0].auth {
+        SealedUrlAuth::Mtls {
+            sealed_client_key,
+            client_cert,
+        } => {
+            assert_eq!(sealed_client_key, &vec![8; 62]);
+            assert!(
+                matches!(&mtls.auth, SealedUrlAuth::Mtls { client_cert: before, .. } if before == client_cert)
+            );
+        }
+        SealedUrlAuth::Jwt { .. } => panic!("the mode changed"),
+    }
+}

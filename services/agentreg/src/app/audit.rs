@@ -41,6 +41,52 @@ pub(crate) fn event(
     }
 }
 
+/// An instance-wide administrative action (a user or token created, a snapshot downloaded).
+pub(crate) fn instance_event(author_id: Option<UserId>, entry: AuditEntry<'_>) -> NewAuditEvent {
+    NewAuditEvent {
+        scope: AuditScope::Instance,
+        author_id,
+        entity_id: entry.entity_id,
+        entity_type: entry.entity_type,
+        details: serde_json::json!({
+            "event_name": entry.event_name,
+            "custom_message": entry.message,
+            "author_id": author_id.map(UserId::get),
+            "target_id": entry.entity_id,
+            "target_type": entry.entity_type,
+            "target_details": entry.target_details,
+            "outcome": "success",
+        }),
+    }
+}
+
+impl App {
+    /// Deletes instance events older than `retention`; returns how many went.
+    pub async fn expire_instance_audit_events(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<u64, Error> {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let before_ms = super::now_ms().saturating_sub(retention_ms);
+        Ok(self
+            .storage()
+            .delete_instance_audit_events_before(before_ms)
+            .await?)
+    }
+
+    /// Records an instance event after the change it describes. A failure to record is
+    /// logged, not returned: the change is already durable.
+    pub(crate) async fn record_instance_event(&self, event: NewAuditEvent) {
+        if let Err(error) = self
+            .storage()
+            .record_audit_event(event, super::now_ms())
+            .await
+        {
+            tracing::error!(error = %error, "recording an instance audit event failed");
+        }
+    }
+}
+
 /// A failed authentication: which kind of credential, from where; never the credential.
 pub(crate) fn authentication_failure(
     credential: &'static str,

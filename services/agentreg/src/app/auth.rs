@@ -51,7 +51,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn can_write(&self) -> bool {
+    pub(crate) fn can_write(&self) -> bool {
         self.scopes.iter().any(|scope| scope.allows_write())
     }
 

@@ -1,7 +1,8 @@
 //! Users, personal access tokens, projects and members: the identity operations the agent API
 //! needs, with GitLab's parameters, permissions and messages.
 
-use super::{App, Caller, Error, ProjectAccess, now_ms};
+use super::audit::{AuditEntry, instance_event};
+use super::{App, Caller, Error, ProjectAccess, author, now_ms};
 use crate::app::auth::parse_date;
 use agentreg_domain::access::{AccessLevel, Scope};
 use agentreg_domain::entities::{Member, PersonalAccessToken, Project, User};
@@ -100,7 +101,18 @@ impl App {
         let now = now_ms();
         let created = self.storage().create_user(identity, false, now).await;
         match created {
-            Ok(user) => Ok(user),
+            Ok(user) => {
+                let entry = AuditEntry {
+                    event_name: "user_created",
+                    message: format!("Created user {}", user.username),
+                    entity_type: "User",
+                    entity_id: user.id.get(),
+                    target_details: &user.username,
+                };
+                self.record_instance_event(instance_event(author(caller), entry))
+                    .await;
+                Ok(user)
+            }
             Err(CreateUserError::UsernameTaken) => {
                 Err(Error::Conflict("Username has already been taken"))
             }
@@ -179,7 +191,22 @@ impl App {
         };
         let created = self.storage().create_personal_access_token(new, now).await;
         match created {
-            Ok(token) => Ok(CreatedPersonalAccessToken { token, plaintext }),
+            Ok(token) => {
+                let entry = AuditEntry {
+                    event_name: "personal_access_token_created",
+                    message: format!(
+                        "Created personal access token {} for user {}",
+                        token.name,
+                        user_id.get()
+                    ),
+                    entity_type: "PersonalAccessToken",
+                    entity_id: token.id.get(),
+                    target_details: &token.name,
+                };
+                self.record_instance_event(instance_event(author(caller), entry))
+                    .await;
+                Ok(CreatedPersonalAccessToken { token, plaintext })
+            }
             Err(CreatePersonalAccessTokenError::UserNotFound) => Err(Error::UserNotFound),
             Err(CreatePersonalAccessTokenError::Store(error)) => Err(error.into()),
         }

@@ -3,6 +3,7 @@
 //! audience `gitlab`) signed with the shared secret.
 
 use super::cache::TokenDigest;
+use super::crypto::{SealedFor, SealedMode};
 use super::limiter::ThrottleKey;
 use super::{App, AuthCounters, Error, now_ms};
 use agentreg_domain::entities::SealedUrlAuth;
@@ -214,6 +215,68 @@ impl App {
         Ok(agent)
     }
 
+    /// Checks that the instance key opens a stored private key, if any is stored, so that a
+    /// service started with the wrong key refuses to start instead of answering 500 later.
+    pub async fn check_sealing_key(&self) -> Result<(), Error> {
+        let configs = self.storage().all_url_configurations().await?;
+        let Some(config) = configs.first() else {
+            return Ok(());
+        };
+        let (sealed, mode) = match &config.auth {
+            SealedUrlAuth::Jwt {
+                sealed_private_key, ..
+            } => (sealed_private_key, SealedMode::Jwt),
+            SealedUrlAuth::Mtls {
+                sealed_client_key, ..
+            } => (sealed_client_key, SealedMode::Mtls),
+        };
+        let sealed_for = SealedFor {
+            agent_id: config.agent_id.get(),
+            mode,
+        };
+        self.inner
+            .sealer
+            .open(sealed, sealed_for)
+            .map(drop)
+            .map_err(|error| Error::internal("opening a stored private key failed", error))
+    }
+
+    /// Reseals keys that earlier versions sealed unbound to their record, binding each to its
+    /// agent and mode; returns how many were resealed. Runs at start and is idempotent.
+    pub async fn reseal_legacy_keys(&self) -> Result<u64, Error> {
+        let mut n_resealed = 0;
+        for config in self.storage().all_url_configurations().await? {
+            let (sealed, mode) = match &config.auth {
+                SealedUrlAuth::Jwt {
+                    sealed_private_key, ..
+                } => (sealed_private_key, SealedMode::Jwt),
+                SealedUrlAuth::Mtls {
+                    sealed_client_key, ..
+                } => (sealed_client_key, SealedMode::Mtls),
+            };
+            if !crate::app::crypto::Sealer::is_legacy(sealed) {
+                continue;
+            }
+            let sealed_for = SealedFor {
+                agent_id: config.agent_id.get(),
+                mode,
+            };
+            let sealer = &self.inner.sealer;
+            let key = sealer
+                .open(sealed, sealed_for)
+                .map_err(|error| Error::internal("opening a legacy sealed key failed", error))?;
+            let resealed = sealer.seal(key.expose_secret(), sealed_for);
+            if self
+                .storage()
+                .replace_sealed_key(config.id, resealed)
+                .await?
+            {
+                n_resealed += 1;
+            }
+        }
+        Ok(n_resealed)
+    }
+
     /// Every receptive agent's configuration, keys decrypted, for the agent server.
     pub async fn receptive_agents(
         &self,
@@ -238,9 +301,16 @@ impl App {
                     SealedUrlAuth::Jwt {
                         sealed_private_key, ..
                     } => {
-                        let seed = sealer.open(&sealed_private_key).map_err(|error| {
-                            Error::internal("opening a private key failed", error)
-                        })?;
+                        let sealed_for = SealedFor {
+                            agent_id: config.agent_id.get(),
+                            mode: SealedMode::Jwt,
+                        };
+                        let seed =
+                            sealer
+                                .open(&sealed_private_key, sealed_for)
+                                .map_err(|error| {
+                                    Error::internal("opening a private key failed", error)
+                                })?;
                         let seed: [u8; 32] =
                             seed.expose_secret().as_slice().try_into().map_err(|_| {
                                 Error::internal("a stored seed has the wrong length", "length")
@@ -255,9 +325,15 @@ impl App {
                         client_cert,
                         sealed_client_key,
                     } => {
-                        let key = sealer.open(&sealed_client_key).map_err(|error| {
-                            Error::internal("opening a client key failed", error)
-                        })?;
+                        let sealed_for = SealedFor {
+                            agent_id: config.agent_id.get(),
+                            mode: SealedMode::Mtls,
+                        };
+                        let key = sealer
+                            .open(&sealed_client_key, sealed_for)
+                            .map_err(|error| {
+                                Error::internal("opening a client key failed", error)
+                            })?;
                         let key =
                             String::from_utf8(key.expose_secret().clone()).map_err(|error| {
                                 Error::internal("a stored client key is not text", error)
@@ -277,5 +353,79 @@ impl App {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::AppConfig;
+    use crate::app::crypto::Sealer;
+    use agentreg_domain::names::{AgentName, ProjectNaming, UserIdentity};
+    use agentreg_storage::port::{NewUrlConfiguration, Storage};
+    use secrecy::SecretBox;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn legacy_sealed_keys_are_resealed_bound_to_their_agent() {
+        let storage: Arc<dyn Storage> =
+            Arc::new(agentreg_storage::embedded::SledStorage::temporary().unwrap());
+        let sealer = Sealer::new(&SecretBox::new(Box::new([9; 32])));
+        let identity = UserIdentity::parse("root", "Administrator", "admin@example.com").unwrap();
+        let root = storage.create_user(identity, true, 0).await.unwrap();
+        let naming = ProjectNaming::parse(Some("p"), None).unwrap();
+        let project = storage
+            .create_project(root.id, naming, None, 0)
+            .await
+            .unwrap();
+        let agent = storage
+            .create_agent(project.id, AgentName::parse("a").unwrap(), None, 0, None)
+            .await
+            .unwrap();
+        let new = NewUrlConfiguration {
+            url: "grpc://agent.example.com".to_owned(),
+            ca_cert: None,
+            tls_host: None,
+            auth: SealedUrlAuth::Jwt {
+                public_key: vec![1; 32],
+                sealed_private_key: sealer.seal_legacy(&[5; 32]),
+            },
+            created_by_user_id: None,
+        };
+        storage
+            .create_url_configuration(project.id, agent.id, new, 0, None)
+            .await
+            .unwrap();
+        let app = App::new(
+            storage.clone(),
+            agentreg_storage::SecretHasher::insecure_for_tests(),
+            AppConfig {
+                receptive_agents_enabled: true,
+                auth_failures_per_minute: 30,
+                agent_token_failures_per_minute: 600,
+                argon2_queue_limit: 64,
+            },
+            sealer.clone(),
+            KasVerifier::new(&SecretBox::new(Box::new(vec![7; 32]))),
+        );
+
+        let n_resealed = app.reseal_legacy_keys().await.unwrap();
+        let again = app.reseal_legacy_keys().await.unwrap();
+
+        assert_eq!((n_resealed, again), (1, 0));
+        let configs = storage.all_url_configurations().await.unwrap();
+        let SealedUrlAuth::Jwt {
+            sealed_private_key, ..
+        } = &configs[0].auth
+        else {
+            panic!("JWT mode expected");
+        };
+        assert!(!Sealer::is_legacy(sealed_private_key));
+        let sealed_for = SealedFor {
+            agent_id: agent.id.get(),
+            mode: SealedMode::Jwt,
+        };
+        let opened = sealer.open(sealed_private_key, sealed_for).unwrap();
+        assert_eq!(opened.expose_secret().as_slice(), &[5; 32]);
     }
 }

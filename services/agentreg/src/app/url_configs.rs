@@ -7,6 +7,7 @@
 //! [`ReceptiveProject`] and only then parse the remaining parameters.
 
 use super::audit::{self, AuditEntry};
+use super::crypto::{SealedFor, SealedMode};
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
 use agentreg_domain::entities::{SealedUrlAuth, UrlConfiguration};
 use agentreg_domain::ids::{AgentId, ProjectRef, UrlConfigurationId};
@@ -132,7 +133,13 @@ impl App {
                 let key_pair = Ed25519KeyPair::generate(&mut rand::rng());
                 SealedUrlAuth::Jwt {
                     public_key: key_pair.public_key().to_vec(),
-                    sealed_private_key: self.inner.sealer.seal(key_pair.seed_bytes()),
+                    sealed_private_key: self.inner.sealer.seal(
+                        key_pair.seed_bytes(),
+                        SealedFor {
+                            agent_id: agent.id.get(),
+                            mode: SealedMode::Jwt,
+                        },
+                    ),
                 }
             }
             UrlAuthSpec::Mtls {
@@ -140,10 +147,13 @@ impl App {
                 client_key,
             } => SealedUrlAuth::Mtls {
                 client_cert: client_cert.clone(),
-                sealed_client_key: self
-                    .inner
-                    .sealer
-                    .seal(client_key.expose_secret().as_bytes()),
+                sealed_client_key: self.inner.sealer.seal(
+                    client_key.expose_secret().as_bytes(),
+                    SealedFor {
+                        agent_id: agent.id.get(),
+                        mode: SealedMode::Mtls,
+                    },
+                ),
             },
         };
         let new = NewUrlConfiguration {

@@ -261,8 +261,9 @@ reusable_response!(
 reusable_response!(
     /// `429` for a client that failed to authenticate too often.
     TooManyRequests => json_response(
-        "This client address failed to authenticate too often in the last minute: \
-         `{\"message\": \"429 Too Many Requests\"}`.",
+        "Too many failed authentications in the last minute for this client address and \
+         token (for this agent token, or for all agent tokens), or too many callers waiting for \
+         a token verification: `{\"message\": \"429 Too Many Requests\"}`.",
         schema_ref::<MessageErrorJson>(),
     )
     .header(
