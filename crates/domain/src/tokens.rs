@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::{CryptoRng, RngCore};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// At most this many of an agent's tokens are active at once, so that a token can be rotated
@@ -135,34 +136,63 @@ pub fn sort_by_last_use<T>(items: &mut [T], key: impl Fn(&T) -> (Option<i64>, u6
     });
 }
 
-/// The ids of one agent's tokens, split by status. It owns the active-token limit.
+/// The ids of one agent's tokens, split by status, with the expiry of those that have one. It
+/// owns the active-token limit: a token past its expiry no longer counts toward it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentTokenSet {
     active: Vec<u64>,
     revoked: Vec<u64>,
+    expiries: BTreeMap<u64, i64>,
 }
 
 impl AgentTokenSet {
-    /// Rebuilds a set from stored ids. Stored data was produced by this type, so the limit holds.
-    pub fn from_parts(active: Vec<u64>, revoked: Vec<u64>) -> AgentTokenSet {
-        AgentTokenSet { active, revoked }
+    /// Rebuilds a set from stored ids and expiries. Stored data was produced by this type, so the
+    /// limit holds.
+    pub fn from_parts(
+        active: Vec<u64>,
+        revoked: Vec<u64>,
+        expiries: BTreeMap<u64, i64>,
+    ) -> AgentTokenSet {
+        AgentTokenSet {
+            active,
+            revoked,
+            expiries,
+        }
     }
 
-    /// Checks the limit without changing anything, so a caller can fail fast before paying for
-    /// hashing; [`AgentTokenSet::activate`] checks again atomically.
-    pub fn check_capacity(&self) -> Result<(), TokenLimitReached> {
-        if self.active.len() >= MAX_ACTIVE_AGENT_TOKENS {
-            return Err(TokenLimitReached {
-                active: self.active.len(),
-            });
+    /// The active tokens that still authenticate at `now_ms`.
+    pub fn usable(&self, now_ms: i64) -> impl Iterator<Item = u64> + '_ {
+        self.active.iter().copied().filter(move |token_id| {
+            !self
+                .expiries
+                .get(token_id)
+                .is_some_and(|expires_at_ms| *expires_at_ms <= now_ms)
+        })
+    }
+
+    /// Checks the limit at `now_ms` without changing anything, so a caller can fail fast before
+    /// paying for hashing; [`AgentTokenSet::activate`] checks again atomically.
+    pub fn check_capacity(&self, now_ms: i64) -> Result<(), TokenLimitReached> {
+        let n_usable = self.usable(now_ms).count();
+        if n_usable >= MAX_ACTIVE_AGENT_TOKENS {
+            return Err(TokenLimitReached { active: n_usable });
         }
         Ok(())
     }
 
-    /// Adds a new active token, unless the agent already has the maximum.
-    pub fn activate(&mut self, token_id: u64) -> Result<(), TokenLimitReached> {
-        self.check_capacity()?;
+    /// Adds a new active token, unless the agent already has the maximum of usable ones at
+    /// `now_ms`.
+    pub fn activate(
+        &mut self,
+        token_id: u64,
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), TokenLimitReached> {
+        self.check_capacity(now_ms)?;
         self.active.push(token_id);
+        if let Some(expires_at_ms) = expires_at_ms {
+            self.expiries.insert(token_id, expires_at_ms);
+        }
         Ok(())
     }
 
@@ -175,6 +205,11 @@ impl AgentTokenSet {
             return true;
         }
         self.revoked.contains(&token_id)
+    }
+
+    /// The expiry of each token that has one.
+    pub fn expiries(&self) -> &BTreeMap<u64, i64> {
+        &self.expiries
     }
 
     pub fn is_active(&self, token_id: u64) -> bool {
@@ -274,24 +309,44 @@ mod tests {
     #[test]
     fn third_active_token_is_rejected() {
         let mut tokens = AgentTokenSet::default();
-        tokens.activate(1).unwrap();
-        tokens.activate(2).unwrap();
-        assert_eq!(tokens.activate(3), Err(TokenLimitReached { active: 2 }));
+        tokens.activate(1, None, 0).unwrap();
+        tokens.activate(2, None, 0).unwrap();
+        assert_eq!(
+            tokens.activate(3, None, 0),
+            Err(TokenLimitReached { active: 2 })
+        );
         assert_eq!(tokens.active(), &[1, 2]);
     }
 
     #[test]
+    fn an_expired_token_stops_counting_toward_the_limit() {
+        let mut tokens = AgentTokenSet::default();
+        tokens.activate(1, Some(100), 0).unwrap();
+        tokens.activate(2, None, 0).unwrap();
+        assert_eq!(
+            tokens.activate(3, None, 99),
+            Err(TokenLimitReached { active: 2 })
+        );
+        tokens.activate(3, None, 100).unwrap();
+        assert_eq!(tokens.usable(100).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            tokens.activate(4, None, 100),
+            Err(TokenLimitReached { active: 2 })
+        );
+    }
+
+    #[test]
     fn revoking_frees_exactly_one_slot() {
-        let mut tokens = AgentTokenSet::from_parts(vec![1, 2], vec![]);
+        let mut tokens = AgentTokenSet::from_parts(vec![1, 2], vec![], BTreeMap::new());
         assert!(tokens.revoke(1));
-        tokens.activate(3).unwrap();
-        assert!(tokens.activate(4).is_err());
+        tokens.activate(3, None, 0).unwrap();
+        assert!(tokens.activate(4, None, 0).is_err());
         assert!(tokens.contains(1) && !tokens.is_active(1));
     }
 
     #[test]
     fn revoking_twice_succeeds_and_unknown_tokens_are_refused() {
-        let mut tokens = AgentTokenSet::from_parts(vec![1], vec![]);
+        let mut tokens = AgentTokenSet::from_parts(vec![1], vec![], BTreeMap::new());
         assert!(tokens.revoke(1));
         assert!(tokens.revoke(1));
         assert!(!tokens.revoke(9));

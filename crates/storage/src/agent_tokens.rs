@@ -3,11 +3,11 @@
 
 use crate::audit::{Audit, audit_entry};
 use crate::hashing::SecretHash;
-use crate::port::{AgentTokenCredential, NewAgentToken};
+use crate::port::{AgentTokenCredential, NewAgentToken, RevokeAgentToken};
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
-use agentreg_domain::entities::{AgentToken, TokenStatus};
+use agentreg_domain::entities::{AgentToken, Revocation, RevocationReason, TokenStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UserId};
 use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, TokenLimitReached, sort_by_last_use};
 use sled::Transactional;
@@ -50,10 +50,7 @@ impl Store {
             return Ok(Some(AgentTokenSet::default()));
         };
         let record: v1::AgentTokenSet = decode(schema::AGENT_TOKEN_SETS, &bytes)?;
-        Ok(Some(AgentTokenSet::from_parts(
-            record.active,
-            record.revoked,
-        )))
+        Ok(Some(token_set_from_record(record)))
     }
 
     /// Creates an active token. The limit check and the insert happen in one transaction over
@@ -78,7 +75,12 @@ impl Store {
             created_at_ms: now_ms,
             handle: new.handle.as_str().to_owned(),
             secret_hash: new.secret_hash.as_str().to_owned(),
+            expires_at_ms: new.expires_at_ms,
+            revoked_at_ms: None,
+            revoked_by_user_id: None,
+            revoked_reason: None,
         };
+        let expires_at_ms = new.expires_at_ms;
         let encoded = encode(&record);
         let token = token_from_record(id, record, None).token;
         let audit_event = audit_id
@@ -107,9 +109,9 @@ impl Store {
                         Some(bytes) => decode_in_tx(schema::AGENT_TOKEN_SETS, &bytes)?,
                         None => v1::AgentTokenSet::default(),
                     };
-                    let mut token_set = AgentTokenSet::from_parts(stored.active, stored.revoked);
+                    let mut token_set = token_set_from_record(stored);
                     token_set
-                        .activate(id)
+                        .activate(id, expires_at_ms, now_ms)
                         .map_err(|limit| abort(limit.into()))?;
                     token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
                     tokens.insert(&id_key(id), encoded.as_slice())?;
@@ -146,6 +148,27 @@ impl Store {
         Ok(Some(tokens))
     }
 
+    /// Every token of the agent, active first, each group in the order it took its status.
+    pub fn all_agent_tokens(
+        &self,
+        project_id: u64,
+        agent_id: u64,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError> {
+        let Some(token_set) = self.agent_token_set(project_id, agent_id)? else {
+            return Ok(None);
+        };
+        let mut tokens = Vec::new();
+        for token_id in token_set.all() {
+            let token = self
+                .agent_token_by_id(token_id)?
+                .ok_or(StoreError::Dangling {
+                    tree: schema::AGENT_TOKEN_SETS,
+                })?;
+            tokens.push(token.token);
+        }
+        Ok(Some(tokens))
+    }
+
     /// One of the agent's tokens, active or revoked.
     pub fn agent_token(
         &self,
@@ -162,12 +185,14 @@ impl Store {
         Ok(Some(token))
     }
 
-    /// Marks a token revoked; the record stays. Revoking a revoked token succeeds.
+    /// Marks a token revoked with `revoke`'s details; the record stays. Revoking a revoked token
+    /// succeeds and keeps its first details; an expired token is recorded as expired.
     pub fn revoke_agent_token(
         &self,
         project_id: u64,
         agent_id: u64,
         token_id: u64,
+        revoke: &RevokeAgentToken,
         now_ms: i64,
         audit: Audit<'_, AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError> {
@@ -193,12 +218,18 @@ impl Store {
                     };
                     let stored: v1::AgentTokenSet =
                         decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
-                    let mut token_set = AgentTokenSet::from_parts(stored.active, stored.revoked);
+                    let mut token_set = token_set_from_record(stored);
                     if !token_set.revoke(token_id) {
                         return Err(abort(RevokeAgentTokenError::NotFound));
                     }
                     token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
-                    record.revoked = true;
+                    if !record.revoked {
+                        record.revoked = true;
+                        let revocation = revocation_of(record.expires_at_ms, revoke, now_ms);
+                        record.revoked_at_ms = Some(revocation.revoked_at_ms);
+                        record.revoked_by_user_id = revocation.revoked_by_user_id.map(UserId::get);
+                        record.revoked_reason = Some(revocation.reason.as_str().to_owned());
+                    }
                     tokens.insert(&id_key(token_id), encode(&record))?;
                     if let Some((audit_id, audit)) = audit_id.zip(audit) {
                         let revoked = token_from_record(token_id, record.clone(), None).token;
@@ -298,6 +329,32 @@ fn token_set_record(token_set: &AgentTokenSet) -> v1::AgentTokenSet {
     v1::AgentTokenSet {
         active: token_set.active().to_vec(),
         revoked: token_set.revoked().to_vec(),
+        expiries: token_set.expiries().clone(),
+    }
+}
+
+fn token_set_from_record(record: v1::AgentTokenSet) -> AgentTokenSet {
+    AgentTokenSet::from_parts(record.active, record.revoked, record.expiries)
+}
+
+/// The details to record when an active token is revoked at `now_ms`: a token already past its
+/// expiry ended then, as expired, whoever revokes it now. Both backends follow this rule.
+pub(crate) fn revocation_of(
+    expires_at_ms: Option<i64>,
+    revoke: &RevokeAgentToken,
+    now_ms: i64,
+) -> Revocation {
+    match expires_at_ms {
+        Some(expires_at_ms) if expires_at_ms <= now_ms => Revocation {
+            revoked_at_ms: expires_at_ms,
+            revoked_by_user_id: None,
+            reason: RevocationReason::expired(),
+        },
+        Some(_) | None => Revocation {
+            revoked_at_ms: now_ms,
+            revoked_by_user_id: revoke.by_user_id,
+            reason: revoke.reason.clone(),
+        },
     }
 }
 
@@ -322,6 +379,19 @@ fn token_from_record(
             created_by_user_id: record.created_by_user_id.map(UserId::new),
             created_at_ms: record.created_at_ms,
             last_used_at_ms,
+            expires_at_ms: record.expires_at_ms,
+            revocation: match (record.revoked, record.revoked_at_ms) {
+                (true, Some(revoked_at_ms)) => Some(Revocation {
+                    revoked_at_ms,
+                    revoked_by_user_id: record.revoked_by_user_id.map(UserId::new),
+                    reason: RevocationReason::from_stored(
+                        record
+                            .revoked_reason
+                            .unwrap_or_else(|| "revoked".to_owned()),
+                    ),
+                }),
+                (true, None) | (false, _) => None,
+            },
         },
         secret_hash: SecretHash::from_stored(record.secret_hash),
     }
@@ -354,8 +424,16 @@ mod tests {
             handle: generated.handle,
             secret_hash: hash,
             created_by_user_id: None,
+            expires_at_ms: None,
         };
         store.create_agent_token(project_id, agent_id, new, seed as i64, None)
+    }
+
+    fn revoke() -> RevokeAgentToken {
+        RevokeAgentToken {
+            by_user_id: None,
+            reason: RevocationReason::revoked(),
+        }
     }
 
     fn agent(store: &Store) -> (u64, u64) {
@@ -377,7 +455,7 @@ mod tests {
             Err(CreateAgentTokenError::LimitReached(_))
         ));
         let revoked = store
-            .revoke_agent_token(project_id, agent_id, first.id.get(), 0, None)
+            .revoke_agent_token(project_id, agent_id, first.id.get(), &revoke(), 0, None)
             .unwrap();
         assert_eq!(revoked.status, TokenStatus::Revoked);
         new_token(&store, project_id, agent_id, 4).unwrap();
@@ -418,13 +496,13 @@ mod tests {
         let (project_id, agent_id) = agent(&store);
         let token = new_token(&store, project_id, agent_id, 1).unwrap();
         store
-            .revoke_agent_token(project_id, agent_id, token.id.get(), 0, None)
+            .revoke_agent_token(project_id, agent_id, token.id.get(), &revoke(), 0, None)
             .unwrap();
         store
-            .revoke_agent_token(project_id, agent_id, token.id.get(), 0, None)
+            .revoke_agent_token(project_id, agent_id, token.id.get(), &revoke(), 0, None)
             .unwrap();
         assert!(matches!(
-            store.revoke_agent_token(project_id, agent_id + 1, token.id.get(), 0, None),
+            store.revoke_agent_token(project_id, agent_id + 1, token.id.get(), &revoke(), 0, None),
             Err(RevokeAgentTokenError::NotFound)
         ));
         assert_eq!(
@@ -473,6 +551,7 @@ mod tests {
                     handle: generated.handle.clone(),
                     secret_hash: hash,
                     created_by_user_id: None,
+                    expires_at_ms: None,
                 },
                 1,
                 None,

@@ -11,7 +11,7 @@ use crate::identity::{
 };
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
-    NewUrlConfiguration, PersonalAccessTokenCredential, Storage,
+    NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken, Storage,
 };
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use crate::{EngineError, OpenError, Page, PageWindow, Store, StoreError};
@@ -253,6 +253,15 @@ impl Storage for SledStorage {
             .active_agent_tokens(project_id.get(), agent_id.get())
     }
 
+    async fn all_agent_tokens(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError> {
+        self.store
+            .all_agent_tokens(project_id.get(), agent_id.get())
+    }
+
     async fn agent_token(
         &self,
         project_id: ProjectId,
@@ -268,6 +277,7 @@ impl Storage for SledStorage {
         project_id: ProjectId,
         agent_id: AgentId,
         token_id: AgentTokenId,
+        revoke: RevokeAgentToken,
         now_ms: i64,
         audit: Audit<AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError> {
@@ -276,6 +286,7 @@ impl Storage for SledStorage {
                 project_id.get(),
                 agent_id.get(),
                 token_id.get(),
+                &revoke,
                 now_ms,
                 audit.as_deref().map(|audit| audit as _),
             )

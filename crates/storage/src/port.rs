@@ -20,8 +20,8 @@ use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationErro
 use crate::{Page, PageWindow, StoreError};
 use agentreg_domain::access::AccessLevel;
 use agentreg_domain::entities::{
-    Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project, SealedUrlAuth,
-    UrlConfiguration, User,
+    Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project,
+    RevocationReason, SealedUrlAuth, UrlConfiguration, User,
 };
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
 use agentreg_domain::names::{AgentName, ProjectNaming, TokenDescription, TokenName, UserIdentity};
@@ -62,6 +62,26 @@ pub struct NewAgentToken {
     pub handle: TokenHandle,
     pub secret_hash: SecretHash,
     pub created_by_user_id: Option<UserId>,
+    /// When it stops authenticating on its own; the app checks it is in the future.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// Who revokes a token and why. Revoking a revoked token keeps its first details; revoking an
+/// expired one records it as expired, at its expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeAgentToken {
+    pub by_user_id: Option<UserId>,
+    pub reason: RevocationReason,
+}
+
+impl Default for RevokeAgentToken {
+    /// Revoked by nobody in particular, with the plain reason `revoked`.
+    fn default() -> RevokeAgentToken {
+        RevokeAgentToken {
+            by_user_id: None,
+            reason: RevocationReason::revoked(),
+        }
+    }
 }
 
 /// An agent token found by its handle, with the hash to verify the presented secret against.
@@ -211,7 +231,8 @@ pub trait Storage: Send + Sync + 'static {
         project_id: ProjectId,
         agent_id: AgentId,
     ) -> Result<Option<AgentTokenSet>, StoreError>;
-    /// Creates an active token; at most two are active per agent, under any concurrency.
+    /// Creates an active token; at most two usable (active and unexpired at `now_ms`) per agent,
+    /// under any concurrency.
     async fn create_agent_token(
         &self,
         project_id: ProjectId,
@@ -233,12 +254,20 @@ pub trait Storage: Send + Sync + 'static {
         agent_id: AgentId,
         token_id: AgentTokenId,
     ) -> Result<Option<AgentToken>, StoreError>;
-    /// Revokes a token (idempotently); it keeps its record.
+    /// Every token of the agent, active, expired and revoked (unordered), or `None` when the
+    /// agent is not in the project.
+    async fn all_agent_tokens(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError>;
+    /// Revokes a token (idempotently); it keeps its record, with `revoke`'s details.
     async fn revoke_agent_token(
         &self,
         project_id: ProjectId,
         agent_id: AgentId,
         token_id: AgentTokenId,
+        revoke: RevokeAgentToken,
         now_ms: i64,
         audit: Audit<AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError>;

@@ -121,6 +121,9 @@ contract_cases! {
             tokens_are_found_only_through_their_agent,
             a_token_is_found_by_its_handle_with_its_hash,
             recorded_token_use_never_moves_backwards,
+            an_expired_token_frees_its_slot,
+            concurrent_creates_after_an_expiry_never_exceed_two_usable_tokens,
+            revoking_keeps_the_first_reason_and_expired_tokens_revoke_as_expired,
         }
         url_configs {
             an_agent_has_at_most_one_url_configuration,

@@ -17,7 +17,7 @@ mod rows;
 mod tests;
 mod tls;
 
-use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError, revocation_of};
 use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
 use crate::audit::NewAuditEvent;
 use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
@@ -26,7 +26,7 @@ use crate::identity::{
 };
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
-    NewUrlConfiguration, PersonalAccessTokenCredential, Storage,
+    NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken, Storage,
 };
 use crate::schema;
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
@@ -220,13 +220,15 @@ impl PostgresStorage {
     ) -> Result<AgentTokenSet, StoreError> {
         let rows = client
             .query(
-                "SELECT id, revoked FROM agent_tokens WHERE agent_id = $1 ORDER BY list_position",
+                "SELECT id, revoked, expires_at_ms FROM agent_tokens WHERE agent_id = $1 \
+                 ORDER BY list_position",
                 &[&key(agent_id.get())],
             )
             .await
             .map_err(pg)?;
         let mut active = Vec::new();
         let mut revoked = Vec::new();
+        let mut expiries = std::collections::BTreeMap::new();
         for row in &rows {
             let id = unsigned(get(row, 0)?);
             if get::<bool>(row, 1)? {
@@ -234,8 +236,11 @@ impl PostgresStorage {
             } else {
                 active.push(id);
             }
+            if let Some(expires_at_ms) = get::<Option<i64>>(row, 2)? {
+                expiries.insert(id, expires_at_ms);
+            }
         }
-        Ok(AgentTokenSet::from_parts(active, revoked))
+        Ok(AgentTokenSet::from_parts(active, revoked, expiries))
     }
 
     async fn token_where(
@@ -867,11 +872,11 @@ impl Storage for PostgresStorage {
                 .await
                 .map_err(pg)?;
             let token_id: i64 = get(&next, 0)?;
-            token_set.activate(unsigned(token_id))?;
+            token_set.activate(unsigned(token_id), new.expires_at_ms, now_ms)?;
             let sql = format!(
                 "INSERT INTO agent_tokens AS t (id, agent_id, project_id, name, description, \
-                 revoked, created_by_user_id, created_at_ms, handle, secret_hash) \
-                 VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8, $9) RETURNING {TOKEN_COLUMNS}"
+                 revoked, created_by_user_id, created_at_ms, handle, secret_hash, expires_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8, $9, $10) RETURNING {TOKEN_COLUMNS}"
             );
             let row = transaction
                 .query_one(
@@ -886,6 +891,7 @@ impl Storage for PostgresStorage {
                         &now_ms,
                         &new.handle.as_str(),
                         &new.secret_hash.as_str(),
+                        &new.expires_at_ms,
                     ],
                 )
                 .await
@@ -928,6 +934,36 @@ impl Storage for PostgresStorage {
         .await
     }
 
+    async fn all_agent_tokens(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            if PostgresStorage::agent_in(&client, project_id, agent_id)
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS} FROM agent_tokens t WHERE t.agent_id = $1 \
+                 ORDER BY t.revoked, t.list_position"
+            );
+            let rows = client
+                .query(&sql, &[&key(agent_id.get())])
+                .await
+                .map_err(pg)?;
+            let tokens = rows
+                .iter()
+                .map(rows::agent_token)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(tokens))
+        })
+        .await
+    }
+
     async fn agent_token(
         &self,
         project_id: ProjectId,
@@ -953,18 +989,39 @@ impl Storage for PostgresStorage {
         project_id: ProjectId,
         agent_id: AgentId,
         token_id: AgentTokenId,
+        revoke: RevokeAgentToken,
         now_ms: i64,
         audit: Audit<AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError> {
         self.bounded(async {
             let mut client = self.client().await?;
             let transaction = client.transaction().await.map_err(pg)?;
+            // The row lock orders concurrent revokes, so the first one's details stick.
+            let current = transaction
+                .query_opt(
+                    "SELECT expires_at_ms FROM agent_tokens \
+                     WHERE id = $1 AND agent_id = $2 AND project_id = $3 FOR UPDATE",
+                    &[
+                        &key(token_id.get()),
+                        &key(agent_id.get()),
+                        &key(project_id.get()),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(current) = current else {
+                return Err(RevokeAgentTokenError::NotFound);
+            };
+            let revocation = revocation_of(get(&current, 0)?, &revoke, now_ms);
             // Revoking twice succeeds and changes nothing the second time; the revoked token
             // moves to the end of the agent's revoked list, as in sled's token set.
             let sql = format!(
                 "UPDATE agent_tokens AS t SET revoked = true, \
                  list_position = CASE WHEN t.revoked THEN t.list_position \
-                 ELSE nextval('agent_token_list_positions') END \
+                 ELSE nextval('agent_token_list_positions') END, \
+                 revoked_at_ms = CASE WHEN t.revoked THEN t.revoked_at_ms ELSE $4 END, \
+                 revoked_by_user_id = CASE WHEN t.revoked THEN t.revoked_by_user_id ELSE $5 END, \
+                 revoked_reason = CASE WHEN t.revoked THEN t.revoked_reason ELSE $6 END \
                  WHERE t.id = $1 AND t.agent_id = $2 AND t.project_id = $3 \
                  RETURNING {TOKEN_COLUMNS}"
             );
@@ -975,6 +1032,9 @@ impl Storage for PostgresStorage {
                         &key(token_id.get()),
                         &key(agent_id.get()),
                         &key(project_id.get()),
+                        &revocation.revoked_at_ms,
+                        &revocation.revoked_by_user_id.map(|id| key(id.get())),
+                        &revocation.reason.as_str(),
                     ],
                 )
                 .await

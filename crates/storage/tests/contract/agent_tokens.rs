@@ -2,11 +2,11 @@
 //! idempotent and keeps the record, lookup by handle, and last-use times that never go back.
 
 use crate::fixtures::{self, Secrets};
-use agentreg_domain::entities::{AgentToken, TokenStatus};
+use agentreg_domain::entities::{AgentToken, Revocation, RevocationReason, TokenStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId};
 use agentreg_domain::tokens::TokenKind;
 use agentreg_storage::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
-use agentreg_storage::port::Storage;
+use agentreg_storage::port::{NewAgentToken, RevokeAgentToken, Storage};
 
 pub(crate) async fn a_third_active_token_is_refused_until_one_is_revoked(storage: &dyn Storage) {
     let (_, project) = fixtures::owner_and_project(storage).await;
@@ -25,7 +25,14 @@ pub(crate) async fn a_third_active_token_is_refused_until_one_is_revoked(storage
         .create_agent_token(project.id, agent.id, secrets.agent_token(), 4, None)
         .await;
     storage
-        .revoke_agent_token(project.id, agent.id, first.id, 5, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            first.id,
+            RevokeAgentToken::default(),
+            5,
+            None,
+        )
         .await
         .unwrap();
     let fourth = storage
@@ -105,16 +112,35 @@ pub(crate) async fn revoking_is_idempotent_and_keeps_the_record(storage: &dyn St
         .unwrap();
 
     let first_revoke = storage
-        .revoke_agent_token(project.id, agent.id, token.id, 3, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            token.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await
         .unwrap();
     let second_revoke = storage
-        .revoke_agent_token(project.id, agent.id, token.id, 4, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            token.id,
+            RevokeAgentToken::default(),
+            4,
+            None,
+        )
         .await
         .unwrap();
 
     let revoked = AgentToken {
         status: TokenStatus::Revoked,
+        revocation: Some(Revocation {
+            revoked_at_ms: 3,
+            revoked_by_user_id: None,
+            reason: RevocationReason::revoked(),
+        }),
         ..token.clone()
     };
     assert_eq!(token.status, TokenStatus::Active);
@@ -163,13 +189,34 @@ pub(crate) async fn tokens_are_found_only_through_their_agent(storage: &dyn Stor
         .unwrap();
 
     let revoke_through_neighbour = storage
-        .revoke_agent_token(project.id, neighbour.id, token.id, 3, None)
+        .revoke_agent_token(
+            project.id,
+            neighbour.id,
+            token.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await;
     let revoke_through_other_project = storage
-        .revoke_agent_token(other_project.id, agent.id, token.id, 3, None)
+        .revoke_agent_token(
+            other_project.id,
+            agent.id,
+            token.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await;
     let revoke_missing = storage
-        .revoke_agent_token(project.id, agent.id, AgentTokenId::new(999_999), 3, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            AgentTokenId::new(999_999),
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await;
     let create_for_missing = storage
         .create_agent_token(
@@ -259,6 +306,8 @@ pub(crate) async fn a_token_is_found_by_its_handle_with_its_hash(storage: &dyn S
             created_by_user_id: Some(owner.id),
             created_at_ms: 2,
             last_used_at_ms: None,
+            expires_at_ms: None,
+            revocation: None,
         }
     );
     assert_eq!(credential.token, created);
@@ -344,4 +393,193 @@ pub(crate) async fn recorded_token_use_never_moves_backwards(storage: &dyn Stora
         .collect();
     last_uses.sort();
     assert_eq!(last_uses, [(token.id, Some(300)), (other.id, Some(70))]);
+}
+
+pub(crate) async fn an_expired_token_frees_its_slot(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let expiring = NewAgentToken {
+        expires_at_ms: Some(100),
+        ..secrets.agent_token()
+    };
+    let expiring = storage
+        .create_agent_token(project.id, agent.id, expiring, 2, None)
+        .await
+        .unwrap();
+    storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 3, None)
+        .await
+        .unwrap();
+
+    let before_expiry = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 99, None)
+        .await;
+    let at_expiry = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 100, None)
+        .await;
+    let after_replacement = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 101, None)
+        .await;
+
+    assert!(
+        matches!(before_expiry, Err(CreateAgentTokenError::LimitReached(_))),
+        "{before_expiry:?}"
+    );
+    assert!(at_expiry.is_ok(), "{at_expiry:?}");
+    assert!(
+        matches!(
+            after_replacement,
+            Err(CreateAgentTokenError::LimitReached(_))
+        ),
+        "{after_replacement:?}"
+    );
+    assert_eq!(expiring.expires_at_ms, Some(100));
+    let stored = storage
+        .agent_token(project.id, agent.id, expiring.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.expires_at_ms, Some(100));
+    assert!(!stored.is_usable(100));
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_set.usable(100).count(), 2);
+}
+
+pub(crate) async fn concurrent_creates_after_an_expiry_never_exceed_two_usable_tokens(
+    storage: &dyn Storage,
+) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    for expires_at_ms in [Some(10), None] {
+        let new = NewAgentToken {
+            expires_at_ms,
+            ..secrets.agent_token()
+        };
+        storage
+            .create_agent_token(project.id, agent.id, new, 2, None)
+            .await
+            .unwrap();
+    }
+    let creates: Vec<_> = (0..50)
+        .map(|_| secrets.agent_token())
+        .map(|new| storage.create_agent_token(project.id, agent.id, new, 20, None))
+        .collect();
+
+    let results = futures::future::join_all(creates).await;
+
+    let n_created = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(n_created, 1, "{results:?}");
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_set.usable(20).count(), 2);
+}
+
+pub(crate) async fn revoking_keeps_the_first_reason_and_expired_tokens_revoke_as_expired(
+    storage: &dyn Storage,
+) {
+    let (owner, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let leaked = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let expiring = NewAgentToken {
+        expires_at_ms: Some(50),
+        ..secrets.agent_token()
+    };
+    let expiring = storage
+        .create_agent_token(project.id, agent.id, expiring, 2, None)
+        .await
+        .unwrap();
+    let leak = RevokeAgentToken {
+        by_user_id: Some(owner.id),
+        reason: RevocationReason::parse("found in a build log").unwrap(),
+    };
+
+    let first = storage
+        .revoke_agent_token(project.id, agent.id, leaked.id, leak, 10, None)
+        .await
+        .unwrap();
+    let second = storage
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            leaked.id,
+            RevokeAgentToken::default(),
+            11,
+            None,
+        )
+        .await
+        .unwrap();
+    let expired = storage
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            expiring.id,
+            RevokeAgentToken {
+                by_user_id: Some(owner.id),
+                reason: RevocationReason::revoked(),
+            },
+            60,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let leak_details = Revocation {
+        revoked_at_ms: 10,
+        revoked_by_user_id: Some(owner.id),
+        reason: RevocationReason::parse("found in a build log").unwrap(),
+    };
+    assert_eq!(first.revocation, Some(leak_details.clone()));
+    assert_eq!(second.revocation, Some(leak_details));
+    assert_eq!(
+        expired.revocation,
+        Some(Revocation {
+            revoked_at_ms: 50,
+            revoked_by_user_id: None,
+            reason: RevocationReason::expired(),
+        })
+    );
+    let mut all: Vec<(AgentTokenId, TokenStatus)> = storage
+        .all_agent_tokens(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|token| (token.id, token.status))
+        .collect();
+    all.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        all,
+        [
+            (leaked.id, TokenStatus::Revoked),
+            (expiring.id, TokenStatus::Revoked)
+        ]
+    );
+    let foreign = fixtures::agent(storage, project.id, "b").await;
+    assert_eq!(
+        storage
+            .all_agent_tokens(project.id, foreign.id)
+            .await
+            .unwrap(),
+        Some(Vec::new())
+    );
+    assert_eq!(
+        storage
+            .all_agent_tokens(project.id, AgentId::new(999_999))
+            .await
+            .unwrap(),
+        None
+    );
 }

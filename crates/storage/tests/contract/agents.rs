@@ -6,7 +6,7 @@ use crate::fixtures::{self, Secrets};
 use agentreg_domain::entities::AuditScope;
 use agentreg_domain::ids::AgentId;
 use agentreg_storage::agents::{CreateAgentError, DeleteAgentError, UnmodifiedSince};
-use agentreg_storage::port::{Counts, Storage};
+use agentreg_storage::port::{Counts, RevokeAgentToken, Storage};
 
 pub(crate) async fn agent_names_are_unique_within_a_project(storage: &dyn Storage) {
     let (owner, project) = fixtures::owner_and_project(storage).await;
@@ -183,7 +183,14 @@ pub(crate) async fn deleting_an_agent_removes_its_tokens_and_url_configuration_a
         .await
         .unwrap();
     storage
-        .revoke_agent_token(project.id, agent.id, revoked.id, 3, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            revoked.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await
         .unwrap();
     let active_new = secrets.agent_token();
