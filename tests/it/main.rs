@@ -14,4 +14,5 @@ mod identity;
 mod operations;
 mod replicas;
 mod role_matrix;
+mod token_lifecycle;
 mod url_configs;

@@ -166,6 +166,13 @@ pub struct ServeArgs {
     /// Failed authentications a client address may make per minute before it gets 429 [default: 30]
     #[arg(long, env = "AGENTREG_AUTH_FAILURES_PER_MINUTE")]
     pub auth_failures_per_minute: Option<u32>,
+    /// Longest lifetime of an agent token's `expires_at`, as a number with a unit: 30d, 12h,
+    /// 90m, 3600s [default: no limit]
+    #[arg(long, env = "AGENTREG_AGENT_TOKEN_MAX_LIFETIME")]
+    pub agent_token_max_lifetime: Option<String>,
+    /// Refuse agent tokens created without an `expires_at` [default: false]
+    #[arg(long, env = "AGENTREG_REQUIRE_AGENT_TOKEN_EXPIRY")]
+    pub require_agent_token_expiry: Option<bool>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -194,6 +201,10 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub metrics_addr: Option<SocketAddr>,
     pub auth_failures_per_minute: u32,
+    /// How far ahead an agent token may expire; `None` for no limit.
+    pub agent_token_max_lifetime: Option<std::time::Duration>,
+    /// Refuse agent tokens without an expiry.
+    pub require_agent_token_expiry: bool,
     /// PostgreSQL; `None` means embedded sled in `<data_dir>/db`.
     pub database: Option<DatabaseSettings>,
 }
@@ -224,6 +235,8 @@ struct FileSettings {
     tls_key: Option<PathBuf>,
     metrics_addr: Option<SocketAddr>,
     auth_failures_per_minute: Option<u32>,
+    agent_token_max_lifetime: Option<String>,
+    require_agent_token_expiry: Option<bool>,
     database_url: Option<String>,
     database_password_file: Option<PathBuf>,
     database_pool_size: Option<usize>,
@@ -251,6 +264,8 @@ pub enum SettingsError {
     ExternalUrl(String),
     #[error("TLS needs both a certificate and a key")]
     IncompleteTls,
+    #[error("duration {0:?} must be a positive number followed by s, m, h or d")]
+    Duration(String),
 }
 
 /// The shortest root token accepted from `AGENTREG_ROOT_TOKEN`.
@@ -314,6 +329,15 @@ impl Settings {
                 .auth_failures_per_minute
                 .or(file.auth_failures_per_minute)
                 .unwrap_or(DEFAULT_AUTH_FAILURES_PER_MINUTE),
+            agent_token_max_lifetime: args
+                .agent_token_max_lifetime
+                .or(file.agent_token_max_lifetime)
+                .map(|text| parse_duration(&text))
+                .transpose()?,
+            require_agent_token_expiry: args
+                .require_agent_token_expiry
+                .or(file.require_agent_token_expiry)
+                .unwrap_or(false),
             database: args.database.resolve(DatabaseArgs {
                 database_url: file.database_url,
                 database_password_file: file.database_password_file,
@@ -338,9 +362,32 @@ impl Settings {
             tls: None,
             metrics_addr: None,
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
+            agent_token_max_lifetime: None,
+            require_agent_token_expiry: false,
             database: None,
         }
     }
+}
+
+/// `<n>s`, `<n>m`, `<n>h` or `<n>d`, with `n` positive.
+fn parse_duration(text: &str) -> Result<std::time::Duration, SettingsError> {
+    let invalid = || SettingsError::Duration(text.to_owned());
+    let trimmed = text.trim();
+    let split = trimmed.len().saturating_sub(1);
+    let (number, unit) = (trimmed.get(..split), trimmed.get(split..));
+    let seconds_per_unit: u64 = match unit {
+        Some("s") => 1,
+        Some("m") => 60,
+        Some("h") => 3_600,
+        Some("d") => 86_400,
+        Some(_) | None => return Err(invalid()),
+    };
+    let number: u64 = number
+        .and_then(|number| number.parse().ok())
+        .filter(|number| *number > 0)
+        .ok_or_else(invalid)?;
+    let seconds = number.checked_mul(seconds_per_unit).ok_or_else(invalid)?;
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, SettingsError> {
@@ -399,6 +446,17 @@ mod tests {
             Settings::resolve(args, None),
             Err(SettingsError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn durations_take_a_unit_and_must_be_positive() {
+        assert_eq!(parse_duration("90d").unwrap().as_secs(), 90 * 86_400);
+        assert_eq!(parse_duration("12h").unwrap().as_secs(), 12 * 3_600);
+        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
+        assert_eq!(parse_duration("30s").unwrap().as_secs(), 30);
+        for invalid in ["", "d", "0d", "10", "-1d", "1w", "1.5h"] {
+            assert!(parse_duration(invalid).is_err(), "{invalid}");
+        }
     }
 
     #[test]

@@ -59,6 +59,8 @@ impl Application {
             AppConfig {
                 receptive_agents_enabled: settings.receptive_agents_enabled,
                 auth_failures_per_minute: settings.auth_failures_per_minute,
+                agent_token_max_lifetime: settings.agent_token_max_lifetime,
+                require_agent_token_expiry: settings.require_agent_token_expiry,
             },
             Sealer::new(&encryption_key),
             KasVerifier::new(&kas_secret),

@@ -41,7 +41,10 @@ pub(super) fn newest_version() -> u32 {
 /// Every version this build knows, ascending.
 #[cfg(test)]
 pub(super) fn versions() -> Vec<u32> {
-    MIGRATIONS.iter().map(|migration| migration.version).collect()
+    MIGRATIONS
+        .iter()
+        .map(|migration| migration.version)
+        .collect()
 }
 
 /// Applies the migrations the database lacks, and returns their versions (none when the schema

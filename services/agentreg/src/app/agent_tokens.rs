@@ -5,14 +5,16 @@
 use super::audit::{self, AuditEntry};
 use super::pagination::{PageInfo, Pagination};
 use super::{App, Caller, Error, author, now_ms};
-use agentreg_domain::entities::AgentToken;
+use agentreg_domain::entities::{AgentToken, RevocationReason};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
 use agentreg_domain::names::{TokenDescription, TokenName};
 use agentreg_domain::tokens::{TokenKind, generate_token, sort_by_last_use};
 use agentreg_storage::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
-use agentreg_storage::port::NewAgentToken;
+use agentreg_storage::port::{NewAgentToken, RevokeAgentToken};
 use secrecy::SecretString;
 use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// GitLab's entity type for agent tokens in audit events.
 const TOKEN_ENTITY: &str = "Clusters::AgentToken";
@@ -28,6 +30,32 @@ pub struct CreatedAgentToken {
 pub struct NewAgentTokenInput {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// ISO 8601: a date (`2030-01-31`, the token stops working at its start, UTC) or an RFC 3339
+    /// time.
+    pub expires_at: Option<String>,
+}
+
+/// Which of an agent's tokens a list shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenListStatus {
+    /// GitLab's list: the tokens that still authenticate.
+    #[default]
+    Active,
+    /// agentreg's extension: revoked and expired tokens, with their revocation details.
+    Revoked,
+}
+
+impl TokenListStatus {
+    /// `active` or `revoked`; anything else is refused like GitLab refuses a bad enum value.
+    pub fn parse(text: &str) -> Result<TokenListStatus, Error> {
+        match text {
+            "active" => Ok(TokenListStatus::Active),
+            "revoked" => Ok(TokenListStatus::Revoked),
+            _ => Err(Error::InvalidParameter(
+                "status does not have a valid value".to_owned(),
+            )),
+        }
+    }
 }
 
 impl App {
@@ -37,6 +65,7 @@ impl App {
         caller: &Caller,
         project_ref: &ProjectRef,
         agent_id: AgentId,
+        status: TokenListStatus,
         pagination: Pagination,
     ) -> Result<(Vec<AgentToken>, PageInfo), Error> {
         let access = self.project_access(caller, project_ref).await?;
@@ -44,15 +73,37 @@ impl App {
             return Err(Error::RecordNotFound);
         }
         let agent = self.find_agent(&access, agent_id).await?;
-        let mut tokens = self
-            .storage()
-            .active_agent_tokens(access.project.id, agent.id)
-            .await?
-            .ok_or(Error::RecordNotFound)?;
+        let now = now_ms();
+        let stored = match status {
+            TokenListStatus::Active => {
+                self.storage()
+                    .active_agent_tokens(access.project.id, agent.id)
+                    .await?
+            }
+            TokenListStatus::Revoked => {
+                self.storage()
+                    .all_agent_tokens(access.project.id, agent.id)
+                    .await?
+            }
+        };
+        let mut tokens: Vec<AgentToken> = stored
+            .ok_or(Error::RecordNotFound)?
+            .into_iter()
+            .map(|token| token.as_of(now))
+            .filter(|token| match status {
+                TokenListStatus::Active => token.status.is_active(),
+                TokenListStatus::Revoked => !token.status.is_active(),
+            })
+            .collect();
         for token in &mut tokens {
             token.last_used_at_ms = self.inner.usage.overlay(token.id, token.last_used_at_ms);
         }
-        sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id.get()));
+        match status {
+            TokenListStatus::Active => {
+                sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id.get()));
+            }
+            TokenListStatus::Revoked => tokens.sort_by_key(|token| token.id),
+        }
         Ok(pagination.slice(tokens))
     }
 
@@ -73,7 +124,7 @@ impl App {
             .storage()
             .agent_token(access.project.id, agent.id, token_id)
             .await?;
-        match token {
+        match token.map(|token| token.as_of(now_ms())) {
             Some(mut token) if token.status.is_active() => {
                 token.last_used_at_ms = self.inner.usage.overlay(token.id, token.last_used_at_ms);
                 Ok(token)
@@ -95,6 +146,11 @@ impl App {
         let Some(name) = input.name else {
             return Err(Error::missing("name"));
         };
+        let expires_at_ms = input
+            .expires_at
+            .as_deref()
+            .map(|text| parse_expiry(text).ok_or_else(|| Error::invalid("expires_at")))
+            .transpose()?;
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_admin_cluster() {
             return Err(Error::Forbidden);
@@ -106,21 +162,23 @@ impl App {
             .agent_token_set(project_id, agent.id)
             .await?
             .ok_or(Error::RecordNotFound)?;
+        let now = now_ms();
         token_set
-            .check_capacity()
+            .check_capacity(now)
             .map_err(|limit| Error::BadRequest(limit.to_string()))?;
         let (name, description) = validate_token_fields(&name, input.description.as_deref())?;
+        self.validate_expiry(expires_at_ms, now)?;
 
         let generated = generate_token(TokenKind::Agent, &mut rand::rng());
         let secret_hash = self.hash_secret(&generated.plaintext).await?;
         let user_id = author(caller);
-        let now = now_ms();
         let new = NewAgentToken {
             name,
             description,
             handle: generated.handle,
             secret_hash,
             created_by_user_id: user_id,
+            expires_at_ms,
         };
         let audit = Arc::new(move |token: &AgentToken| {
             let entry = AuditEntry {
@@ -130,7 +188,9 @@ impl App {
                 entity_id: token.id.get(),
                 target_details: &token.name,
             };
-            audit::event(project_id, user_id, entry)
+            let mut event = audit::event(project_id, user_id, entry);
+            event.details["expires_at_ms"] = serde_json::json!(token.expires_at_ms);
+            event
         });
         let created = self
             .storage()
@@ -149,14 +209,20 @@ impl App {
         }
     }
 
-    /// Revokes a token (idempotently); it stops authenticating at once.
+    /// Revokes a token (idempotently), with an optional reason; it stops authenticating at once.
     pub async fn revoke_agent_token(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
         agent_id: AgentId,
         token_id: AgentTokenId,
+        reason: Option<String>,
     ) -> Result<(), Error> {
+        let reason = match reason.as_deref() {
+            Some(text) => RevocationReason::parse(text)
+                .map_err(|too_long| Error::InvalidParameter(too_long.to_string()))?,
+            None => RevocationReason::revoked(),
+        };
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_admin_cluster() {
             return Err(Error::Forbidden);
@@ -173,11 +239,22 @@ impl App {
                 entity_id: token.id.get(),
                 target_details: &token.name,
             };
-            audit::event(project_id, user_id, entry)
+            let mut event = audit::event(project_id, user_id, entry);
+            event.details["revoked_reason"] = serde_json::json!(
+                token
+                    .revocation
+                    .as_ref()
+                    .map(|revocation| revocation.reason.as_str())
+            );
+            event
         });
+        let revoke = RevokeAgentToken {
+            by_user_id: user_id,
+            reason,
+        };
         let revoked = self
             .storage()
-            .revoke_agent_token(project_id, agent.id, token_id, now, Some(audit))
+            .revoke_agent_token(project_id, agent.id, token_id, revoke, now, Some(audit))
             .await;
         match revoked {
             Ok(token) => {
@@ -188,6 +265,45 @@ impl App {
             Err(RevokeAgentTokenError::Store(error)) => Err(error.into()),
         }
     }
+}
+
+impl App {
+    /// Checks an expiry against the clock and the instance's policy: in the future, within the
+    /// maximum lifetime, and present when required.
+    fn validate_expiry(&self, expires_at_ms: Option<i64>, now: i64) -> Result<(), Error> {
+        let config = &self.inner.config;
+        let Some(expires_at_ms) = expires_at_ms else {
+            if config.require_agent_token_expiry {
+                return Err(Error::Invalid(vec!["Expires at can't be blank".to_owned()]));
+            }
+            return Ok(());
+        };
+        if expires_at_ms <= now {
+            return Err(Error::Invalid(vec![
+                "Expires at must be in the future".to_owned(),
+            ]));
+        }
+        if let Some(max_lifetime) = config.agent_token_max_lifetime {
+            let max_ms = i64::try_from(max_lifetime.as_millis()).unwrap_or(i64::MAX);
+            if expires_at_ms > now.saturating_add(max_ms) {
+                return Err(Error::Invalid(vec![format!(
+                    "Expires at must be at most {} seconds ahead",
+                    max_lifetime.as_secs()
+                )]));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An ISO 8601 date (the token stops working at its start, UTC) or RFC 3339 time, in unix
+/// milliseconds.
+pub(crate) fn parse_expiry(text: &str) -> Option<i64> {
+    let moment = match super::auth::parse_date(text) {
+        Some(date) => date.midnight().assume_utc(),
+        None => OffsetDateTime::parse(text, &Rfc3339).ok()?,
+    };
+    i64::try_from(moment.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// Validates name and description together so that every failure is reported.
@@ -209,5 +325,19 @@ fn validate_token_fields(
             }
             Err(Error::Invalid(messages))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiries_are_iso_dates_or_rfc3339_times() {
+        assert_eq!(parse_expiry("1970-01-02"), Some(86_400_000));
+        assert_eq!(parse_expiry("1970-01-01T00:00:01Z"), Some(1_000));
+        assert_eq!(parse_expiry("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_expiry("tomorrow"), None);
+        assert_eq!(parse_expiry("1970-13-01"), None);
     }
 }

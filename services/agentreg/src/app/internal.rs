@@ -63,6 +63,8 @@ pub struct AuthenticatedAgent {
     pub project_id: ProjectId,
     pub agent_id: AgentId,
     pub agent_name: String,
+    /// The token's expiry, checked on every use, cached or not.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// How the agent server authenticates to a receptive agent, with the key in clear.
@@ -101,18 +103,24 @@ impl App {
             self.authentication_failed(client, "kas_jwt").await;
             return Err(error);
         }
+        let now = now_ms();
         let result = match cached {
             Some(agent) => {
                 AuthCounters::bump(&self.inner.counters.cache_hits);
                 Ok(agent)
             }
-            None => self.verify_agent_token(agent_token, digest).await,
+            None => self.verify_agent_token(agent_token, digest, now).await,
         };
+        // An expired token fails exactly like a revoked one, even from the cache.
+        let result = result.and_then(|agent| match agent.expires_at_ms {
+            Some(expires_at_ms) if expires_at_ms <= now => Err(Error::Unauthorized),
+            Some(_) | None => Ok(agent),
+        });
         if let Err(Error::Unauthorized) = &result {
             self.authentication_failed(client, "agent_token").await;
         }
         let agent = result?;
-        self.inner.usage.record(agent.token_id, now_ms());
+        self.inner.usage.record(agent.token_id, now);
         Ok(agent)
     }
 
@@ -121,6 +129,7 @@ impl App {
         &self,
         agent_token: Option<SecretString>,
         digest: Option<TokenDigest>,
+        now: i64,
     ) -> Result<AuthenticatedAgent, Error> {
         let (Some(token), Some(digest)) = (agent_token, digest) else {
             return Err(Error::Unauthorized);
@@ -131,7 +140,7 @@ impl App {
         let cache = &self.inner.agent_tokens;
         let generation = cache.generation();
         let found = self.storage().agent_token_by_handle(&handle).await?;
-        let Some(stored) = found.filter(|stored| stored.token.status.is_active()) else {
+        let Some(stored) = found.filter(|stored| stored.token.is_usable(now)) else {
             return Err(Error::Unauthorized);
         };
         if !self.verify_secret(&token, stored.secret_hash).await? {
@@ -150,6 +159,7 @@ impl App {
             project_id: stored.project_id,
             agent_id: found_agent.id,
             agent_name: found_agent.name,
+            expires_at_ms: stored.expires_at_ms,
         };
         cache.insert(generation, digest, agent.token_id, agent.clone());
         Ok(agent)

@@ -142,6 +142,10 @@ pub struct AppConfig {
     pub receptive_agents_enabled: bool,
     /// Failed authentications one client address may make per minute before it gets 429s.
     pub auth_failures_per_minute: u32,
+    /// How far ahead an agent token's `expires_at` may be; `None` for no limit.
+    pub agent_token_max_lifetime: Option<std::time::Duration>,
+    /// Refuse agent tokens without an `expires_at`.
+    pub require_agent_token_expiry: bool,
 }
 
 /// Counters that metrics report.

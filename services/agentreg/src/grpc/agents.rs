@@ -3,7 +3,7 @@
 use super::pb::agent_service_server::AgentService;
 use super::pb::agent_token_service_server::AgentTokenService;
 use super::{caller, id, page_info, pagination, pb, status, timestamp, unmodified_since};
-use crate::app::agent_tokens::NewAgentTokenInput;
+use crate::app::agent_tokens::{NewAgentTokenInput, TokenListStatus};
 use crate::app::agents::AgentDetails;
 use crate::app::{App, Intent};
 use agentreg_domain::entities::AgentToken;
@@ -100,12 +100,20 @@ impl AgentTokenService for AgentTokenGrpc {
         let caller = caller(&self.app, &request, Intent::Read).await?;
         let request = request.into_inner();
         let pagination = pagination(request.page)?;
+        let token_status = request
+            .status
+            .as_deref()
+            .map(TokenListStatus::parse)
+            .transpose()
+            .map_err(status)?
+            .unwrap_or_default();
         let (tokens, info) = self
             .app
             .list_agent_tokens(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
+                token_status,
                 pagination,
             )
             .await
@@ -144,6 +152,7 @@ impl AgentTokenService for AgentTokenGrpc {
         let input = NewAgentTokenInput {
             name: request.name,
             description: request.description,
+            expires_at: request.expires_at,
         };
         let created = self
             .app
@@ -172,6 +181,7 @@ impl AgentTokenService for AgentTokenGrpc {
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
                 AgentTokenId::from_wire(request.token_id),
+                request.reason,
             )
             .await
             .map_err(status)?;
@@ -206,5 +216,18 @@ fn token(token: &AgentToken, with_last_used: bool) -> pb::AgentToken {
             None
         },
         token: None,
+        expires_at: token.expires_at_ms.map(timestamp),
+        revoked_at: token
+            .revocation
+            .as_ref()
+            .map(|revocation| timestamp(revocation.revoked_at_ms)),
+        revoked_by_user_id: token
+            .revocation
+            .as_ref()
+            .and_then(|revocation| revocation.revoked_by_user_id.map(id)),
+        revoked_reason: token
+            .revocation
+            .as_ref()
+            .map(|revocation| revocation.reason.as_str().to_owned()),
     }
 }

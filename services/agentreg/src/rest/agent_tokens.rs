@@ -5,10 +5,11 @@ use super::extract::{Authenticated, Ids, Params, RequestTarget};
 use super::openapi::bodies::NewAgentTokenBody;
 use super::openapi::{
     AgentPath, AgentTokenPage, AgentTokenPath, BadRequest, InvalidParameter, NotFound, PageQuery,
-    PayloadTooLarge, TooManyRequests, Unauthorized, UnsupportedMediaType, WriteForbidden,
+    PayloadTooLarge, RevocationReasonQuery, TokenStatusQuery, TooManyRequests, Unauthorized,
+    UnsupportedMediaType, WriteForbidden,
 };
 use super::{ApiError, RestState, paginated};
-use crate::app::agent_tokens::NewAgentTokenInput;
+use crate::app::agent_tokens::{NewAgentTokenInput, TokenListStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId};
 use axum::Json;
 use axum::extract::State;
@@ -21,7 +22,7 @@ use axum::response::{IntoResponse, Response};
     path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens",
     operation_id = "list_agent_tokens",
     tag = "agent_tokens",
-    params(AgentPath, PageQuery),
+    params(AgentPath, PageQuery, TokenStatusQuery),
     responses(
         (status = 200, response = AgentTokenPage),
         (status = 400, response = InvalidParameter),
@@ -41,9 +42,14 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let pagination = params.pagination()?;
+    let status = params
+        .optional_text("status")?
+        .map(|text| TokenListStatus::parse(&text))
+        .transpose()?
+        .unwrap_or_default();
     let (tokens, info) = state
         .app
-        .list_agent_tokens(&caller, &ids.project(), agent_id, pagination)
+        .list_agent_tokens(&caller, &ids.project(), agent_id, status, pagination)
         .await?;
     let body: Vec<AgentTokenBasicJson> = tokens.iter().map(AgentTokenBasicJson::from).collect();
     Ok(paginated(&state, &target, &ids, &params, &info, body))
@@ -135,6 +141,7 @@ pub(super) async fn create(
     let input = NewAgentTokenInput {
         name: params.required_text("name")?,
         description: params.optional_text("description")?,
+        expires_at: params.optional_text("expires_at")?,
     };
     let created = state
         .app
@@ -150,7 +157,7 @@ pub(super) async fn create(
     path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}",
     operation_id = "revoke_agent_token",
     tag = "agent_tokens",
-    params(AgentTokenPath),
+    params(AgentTokenPath, RevocationReasonQuery),
     responses(
         (status = 204, description = "Revoked."),
         (status = 400, response = InvalidParameter),
@@ -166,13 +173,14 @@ pub(super) async fn revoke(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
     ids: Ids,
-    _params: Params,
+    params: Params,
 ) -> Result<Response, ApiError> {
     let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let token_id = AgentTokenId::from_wire(ids.integer("token_id")?);
+    let reason = params.optional_text("reason")?;
     state
         .app
-        .revoke_agent_token(&caller, &ids.project(), agent_id, token_id)
+        .revoke_agent_token(&caller, &ids.project(), agent_id, token_id, reason)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -119,6 +119,19 @@ pub(crate) struct AgentTokenBasicJson {
     created_at: String,
     #[schema(required = true)]
     created_by_user_id: Option<u64>,
+    /// When the token stops working on its own (agentreg extension); `null` when it never does.
+    #[schema(required = true, format = DateTime)]
+    expires_at: Option<String>,
+    /// When a revoked or expired token stopped working (agentreg extension).
+    #[schema(required = true, format = DateTime)]
+    revoked_at: Option<String>,
+    /// Who revoked the token (agentreg extension); `null` for an expired token.
+    #[schema(required = true)]
+    revoked_by_user_id: Option<u64>,
+    /// `revoked`, `rotated`, `expired`, `agent_deleted`, or the revoker's text (agentreg
+    /// extension).
+    #[schema(required = true)]
+    revoked_reason: Option<String>,
 }
 
 impl From<&AgentToken> for AgentTokenBasicJson {
@@ -131,6 +144,19 @@ impl From<&AgentToken> for AgentTokenBasicJson {
             status: TokenStatus::of(token),
             created_at: timestamp(token.created_at_ms),
             created_by_user_id: token.created_by_user_id.map(u64::from),
+            expires_at: token.expires_at_ms.map(timestamp),
+            revoked_at: token
+                .revocation
+                .as_ref()
+                .map(|r| timestamp(r.revoked_at_ms)),
+            revoked_by_user_id: token
+                .revocation
+                .as_ref()
+                .and_then(|r| r.revoked_by_user_id.map(u64::from)),
+            revoked_reason: token
+                .revocation
+                .as_ref()
+                .map(|r| r.reason.as_str().to_owned()),
         }
     }
 }
@@ -153,6 +179,19 @@ pub(crate) struct AgentTokenJson {
     created_by_user_id: Option<u64>,
     #[schema(required = true, format = DateTime)]
     last_used_at: Option<String>,
+    /// When the token stops working on its own (agentreg extension); `null` when it never does.
+    #[schema(required = true, format = DateTime)]
+    expires_at: Option<String>,
+    /// When a revoked or expired token stopped working (agentreg extension).
+    #[schema(required = true, format = DateTime)]
+    revoked_at: Option<String>,
+    /// Who revoked the token (agentreg extension); `null` for an expired token.
+    #[schema(required = true)]
+    revoked_by_user_id: Option<u64>,
+    /// `revoked`, `rotated`, `expired`, `agent_deleted`, or the revoker's text (agentreg
+    /// extension).
+    #[schema(required = true)]
+    revoked_reason: Option<String>,
 }
 
 impl From<&AgentToken> for AgentTokenJson {
@@ -166,6 +205,19 @@ impl From<&AgentToken> for AgentTokenJson {
             created_at: timestamp(token.created_at_ms),
             created_by_user_id: token.created_by_user_id.map(u64::from),
             last_used_at: token.last_used_at_ms.map(timestamp),
+            expires_at: token.expires_at_ms.map(timestamp),
+            revoked_at: token
+                .revocation
+                .as_ref()
+                .map(|r| timestamp(r.revoked_at_ms)),
+            revoked_by_user_id: token
+                .revocation
+                .as_ref()
+                .and_then(|r| r.revoked_by_user_id.map(u64::from)),
+            revoked_reason: token
+                .revocation
+                .as_ref()
+                .map(|r| r.reason.as_str().to_owned()),
         }
     }
 }
@@ -192,6 +244,19 @@ pub(crate) struct AgentTokenWithTokenJson<'a> {
     #[serde(serialize_with = "expose")]
     #[schema(value_type = String)]
     token: &'a SecretString,
+    /// When the token stops working on its own (agentreg extension); `null` when it never does.
+    #[schema(required = true, format = DateTime)]
+    expires_at: Option<String>,
+    /// When a revoked or expired token stopped working (agentreg extension).
+    #[schema(required = true, format = DateTime)]
+    revoked_at: Option<String>,
+    /// Who revoked the token (agentreg extension); `null` for an expired token.
+    #[schema(required = true)]
+    revoked_by_user_id: Option<u64>,
+    /// `revoked`, `rotated`, `expired`, `agent_deleted`, or the revoker's text (agentreg
+    /// extension).
+    #[schema(required = true)]
+    revoked_reason: Option<String>,
 }
 
 impl<'a> AgentTokenWithTokenJson<'a> {
@@ -209,6 +274,10 @@ impl<'a> AgentTokenWithTokenJson<'a> {
             created_at: shown.created_at,
             created_by_user_id: shown.created_by_user_id,
             last_used_at: shown.last_used_at,
+            expires_at: shown.expires_at,
+            revoked_at: shown.revoked_at,
+            revoked_by_user_id: shown.revoked_by_user_id,
+            revoked_reason: shown.revoked_reason,
             token: plaintext,
         }
     }

@@ -337,6 +337,56 @@ pub(super) enum PageQuery {}
 /// The optimistic-concurrency header of the delete routes.
 pub(super) enum UnmodifiedSinceHeader {}
 
+/// `status` of the token list (agentreg extension).
+pub(super) enum TokenStatusQuery {}
+
+/// `reason` of a token revocation (agentreg extension).
+pub(super) enum RevocationReasonQuery {}
+
+impl IntoParams for TokenStatusQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("status")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "`active` (the default, GitLab's list) or `revoked`: revoked and expired \
+                     tokens with `revoked_at`, `revoked_by_user_id` and `revoked_reason`.",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["active", "revoked"]))
+                        .build(),
+                ))
+                .build(),
+        ]
+    }
+}
+
+impl IntoParams for RevocationReasonQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("reason")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "Why the token is revoked, kept as its `revoked_reason` (at most 255 \
+                     characters; blank means `revoked`). May also be sent in the body.",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .max_length(Some(255))
+                        .build(),
+                ))
+                .build(),
+        ]
+    }
+}
+
 impl IntoParams for ProjectPath {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         vec![project_id()]
@@ -539,6 +589,11 @@ pub(super) mod bodies {
         name: String,
         #[schema(max_length = 1024, examples("Used by the deploy pipeline"))]
         description: Option<String>,
+        /// When the token stops working (agentreg extension): an ISO 8601 date (its start, UTC)
+        /// or an RFC 3339 time, in the future and within `--agent-token-max-lifetime`; required
+        /// with `--require-agent-token-expiry`.
+        #[schema(examples("2030-01-31", "2030-01-31T12:00:00Z"))]
+        expires_at: Option<String>,
     }
 
     /// `POST /projects/:id/cluster_agents/:agent_id/url_configurations`: JWT mode without a
