@@ -118,6 +118,14 @@ pub struct AgentToken {
     /// Who revoked the token, when and why. `None` while the token is active, and also for a
     /// token revoked before agentreg kept these details.
     pub revocation: Option<Revocation>,
+    /// Set once the token is rotated: it keeps working until its successor is first used, or
+    /// until this deadline, whichever comes first.
+    pub retiring_until_ms: Option<i64>,
+    /// The token that replaced this one in a rotation.
+    pub successor_id: Option<AgentTokenId>,
+    /// The token this one replaced, while that token is still retiring: the first successful use
+    /// of this token retires it.
+    pub pending_predecessor_id: Option<AgentTokenId>,
 }
 
 /// Why a token stopped working: one of agentreg's reasons, or an administrator's free text of at
@@ -156,6 +164,11 @@ impl RevocationReason {
         RevocationReason("expired".to_owned())
     }
 
+    /// The token was replaced by its successor in a rotation.
+    pub fn rotated() -> RevocationReason {
+        RevocationReason("rotated".to_owned())
+    }
+
     /// A reason read back from storage, which only ever holds parsed reasons.
     pub fn from_stored(text: String) -> RevocationReason {
         RevocationReason(text)
@@ -176,25 +189,54 @@ pub struct Revocation {
 }
 
 impl AgentToken {
-    /// Whether the token authenticates at `now_ms`: active and not past its expiry.
+    /// Whether the token authenticates at `now_ms`: active, and past neither its expiry nor
+    /// its overlap deadline.
     pub fn is_usable(&self, now_ms: i64) -> bool {
-        self.status.is_active() && !self.expires_at_ms.is_some_and(|expires| expires <= now_ms)
+        self.status.is_active() && self.ended(now_ms).is_none()
+    }
+
+    /// The first moment after which the token stops working on its own (expiry or the end of a
+    /// rotation's overlap), if any.
+    pub fn usable_until_ms(&self) -> Option<i64> {
+        match (self.expires_at_ms, self.retiring_until_ms) {
+            (Some(expires), Some(retiring)) => Some(expires.min(retiring)),
+            (expires, retiring) => expires.or(retiring),
+        }
     }
 
     /// The token as GitLab clients should see it at `now_ms`: a token past its expiry reads as
-    /// revoked at its expiry, with the reason `expired`.
+    /// revoked then, with the reason `expired`; a retiring token past its overlap deadline reads
+    /// as revoked then, with the reason `rotated`.
     pub fn as_of(mut self, now_ms: i64) -> AgentToken {
-        if let (TokenStatus::Active, Some(expires_at_ms)) = (self.status, self.expires_at_ms)
-            && expires_at_ms <= now_ms
+        if self.status.is_active()
+            && let Some(revocation) = self.ended(now_ms)
         {
             self.status = TokenStatus::Revoked;
-            self.revocation = Some(Revocation {
-                revoked_at_ms: expires_at_ms,
-                revoked_by_user_id: None,
-                reason: RevocationReason::expired(),
-            });
+            self.revocation = Some(revocation);
         }
         self
+    }
+
+    /// How an active token ended on its own by `now_ms`, if it did.
+    fn ended(&self, now_ms: i64) -> Option<Revocation> {
+        let expired = self
+            .expires_at_ms
+            .filter(|at| *at <= now_ms)
+            .map(|at| (at, RevocationReason::expired()));
+        let retired = self
+            .retiring_until_ms
+            .filter(|at| *at <= now_ms)
+            .map(|at| (at, RevocationReason::rotated()));
+        let (revoked_at_ms, reason) = match (expired, retired) {
+            (Some(expired), Some(retired)) if retired.0 < expired.0 => retired,
+            (Some(expired), Some(_) | None) => expired,
+            (None, retired) => retired?,
+        };
+        Some(Revocation {
+            revoked_at_ms,
+            revoked_by_user_id: None,
+            reason,
+        })
     }
 }
 
@@ -289,6 +331,9 @@ mod tests {
             last_used_at_ms: None,
             expires_at_ms,
             revocation: None,
+            retiring_until_ms: None,
+            successor_id: None,
+            pending_predecessor_id: None,
         }
     }
 
@@ -304,6 +349,30 @@ mod tests {
         assert_eq!(revocation.reason.as_str(), "expired");
         assert_eq!(revocation.revoked_at_ms, 100);
         assert_eq!(revocation.revoked_by_user_id, None);
+    }
+
+    #[test]
+    fn a_retiring_token_past_its_deadline_reads_as_revoked_with_reason_rotated() {
+        let retiring = AgentToken {
+            retiring_until_ms: Some(50),
+            ..token(Some(100))
+        };
+        assert!(retiring.is_usable(49));
+        assert_eq!(retiring.usable_until_ms(), Some(50));
+        let retired = retiring.as_of(60);
+        assert_eq!(retired.status, TokenStatus::Revoked);
+        let revocation = retired.revocation.unwrap();
+        assert_eq!(revocation.reason.as_str(), "rotated");
+        assert_eq!(revocation.revoked_at_ms, 50);
+        let expiring_first = AgentToken {
+            retiring_until_ms: Some(150),
+            ..token(Some(100))
+        };
+        let expired = expiring_first.as_of(200).revocation.unwrap();
+        assert_eq!(
+            (expired.revoked_at_ms, expired.reason.as_str()),
+            (100, "expired")
+        );
     }
 
     #[test]

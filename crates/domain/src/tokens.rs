@@ -136,46 +136,80 @@ pub fn sort_by_last_use<T>(items: &mut [T], key: impl Fn(&T) -> (Option<i64>, u6
     });
 }
 
-/// The ids of one agent's tokens, split by status, with the expiry of those that have one. It
-/// owns the active-token limit: a token past its expiry no longer counts toward it.
+/// The ids of one agent's tokens, split by status, with the expiry of those that have one and
+/// the overlap deadline of those being rotated (retiring). It owns the token limits: at most
+/// [`MAX_ACTIVE_AGENT_TOKENS`] usable tokens that are not retiring, plus at most one retiring
+/// token. A token past its expiry, or a retiring token past its deadline, counts for nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentTokenSet {
     active: Vec<u64>,
     revoked: Vec<u64>,
     expiries: BTreeMap<u64, i64>,
+    retiring: BTreeMap<u64, i64>,
+}
+
+/// Why a token cannot be rotated now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RotationRefused {
+    /// The token is revoked, expired, retired or not the agent's.
+    #[error("agent token not found")]
+    NotFound,
+    /// The token is already being rotated: it has a successor.
+    #[error("Token is already being rotated")]
+    AlreadyRotating,
+    /// Another of the agent's tokens is being rotated; only one rotation may overlap at a time.
+    #[error("An agent can rotate only one token at a time")]
+    RotationInProgress,
 }
 
 impl AgentTokenSet {
-    /// Rebuilds a set from stored ids and expiries. Stored data was produced by this type, so the
-    /// limit holds.
+    /// Rebuilds a set from stored ids, expiries and overlap deadlines. Stored data was produced
+    /// by this type, so the limits hold.
     pub fn from_parts(
         active: Vec<u64>,
         revoked: Vec<u64>,
         expiries: BTreeMap<u64, i64>,
+        retiring: BTreeMap<u64, i64>,
     ) -> AgentTokenSet {
         AgentTokenSet {
             active,
             revoked,
             expiries,
+            retiring,
         }
     }
 
-    /// The active tokens that still authenticate at `now_ms`.
+    /// The active tokens that still authenticate at `now_ms`, retiring ones included.
     pub fn usable(&self, now_ms: i64) -> impl Iterator<Item = u64> + '_ {
-        self.active.iter().copied().filter(move |token_id| {
-            !self
-                .expiries
-                .get(token_id)
-                .is_some_and(|expires_at_ms| *expires_at_ms <= now_ms)
-        })
+        self.active
+            .iter()
+            .copied()
+            .filter(move |token_id| self.is_usable(*token_id, now_ms))
+    }
+
+    /// Whether the token is active and past neither its expiry nor its overlap deadline.
+    pub fn is_usable(&self, token_id: u64, now_ms: i64) -> bool {
+        let past = |deadline: Option<&i64>| deadline.is_some_and(|deadline| *deadline <= now_ms);
+        self.is_active(token_id)
+            && !past(self.expiries.get(&token_id))
+            && !past(self.retiring.get(&token_id))
+    }
+
+    /// The usable tokens being rotated at `now_ms`.
+    pub fn retiring(&self, now_ms: i64) -> impl Iterator<Item = u64> + '_ {
+        self.usable(now_ms)
+            .filter(|token_id| self.retiring.contains_key(token_id))
     }
 
     /// Checks the limit at `now_ms` without changing anything, so a caller can fail fast before
     /// paying for hashing; [`AgentTokenSet::activate`] checks again atomically.
     pub fn check_capacity(&self, now_ms: i64) -> Result<(), TokenLimitReached> {
-        let n_usable = self.usable(now_ms).count();
-        if n_usable >= MAX_ACTIVE_AGENT_TOKENS {
-            return Err(TokenLimitReached { active: n_usable });
+        let n_counted = self
+            .usable(now_ms)
+            .filter(|token_id| !self.retiring.contains_key(token_id))
+            .count();
+        if n_counted >= MAX_ACTIVE_AGENT_TOKENS {
+            return Err(TokenLimitReached { active: n_counted });
         }
         Ok(())
     }
@@ -194,6 +228,44 @@ impl AgentTokenSet {
             self.expiries.insert(token_id, expires_at_ms);
         }
         Ok(())
+    }
+
+    /// Checks that `token_id` may be rotated at `now_ms`, without changing anything.
+    pub fn check_rotation(&self, token_id: u64, now_ms: i64) -> Result<(), RotationRefused> {
+        if !self.is_usable(token_id, now_ms) {
+            return Err(RotationRefused::NotFound);
+        }
+        if self.retiring.contains_key(&token_id) {
+            return Err(RotationRefused::AlreadyRotating);
+        }
+        if self.retiring(now_ms).next().is_some() {
+            return Err(RotationRefused::RotationInProgress);
+        }
+        Ok(())
+    }
+
+    /// Rotates `token_id`: it retires at `retiring_until_ms` at the latest, and `successor_id`
+    /// takes its slot, so the number of counted tokens does not change.
+    pub fn rotate(
+        &mut self,
+        token_id: u64,
+        successor_id: u64,
+        retiring_until_ms: i64,
+        successor_expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), RotationRefused> {
+        self.check_rotation(token_id, now_ms)?;
+        self.retiring.insert(token_id, retiring_until_ms);
+        self.active.push(successor_id);
+        if let Some(expires_at_ms) = successor_expires_at_ms {
+            self.expiries.insert(successor_id, expires_at_ms);
+        }
+        Ok(())
+    }
+
+    /// The overlap deadline of each token being rotated.
+    pub fn retiring_deadlines(&self) -> &BTreeMap<u64, i64> {
+        &self.retiring
     }
 
     /// Marks a token revoked. Returns `false` if it is not one of this agent's tokens. Revoking
@@ -336,8 +408,45 @@ mod tests {
     }
 
     #[test]
+    fn rotating_one_of_two_tokens_keeps_two_counted_plus_one_retiring() {
+        let mut tokens = AgentTokenSet::default();
+        tokens.activate(1, None, 0).unwrap();
+        tokens.activate(2, None, 0).unwrap();
+        tokens.rotate(1, 3, 100, None, 0).unwrap();
+        assert_eq!(tokens.usable(0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(tokens.retiring(0).collect::<Vec<_>>(), vec![1]);
+        assert!(tokens.activate(4, None, 0).is_err());
+        assert_eq!(
+            tokens.rotate(1, 5, 100, None, 0),
+            Err(RotationRefused::AlreadyRotating)
+        );
+        assert_eq!(
+            tokens.rotate(2, 5, 100, None, 0),
+            Err(RotationRefused::RotationInProgress)
+        );
+        assert_eq!(
+            tokens.rotate(9, 5, 100, None, 0),
+            Err(RotationRefused::NotFound)
+        );
+        // At the deadline the retiring token is gone and another rotation may start.
+        assert_eq!(tokens.usable(100).collect::<Vec<_>>(), vec![2, 3]);
+        tokens.rotate(2, 5, 200, None, 100).unwrap();
+    }
+
+    #[test]
+    fn revoked_and_expired_tokens_cannot_be_rotated() {
+        let mut tokens = AgentTokenSet::default();
+        tokens.activate(1, Some(10), 0).unwrap();
+        tokens.activate(2, None, 0).unwrap();
+        assert!(tokens.revoke(2));
+        assert_eq!(tokens.check_rotation(1, 10), Err(RotationRefused::NotFound));
+        assert_eq!(tokens.check_rotation(2, 0), Err(RotationRefused::NotFound));
+    }
+
+    #[test]
     fn revoking_frees_exactly_one_slot() {
-        let mut tokens = AgentTokenSet::from_parts(vec![1, 2], vec![], BTreeMap::new());
+        let mut tokens =
+            AgentTokenSet::from_parts(vec![1, 2], vec![], BTreeMap::new(), BTreeMap::new());
         assert!(tokens.revoke(1));
         tokens.activate(3, None, 0).unwrap();
         assert!(tokens.activate(4, None, 0).is_err());
@@ -346,7 +455,8 @@ mod tests {
 
     #[test]
     fn revoking_twice_succeeds_and_unknown_tokens_are_refused() {
-        let mut tokens = AgentTokenSet::from_parts(vec![1], vec![], BTreeMap::new());
+        let mut tokens =
+            AgentTokenSet::from_parts(vec![1], vec![], BTreeMap::new(), BTreeMap::new());
         assert!(tokens.revoke(1));
         assert!(tokens.revoke(1));
         assert!(!tokens.revoke(9));

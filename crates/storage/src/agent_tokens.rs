@@ -3,13 +3,15 @@
 
 use crate::audit::{Audit, audit_entry};
 use crate::hashing::SecretHash;
-use crate::port::{AgentTokenCredential, NewAgentToken, RevokeAgentToken};
+use crate::port::{AgentTokenCredential, NewAgentToken, RevokeAgentToken, RotatedAgentToken};
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
 use agentreg_domain::entities::{AgentToken, Revocation, RevocationReason, TokenStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UserId};
-use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, TokenLimitReached, sort_by_last_use};
+use agentreg_domain::tokens::{
+    AgentTokenSet, RotationRefused, TokenHandle, TokenLimitReached, sort_by_last_use,
+};
 use sled::Transactional;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,16 @@ pub enum CreateAgentTokenError {
     AgentNotFound,
     #[error(transparent)]
     LimitReached(#[from] TokenLimitReached),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateAgentTokenError {
+    #[error("agent not found")]
+    AgentNotFound,
+    #[error(transparent)]
+    Refused(#[from] RotationRefused),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -79,6 +91,9 @@ impl Store {
             revoked_at_ms: None,
             revoked_by_user_id: None,
             revoked_reason: None,
+            retiring_until_ms: None,
+            successor_id: None,
+            pending_predecessor_id: None,
         };
         let expires_at_ms = new.expires_at_ms;
         let encoded = encode(&record);
@@ -225,7 +240,12 @@ impl Store {
                     token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
                     if !record.revoked {
                         record.revoked = true;
-                        let revocation = revocation_of(record.expires_at_ms, revoke, now_ms);
+                        let revocation = revocation_of(
+                            record.expires_at_ms,
+                            record.retiring_until_ms,
+                            revoke,
+                            now_ms,
+                        );
                         record.revoked_at_ms = Some(revocation.revoked_at_ms);
                         record.revoked_by_user_id = revocation.revoked_by_user_id.map(UserId::get);
                         record.revoked_reason = Some(revocation.reason.as_str().to_owned());
@@ -242,6 +262,178 @@ impl Store {
         self.flush()?;
         let last_used = self.last_used(token_id)?;
         Ok(token_from_record(token_id, record, last_used).token)
+    }
+
+    /// Rotates a token: the checks, the predecessor's update, the successor's insert and the
+    /// audit event happen in one transaction over the agent's token set, so concurrent rotations
+    /// and creates can never break the limits.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the port's operation, one argument per input"
+    )]
+    pub fn rotate_agent_token(
+        &self,
+        project_id: u64,
+        agent_id: u64,
+        token_id: u64,
+        successor: NewAgentToken,
+        retiring_until_ms: i64,
+        now_ms: i64,
+        audit: Audit<'_, RotatedAgentToken>,
+    ) -> Result<RotatedAgentToken, RotateAgentTokenError> {
+        let successor_id = self.next_id(IdKind::AgentToken)?;
+        let audit_id = self.audit_id(audit)?;
+        let successor_expires_at_ms = successor.expires_at_ms;
+        let successor_record = v1::AgentToken {
+            agent_id,
+            project_id,
+            name: successor.name.as_str().to_owned(),
+            description: successor.description.map(|d| d.as_str().to_owned()),
+            revoked: false,
+            created_by_user_id: successor.created_by_user_id.map(UserId::get),
+            created_at_ms: now_ms,
+            handle: successor.handle.as_str().to_owned(),
+            secret_hash: successor.secret_hash.as_str().to_owned(),
+            expires_at_ms: successor_expires_at_ms,
+            revoked_at_ms: None,
+            revoked_by_user_id: None,
+            revoked_reason: None,
+            retiring_until_ms: None,
+            successor_id: None,
+            pending_predecessor_id: Some(token_id),
+        };
+        let encoded_successor = encode(&successor_record);
+        let handle_key = successor.handle.as_str().as_bytes().to_vec();
+        let _writing = self.writing();
+        let trees = &self.trees;
+        let predecessor_record = finish_tx(
+            (
+                &trees.agent_token_sets,
+                &trees.agent_tokens,
+                &trees.agent_token_handles,
+                &trees.audit_events,
+            )
+                .transaction(|(token_sets, tokens, handles, audit_events)| {
+                    let Some(bytes) = tokens.get(id_key(token_id))? else {
+                        return Err(abort(RotateAgentTokenError::Refused(
+                            RotationRefused::NotFound,
+                        )));
+                    };
+                    let mut record: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                    if record.agent_id != agent_id || record.project_id != project_id {
+                        return Err(abort(RotateAgentTokenError::Refused(
+                            RotationRefused::NotFound,
+                        )));
+                    }
+                    let Some(set_bytes) = token_sets.get(id_key(agent_id))? else {
+                        return Err(abort(RotateAgentTokenError::AgentNotFound));
+                    };
+                    let stored: v1::AgentTokenSet =
+                        decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
+                    let mut token_set = token_set_from_record(stored);
+                    token_set
+                        .rotate(
+                            token_id,
+                            successor_id,
+                            retiring_until_ms,
+                            successor_expires_at_ms,
+                            now_ms,
+                        )
+                        .map_err(|refused| abort(refused.into()))?;
+                    token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
+                    record.retiring_until_ms = Some(retiring_until_ms);
+                    record.successor_id = Some(successor_id);
+                    tokens.insert(&id_key(token_id), encode(&record))?;
+                    tokens.insert(&id_key(successor_id), encoded_successor.as_slice())?;
+                    handles.insert(handle_key.as_slice(), &id_key(successor_id))?;
+                    if let Some((audit_id, audit)) = audit_id.zip(audit) {
+                        let rotated = RotatedAgentToken {
+                            predecessor: token_from_record(token_id, record.clone(), None).token,
+                            successor: token_from_record(
+                                successor_id,
+                                successor_record.clone(),
+                                None,
+                            )
+                            .token,
+                        };
+                        let (key, value) = audit_entry(audit(&rotated), audit_id, now_ms);
+                        audit_events.insert(&key, value)?;
+                    }
+                    Ok(record)
+                }),
+        )?;
+        self.flush()?;
+        let last_used = self.last_used(token_id)?;
+        Ok(RotatedAgentToken {
+            predecessor: token_from_record(token_id, predecessor_record, last_used).token,
+            successor: token_from_record(successor_id, successor_record, None).token,
+        })
+    }
+
+    /// Ends a rotation on its successor's first use; see the port.
+    pub fn complete_agent_token_rotation(
+        &self,
+        successor_id: u64,
+        now_ms: i64,
+        audit: Audit<'_, AgentToken>,
+    ) -> Result<Option<AgentToken>, StoreError> {
+        let audit_id = self.audit_id(audit)?;
+        let revoke = rotated();
+        let _writing = self.writing();
+        let trees = &self.trees;
+        let retired = finish_tx::<_, StoreError>(
+            (
+                &trees.agent_token_sets,
+                &trees.agent_tokens,
+                &trees.audit_events,
+            )
+                .transaction(|(token_sets, tokens, audit_events)| {
+                    let Some(bytes) = tokens.get(id_key(successor_id))? else {
+                        return Ok(None);
+                    };
+                    let mut successor: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                    let Some(predecessor_id) = successor.pending_predecessor_id.take() else {
+                        return Ok(None);
+                    };
+                    tokens.insert(&id_key(successor_id), encode(&successor))?;
+                    let Some(bytes) = tokens.get(id_key(predecessor_id))? else {
+                        return Ok(None);
+                    };
+                    let mut record: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                    if record.revoked {
+                        return Ok(None);
+                    }
+                    if let Some(set_bytes) = token_sets.get(id_key(record.agent_id))? {
+                        let stored: v1::AgentTokenSet =
+                            decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
+                        let mut token_set = token_set_from_record(stored);
+                        token_set.revoke(predecessor_id);
+                        token_sets.insert(
+                            &id_key(record.agent_id),
+                            encode(&token_set_record(&token_set)),
+                        )?;
+                    }
+                    let revocation = revocation_of(
+                        record.expires_at_ms,
+                        record.retiring_until_ms,
+                        &revoke,
+                        now_ms,
+                    );
+                    record.revoked = true;
+                    record.revoked_at_ms = Some(revocation.revoked_at_ms);
+                    record.revoked_by_user_id = None;
+                    record.revoked_reason = Some(revocation.reason.as_str().to_owned());
+                    tokens.insert(&id_key(predecessor_id), encode(&record))?;
+                    let revoked = token_from_record(predecessor_id, record, None).token;
+                    if let Some((audit_id, audit)) = audit_id.zip(audit) {
+                        let (key, value) = audit_entry(audit(&revoked), audit_id, now_ms);
+                        audit_events.insert(&key, value)?;
+                    }
+                    Ok(Some(revoked))
+                }),
+        )?;
+        self.flush()?;
+        Ok(retired)
     }
 
     /// The token a handle names, if any. The caller verifies the secret and the status.
@@ -330,31 +522,59 @@ fn token_set_record(token_set: &AgentTokenSet) -> v1::AgentTokenSet {
         active: token_set.active().to_vec(),
         revoked: token_set.revoked().to_vec(),
         expiries: token_set.expiries().clone(),
+        retiring: token_set.retiring_deadlines().clone(),
     }
 }
 
 fn token_set_from_record(record: v1::AgentTokenSet) -> AgentTokenSet {
-    AgentTokenSet::from_parts(record.active, record.revoked, record.expiries)
+    AgentTokenSet::from_parts(
+        record.active,
+        record.revoked,
+        record.expiries,
+        record.retiring,
+    )
 }
 
-/// The details to record when an active token is revoked at `now_ms`: a token already past its
-/// expiry ended then, as expired, whoever revokes it now. Both backends follow this rule.
+/// The details to record when an active token is revoked at `now_ms`: a token that already
+/// ended on its own (past its expiry, or a retiring token past its overlap deadline) ended then,
+/// for that reason, whoever revokes it now. Both backends follow this rule.
 pub(crate) fn revocation_of(
     expires_at_ms: Option<i64>,
+    retiring_until_ms: Option<i64>,
     revoke: &RevokeAgentToken,
     now_ms: i64,
 ) -> Revocation {
-    match expires_at_ms {
-        Some(expires_at_ms) if expires_at_ms <= now_ms => Revocation {
-            revoked_at_ms: expires_at_ms,
-            revoked_by_user_id: None,
-            reason: RevocationReason::expired(),
-        },
-        Some(_) | None => Revocation {
+    let probe = AgentToken {
+        id: AgentTokenId::new(0),
+        agent_id: AgentId::new(0),
+        project_id: ProjectId::new(0),
+        name: String::new(),
+        description: None,
+        status: TokenStatus::Active,
+        created_by_user_id: None,
+        created_at_ms: 0,
+        last_used_at_ms: None,
+        expires_at_ms,
+        revocation: None,
+        retiring_until_ms,
+        successor_id: None,
+        pending_predecessor_id: None,
+    };
+    match probe.as_of(now_ms).revocation {
+        Some(ended) => ended,
+        None => Revocation {
             revoked_at_ms: now_ms,
             revoked_by_user_id: revoke.by_user_id,
             reason: revoke.reason.clone(),
         },
+    }
+}
+
+/// What a rotation's completion does to the predecessor.
+pub(crate) fn rotated() -> RevokeAgentToken {
+    RevokeAgentToken {
+        by_user_id: None,
+        reason: RevocationReason::rotated(),
     }
 }
 
@@ -392,6 +612,9 @@ fn token_from_record(
                 }),
                 (true, None) | (false, _) => None,
             },
+            retiring_until_ms: record.retiring_until_ms,
+            successor_id: record.successor_id.map(AgentTokenId::new),
+            pending_predecessor_id: record.pending_predecessor_id.map(AgentTokenId::new),
         },
         secret_hash: SecretHash::from_stored(record.secret_hash),
     }

@@ -2,7 +2,7 @@
 //! scans walk trees, so they run on the blocking pool; point reads are served from sled's page
 //! cache in microseconds and run inline, which spares every request a thread hop.
 
-use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError};
 use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
 use crate::audit::NewAuditEvent;
 use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
@@ -11,7 +11,8 @@ use crate::identity::{
 };
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
-    NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken, Storage,
+    NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken, RotatedAgentToken,
+    Storage,
 };
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use crate::{EngineError, OpenError, Page, PageWindow, Store, StoreError};
@@ -287,6 +288,46 @@ impl Storage for SledStorage {
                 agent_id.get(),
                 token_id.get(),
                 &revoke,
+                now_ms,
+                audit.as_deref().map(|audit| audit as _),
+            )
+        })
+        .await
+    }
+
+    async fn rotate_agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        successor: NewAgentToken,
+        retiring_until_ms: i64,
+        now_ms: i64,
+        audit: Audit<RotatedAgentToken>,
+    ) -> Result<RotatedAgentToken, RotateAgentTokenError> {
+        self.blocking(move |store| {
+            store.rotate_agent_token(
+                project_id.get(),
+                agent_id.get(),
+                token_id.get(),
+                successor,
+                retiring_until_ms,
+                now_ms,
+                audit.as_deref().map(|audit| audit as _),
+            )
+        })
+        .await
+    }
+
+    async fn complete_agent_token_rotation(
+        &self,
+        successor_id: AgentTokenId,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Option<AgentToken>, StoreError> {
+        self.blocking(move |store| {
+            store.complete_agent_token_rotation(
+                successor_id.get(),
                 now_ms,
                 audit.as_deref().map(|audit| audit as _),
             )

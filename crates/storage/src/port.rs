@@ -8,7 +8,7 @@
 //! event committed together with its change. A write that returns `Ok` is durable. The contract
 //! test suite (`tests/contract.rs`) runs against every backend.
 
-use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError};
 use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
 use crate::audit::NewAuditEvent;
 use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
@@ -82,6 +82,13 @@ impl Default for RevokeAgentToken {
             reason: RevocationReason::revoked(),
         }
     }
+}
+
+/// The two tokens of a rotation: the predecessor, now retiring, and its successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotatedAgentToken {
+    pub predecessor: AgentToken,
+    pub successor: AgentToken,
 }
 
 /// An agent token found by its handle, with the hash to verify the presented secret against.
@@ -271,6 +278,31 @@ pub trait Storage: Send + Sync + 'static {
         now_ms: i64,
         audit: Audit<AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError>;
+    /// Rotates a usable token: it becomes retiring (usable until `retiring_until_ms` at the
+    /// latest) and `successor` takes its slot. Refused for a token that is not usable, already
+    /// rotating, or while another of the agent's tokens is retiring; so concurrent rotations of
+    /// one token create exactly one successor, and an agent never has more than two counted
+    /// tokens plus one retiring.
+    async fn rotate_agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        successor: NewAgentToken,
+        retiring_until_ms: i64,
+        now_ms: i64,
+        audit: Audit<RotatedAgentToken>,
+    ) -> Result<RotatedAgentToken, RotateAgentTokenError>;
+    /// Ends a rotation on its successor's first use, whichever process sees it: revokes the
+    /// predecessor (reason `rotated`) unless it is already revoked, tells every process to drop
+    /// it, and clears the successor's pending predecessor. Returns the predecessor it revoked, or
+    /// `None` when there was nothing to do (another process got there first).
+    async fn complete_agent_token_rotation(
+        &self,
+        successor_id: AgentTokenId,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Option<AgentToken>, StoreError>;
     async fn agent_token_by_handle(
         &self,
         handle: &TokenHandle,

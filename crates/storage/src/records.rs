@@ -93,6 +93,9 @@ pub(crate) mod v1 {
         /// byte for byte.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         pub(crate) expiries: BTreeMap<u64, i64>,
+        /// The overlap deadline of each rotated token (added with token lifecycle, as above).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub(crate) retiring: BTreeMap<u64, i64>,
     }
 
     #[derive(Clone, Serialize, Deserialize)]
@@ -117,6 +120,12 @@ pub(crate) mod v1 {
         pub(crate) revoked_by_user_id: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub(crate) revoked_reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(crate) retiring_until_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(crate) successor_id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(crate) pending_predecessor_id: Option<u64>,
     }
 
     #[derive(Clone, Serialize, Deserialize)]

@@ -124,6 +124,11 @@ contract_cases! {
             an_expired_token_frees_its_slot,
             concurrent_creates_after_an_expiry_never_exceed_two_usable_tokens,
             revoking_keeps_the_first_reason_and_expired_tokens_revoke_as_expired,
+            rotating_keeps_the_slot_and_makes_the_successor_pending,
+            concurrent_rotations_of_one_token_create_exactly_one_successor,
+            fifty_mixed_rotations_and_creates_leave_two_counted_tokens_and_one_retiring,
+            the_successors_first_use_retires_the_predecessor_once,
+            revoked_expired_and_retired_tokens_cannot_be_rotated,
         }
         url_configs {
             an_agent_has_at_most_one_url_configuration,

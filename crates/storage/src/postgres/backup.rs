@@ -140,7 +140,8 @@ pub(super) async fn read_dataset(
         .query(
             "SELECT id, agent_id, project_id, name, description, revoked, created_by_user_id, \
              created_at_ms, handle, secret_hash, last_used_at_ms, expires_at_ms, revoked_at_ms, \
-             revoked_by_user_id, revoked_reason FROM agent_tokens ORDER BY list_position",
+             revoked_by_user_id, revoked_reason, retiring_until_ms, successor_id, \
+             pending_predecessor_id FROM agent_tokens ORDER BY list_position",
             &[],
         )
         .await
@@ -161,10 +162,16 @@ pub(super) async fn read_dataset(
             revoked_at_ms: get(row, 12)?,
             revoked_by_user_id: optional_id(row, 13)?,
             revoked_reason: get(row, 14)?,
+            retiring_until_ms: get(row, 15)?,
+            successor_id: optional_id(row, 16)?,
+            pending_predecessor_id: optional_id(row, 17)?,
         };
         let token_set = dataset.agent_token_sets.entry(token.agent_id).or_default();
         if let Some(expires_at_ms) = token.expires_at_ms {
             token_set.expiries.insert(token_id, expires_at_ms);
+        }
+        if let Some(retiring_until_ms) = token.retiring_until_ms {
+            token_set.retiring.insert(token_id, retiring_until_ms);
         }
         if token.revoked {
             token_set.revoked.push(token_id);
@@ -414,8 +421,9 @@ pub(super) async fn write_dataset(
         .prepare(
             "INSERT INTO agent_tokens (id, agent_id, project_id, name, description, revoked, \
              created_by_user_id, created_at_ms, handle, secret_hash, last_used_at_ms, \
-             list_position, expires_at_ms, revoked_at_ms, revoked_by_user_id, revoked_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             list_position, expires_at_ms, revoked_at_ms, revoked_by_user_id, revoked_reason, \
+             retiring_until_ms, successor_id, pending_predecessor_id) VALUES ($1, $2, $3, $4, $5, \
+             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         )
         .await
         .map_err(pg)?;
@@ -457,6 +465,9 @@ pub(super) async fn write_dataset(
                     &token.revoked_at_ms,
                     &token.revoked_by_user_id.map(key),
                     &token.revoked_reason,
+                    &token.retiring_until_ms,
+                    &token.successor_id.map(key),
+                    &token.pending_predecessor_id.map(key),
                 ],
             )
             .await

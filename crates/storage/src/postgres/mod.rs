@@ -17,7 +17,10 @@ mod rows;
 mod tests;
 mod tls;
 
-use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError, revocation_of};
+use crate::agent_tokens::{
+    CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError, revocation_of,
+    rotated as agent_tokens_rotated,
+};
 use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
 use crate::audit::NewAuditEvent;
 use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
@@ -26,7 +29,8 @@ use crate::identity::{
 };
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
-    NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken, Storage,
+    NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken, RotatedAgentToken,
+    Storage,
 };
 use crate::schema;
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
@@ -220,8 +224,8 @@ impl PostgresStorage {
     ) -> Result<AgentTokenSet, StoreError> {
         let rows = client
             .query(
-                "SELECT id, revoked, expires_at_ms FROM agent_tokens WHERE agent_id = $1 \
-                 ORDER BY list_position",
+                "SELECT id, revoked, expires_at_ms, retiring_until_ms FROM agent_tokens \
+                 WHERE agent_id = $1 ORDER BY list_position",
                 &[&key(agent_id.get())],
             )
             .await
@@ -229,6 +233,7 @@ impl PostgresStorage {
         let mut active = Vec::new();
         let mut revoked = Vec::new();
         let mut expiries = std::collections::BTreeMap::new();
+        let mut retiring = std::collections::BTreeMap::new();
         for row in &rows {
             let id = unsigned(get(row, 0)?);
             if get::<bool>(row, 1)? {
@@ -239,8 +244,13 @@ impl PostgresStorage {
             if let Some(expires_at_ms) = get::<Option<i64>>(row, 2)? {
                 expiries.insert(id, expires_at_ms);
             }
+            if let Some(retiring_until_ms) = get::<Option<i64>>(row, 3)? {
+                retiring.insert(id, retiring_until_ms);
+            }
         }
-        Ok(AgentTokenSet::from_parts(active, revoked, expiries))
+        Ok(AgentTokenSet::from_parts(
+            active, revoked, expiries, retiring,
+        ))
     }
 
     async fn token_where(
@@ -999,7 +1009,7 @@ impl Storage for PostgresStorage {
             // The row lock orders concurrent revokes, so the first one's details stick.
             let current = transaction
                 .query_opt(
-                    "SELECT expires_at_ms FROM agent_tokens \
+                    "SELECT expires_at_ms, retiring_until_ms FROM agent_tokens \
                      WHERE id = $1 AND agent_id = $2 AND project_id = $3 FOR UPDATE",
                     &[
                         &key(token_id.get()),
@@ -1012,7 +1022,7 @@ impl Storage for PostgresStorage {
             let Some(current) = current else {
                 return Err(RevokeAgentTokenError::NotFound);
             };
-            let revocation = revocation_of(get(&current, 0)?, &revoke, now_ms);
+            let revocation = revocation_of(get(&current, 0)?, get(&current, 1)?, &revoke, now_ms);
             // Revoking twice succeeds and changes nothing the second time; the revoked token
             // moves to the end of the agent's revoked list, as in sled's token set.
             let sql = format!(
@@ -1047,6 +1057,171 @@ impl Storage for PostgresStorage {
             audit_outcome(&transaction, &audit, &token, now_ms).await?;
             transaction.commit().await.map_err(pg)?;
             Ok(token)
+        })
+        .await
+    }
+
+    async fn rotate_agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        successor: NewAgentToken,
+        retiring_until_ms: i64,
+        now_ms: i64,
+        audit: Audit<RotatedAgentToken>,
+    ) -> Result<RotatedAgentToken, RotateAgentTokenError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            // The same agent-row lock as creates: rotations and creates of one agent take turns,
+            // on any replica, so the limits are checked against the current tokens.
+            let locked = transaction
+                .query_opt(
+                    "SELECT id FROM agents WHERE id = $1 AND project_id = $2 FOR UPDATE",
+                    &[&key(agent_id.get()), &key(project_id.get())],
+                )
+                .await
+                .map_err(pg)?;
+            if locked.is_none() {
+                return Err(RotateAgentTokenError::AgentNotFound);
+            }
+            let mut token_set = PostgresStorage::token_set(&transaction, agent_id).await?;
+            let next = transaction
+                .query_one("SELECT nextval('agent_tokens_id_seq')", &[])
+                .await
+                .map_err(pg)?;
+            let successor_id: i64 = get(&next, 0)?;
+            token_set.rotate(
+                token_id.get(),
+                unsigned(successor_id),
+                retiring_until_ms,
+                successor.expires_at_ms,
+                now_ms,
+            )?;
+            let sql = format!(
+                "UPDATE agent_tokens AS t SET retiring_until_ms = $2, successor_id = $3 \
+                 WHERE t.id = $1 RETURNING {TOKEN_COLUMNS}"
+            );
+            let row = transaction
+                .query_one(
+                    &sql,
+                    &[&key(token_id.get()), &retiring_until_ms, &successor_id],
+                )
+                .await
+                .map_err(pg)?;
+            let predecessor = rows::agent_token(&row)?;
+            let sql = format!(
+                "INSERT INTO agent_tokens AS t (id, agent_id, project_id, name, description, \
+                 revoked, created_by_user_id, created_at_ms, handle, secret_hash, expires_at_ms, \
+                 pending_predecessor_id) \
+                 VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8, $9, $10, $11) \
+                 RETURNING {TOKEN_COLUMNS}"
+            );
+            let row = transaction
+                .query_one(
+                    &sql,
+                    &[
+                        &successor_id,
+                        &key(agent_id.get()),
+                        &key(project_id.get()),
+                        &successor.name.as_str(),
+                        &successor.description.as_ref().map(|d| d.as_str()),
+                        &successor.created_by_user_id.map(|id| key(id.get())),
+                        &now_ms,
+                        &successor.handle.as_str(),
+                        &successor.secret_hash.as_str(),
+                        &successor.expires_at_ms,
+                        &key(token_id.get()),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let rotated = RotatedAgentToken {
+                predecessor,
+                successor: rows::agent_token(&row)?,
+            };
+            audit_outcome(&transaction, &audit, &rotated, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(rotated)
+        })
+        .await
+    }
+
+    async fn complete_agent_token_rotation(
+        &self,
+        successor_id: AgentTokenId,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Option<AgentToken>, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            // Locking the successor's row makes completions on several replicas take turns: the
+            // first clears the pending predecessor, the others then read it cleared.
+            let successor = transaction
+                .query_opt(
+                    "SELECT pending_predecessor_id FROM agent_tokens WHERE id = $1 FOR UPDATE",
+                    &[&key(successor_id.get())],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(predecessor_id) = successor
+                .as_ref()
+                .map(|row| get::<Option<i64>>(row, 0))
+                .transpose()?
+                .flatten()
+            else {
+                transaction.commit().await.map_err(pg)?;
+                return Ok(None);
+            };
+            transaction
+                .execute(
+                    "UPDATE agent_tokens SET pending_predecessor_id = NULL WHERE id = $1",
+                    &[&key(successor_id.get())],
+                )
+                .await
+                .map_err(pg)?;
+            let current = transaction
+                .query_opt(
+                    "SELECT expires_at_ms, retiring_until_ms FROM agent_tokens \
+                     WHERE id = $1 AND NOT revoked FOR UPDATE",
+                    &[&predecessor_id],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(current) = current else {
+                transaction.commit().await.map_err(pg)?;
+                return Ok(None);
+            };
+            let revocation = revocation_of(
+                get(&current, 0)?,
+                get(&current, 1)?,
+                &agent_tokens_rotated(),
+                now_ms,
+            );
+            let sql = format!(
+                "UPDATE agent_tokens AS t SET revoked = true, \
+                 list_position = nextval('agent_token_list_positions'), \
+                 revoked_at_ms = $2, revoked_by_user_id = NULL, revoked_reason = $3 \
+                 WHERE t.id = $1 RETURNING {TOKEN_COLUMNS}"
+            );
+            let row = transaction
+                .query_one(
+                    &sql,
+                    &[
+                        &predecessor_id,
+                        &revocation.revoked_at_ms,
+                        &revocation.reason.as_str(),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let predecessor = rows::agent_token(&row)?;
+            notify_revoked(&transaction, &[predecessor.id]).await?;
+            audit_outcome(&transaction, &audit, &predecessor, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(Some(predecessor))
         })
         .await
     }

@@ -34,7 +34,8 @@ pub(super) const AGENT_SELECT: &str = "SELECT a.id, a.project_id, a.name, a.crea
 /// `agent_tokens t`, then its hash.
 pub(super) const TOKEN_COLUMNS: &str = "t.id, t.agent_id, t.project_id, t.name, t.description, \
      t.revoked, t.created_by_user_id, t.created_at_ms, t.last_used_at_ms, t.secret_hash, \
-     t.expires_at_ms, t.revoked_at_ms, t.revoked_by_user_id, t.revoked_reason";
+     t.expires_at_ms, t.revoked_at_ms, t.revoked_by_user_id, t.revoked_reason, \
+     t.retiring_until_ms, t.successor_id, t.pending_predecessor_id";
 
 /// `url_configurations c`.
 pub(super) const CONFIG_COLUMNS: &str = "c.id, c.agent_id, c.project_id, c.url, c.ca_cert, \
@@ -160,6 +161,9 @@ pub(super) fn agent_token(row: &Row) -> Result<AgentToken, StoreError> {
             }),
             (true, None) | (false, _) => None,
         },
+        retiring_until_ms: get(row, 14)?,
+        successor_id: get_optional_id(row, 15)?.map(AgentTokenId::new),
+        pending_predecessor_id: get_optional_id(row, 16)?.map(AgentTokenId::new),
     })
 }
 

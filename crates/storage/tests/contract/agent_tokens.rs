@@ -4,8 +4,11 @@
 use crate::fixtures::{self, Secrets};
 use agentreg_domain::entities::{AgentToken, Revocation, RevocationReason, TokenStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId};
+use agentreg_domain::tokens::RotationRefused;
 use agentreg_domain::tokens::TokenKind;
-use agentreg_storage::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use agentreg_storage::agent_tokens::{
+    CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError,
+};
 use agentreg_storage::port::{NewAgentToken, RevokeAgentToken, Storage};
 
 pub(crate) async fn a_third_active_token_is_refused_until_one_is_revoked(storage: &dyn Storage) {
@@ -308,6 +311,9 @@ pub(crate) async fn a_token_is_found_by_its_handle_with_its_hash(storage: &dyn S
             last_used_at_ms: None,
             expires_at_ms: None,
             revocation: None,
+            retiring_until_ms: None,
+            successor_id: None,
+            pending_predecessor_id: None,
         }
     );
     assert_eq!(credential.token, created);
@@ -582,4 +588,280 @@ pub(crate) async fn revoking_keeps_the_first_reason_and_expired_tokens_revoke_as
             .unwrap(),
         None
     );
+}
+
+pub(crate) async fn rotating_keeps_the_slot_and_makes_the_successor_pending(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let first = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+
+    let successor = secrets.agent_token();
+    let successor_handle = successor.handle.clone();
+    let rotated = storage
+        .rotate_agent_token(project.id, agent.id, first.id, successor, 1_000, 3, None)
+        .await
+        .unwrap();
+    let create = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 4, None)
+        .await;
+
+    assert_eq!(rotated.predecessor.id, first.id);
+    assert_eq!(rotated.predecessor.retiring_until_ms, Some(1_000));
+    assert_eq!(rotated.predecessor.successor_id, Some(rotated.successor.id));
+    assert_eq!(rotated.successor.pending_predecessor_id, Some(first.id));
+    assert_eq!(rotated.successor.created_at_ms, 3);
+    assert!(matches!(
+        create,
+        Err(CreateAgentTokenError::LimitReached(_))
+    ));
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_set.usable(4).count(), 3);
+    assert_eq!(token_set.retiring(4).collect::<Vec<_>>(), [first.id.get()]);
+    assert_eq!(token_set.usable(1_000).count(), 2);
+    assert_eq!(
+        storage
+            .agent_token(project.id, agent.id, first.id)
+            .await
+            .unwrap(),
+        Some(rotated.predecessor.clone())
+    );
+    let credential = storage
+        .agent_token_by_handle(&successor_handle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(credential.token, rotated.successor);
+}
+
+pub(crate) async fn concurrent_rotations_of_one_token_create_exactly_one_successor(
+    storage: &dyn Storage,
+) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let token = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let rotations: Vec<_> = (0..20)
+        .map(|_| secrets.agent_token())
+        .map(|new| storage.rotate_agent_token(project.id, agent.id, token.id, new, 1_000, 3, None))
+        .collect();
+
+    let results = futures::future::join_all(rotations).await;
+
+    let successors: Vec<AgentTokenId> = results
+        .iter()
+        .filter_map(|result| result.as_ref().ok())
+        .map(|rotated| rotated.successor.id)
+        .collect();
+    assert_eq!(successors.len(), 1, "{results:?}");
+    assert!(results.iter().all(|result| matches!(
+        result,
+        Ok(_)
+            | Err(RotateAgentTokenError::Refused(
+                RotationRefused::AlreadyRotating
+            ))
+    )));
+    let stored = storage
+        .agent_token(project.id, agent.id, token.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.successor_id, Some(successors[0]));
+    assert_eq!(
+        storage
+            .all_agent_tokens(project.id, agent.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+pub(crate) async fn fifty_mixed_rotations_and_creates_leave_two_counted_tokens_and_one_retiring(
+    storage: &dyn Storage,
+) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let token = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let operations: Vec<_> = (0..50)
+        .map(|operation_idx| {
+            let new = secrets.agent_token();
+            async move {
+                if operation_idx % 2 == 0 {
+                    storage
+                        .rotate_agent_token(project.id, agent.id, token.id, new, 1_000, 3, None)
+                        .await
+                        .is_ok()
+                } else {
+                    storage
+                        .create_agent_token(project.id, agent.id, new, 3, None)
+                        .await
+                        .is_ok()
+                }
+            }
+        })
+        .collect();
+
+    let outcomes = futures::future::join_all(operations).await;
+
+    let n_rotated = outcomes.iter().step_by(2).filter(|ok| **ok).count();
+    let n_created = outcomes.iter().skip(1).step_by(2).filter(|ok| **ok).count();
+    assert_eq!((n_rotated, n_created), (1, 1), "{outcomes:?}");
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_set.usable(3).count(), 3);
+    assert_eq!(token_set.retiring(3).collect::<Vec<_>>(), [token.id.get()]);
+    assert!(token_set.check_capacity(3).is_err());
+}
+
+pub(crate) async fn the_successors_first_use_retires_the_predecessor_once(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let token = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let rotated = storage
+        .rotate_agent_token(
+            project.id,
+            agent.id,
+            token.id,
+            secrets.agent_token(),
+            1_000,
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let completions = futures::future::join_all(
+        (0..10).map(|_| storage.complete_agent_token_rotation(rotated.successor.id, 5, None)),
+    )
+    .await;
+
+    let retired: Vec<AgentToken> = completions
+        .into_iter()
+        .map(Result::unwrap)
+        .flatten()
+        .collect();
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    assert_eq!(retired[0].id, token.id);
+    assert_eq!(retired[0].status, TokenStatus::Revoked);
+    assert_eq!(
+        retired[0].revocation,
+        Some(Revocation {
+            revoked_at_ms: 5,
+            revoked_by_user_id: None,
+            reason: RevocationReason::rotated(),
+        })
+    );
+    let successor = storage
+        .agent_token(project.id, agent.id, rotated.successor.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(successor.pending_predecessor_id, None);
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        token_set.usable(5).collect::<Vec<_>>(),
+        [rotated.successor.id.get()]
+    );
+    // The slot the predecessor held is free again, and a new rotation may start.
+    storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 6, None)
+        .await
+        .unwrap();
+    storage
+        .rotate_agent_token(
+            project.id,
+            agent.id,
+            rotated.successor.id,
+            secrets.agent_token(),
+            2_000,
+            7,
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+pub(crate) async fn revoked_expired_and_retired_tokens_cannot_be_rotated(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let expiring = NewAgentToken {
+        expires_at_ms: Some(10),
+        ..secrets.agent_token()
+    };
+    let expiring = storage
+        .create_agent_token(project.id, agent.id, expiring, 2, None)
+        .await
+        .unwrap();
+    let revoked = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    storage
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            revoked.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let rotate = |token_id: AgentTokenId, now_ms: i64, seed: &mut Secrets| {
+        storage.rotate_agent_token(
+            project.id,
+            agent.id,
+            token_id,
+            seed.agent_token(),
+            now_ms + 100,
+            now_ms,
+            None,
+        )
+    };
+    let expired = rotate(expiring.id, 10, &mut secrets).await;
+    let revoked = rotate(revoked.id, 10, &mut secrets).await;
+    let unknown = rotate(AgentTokenId::new(999_999), 10, &mut secrets).await;
+
+    for result in [expired, revoked, unknown] {
+        assert!(
+            matches!(
+                result,
+                Err(RotateAgentTokenError::Refused(RotationRefused::NotFound))
+            ),
+            "{result:?}"
+        );
+    }
 }

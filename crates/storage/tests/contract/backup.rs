@@ -30,7 +30,8 @@ pub(crate) async fn a_snapshot_restores_every_record_into_an_empty_storage(
         original.counts,
         Counts {
             agents: 5,
-            active_agent_tokens: 3,
+            // Three active tokens plus a rotation's successor.
+            active_agent_tokens: 4,
             url_configurations: 2,
         }
     );
@@ -130,7 +131,7 @@ struct Description {
     personal_access_tokens: Vec<Option<(PersonalAccessToken, User, SecretHash)>>,
     agent_pages: Vec<Page<Agent>>,
     agents: Vec<Option<Agent>>,
-    token_sets: Vec<Option<(Vec<u64>, Vec<u64>, std::collections::BTreeMap<u64, i64>)>>,
+    token_sets: Vec<Option<TokenSetDescription>>,
     active_agent_tokens: Vec<Option<Vec<AgentToken>>>,
     url_configurations_by_agent: Vec<Option<Vec<UrlConfiguration>>>,
     agent_tokens: Vec<Option<AgentToken>>,
@@ -231,6 +232,23 @@ async fn populate(storage: &dyn Storage) -> World {
         )
         .await
         .unwrap();
+    // A rotation in progress travels in snapshots too: the retiring token and its successor.
+    let (rotating, _) = &agent_tokens[3];
+    let successor = secrets.agent_token();
+    let successor_handle = successor.handle.clone();
+    let rotated = storage
+        .rotate_agent_token(
+            rotating.project_id,
+            rotating.agent_id,
+            rotating.id,
+            successor,
+            1_000_000,
+            8,
+            None,
+        )
+        .await
+        .unwrap();
+    agent_tokens.push((rotated.successor, successor_handle));
     storage
         .record_agent_token_use(vec![
             (agent_tokens[0].0.id, 500),
@@ -299,6 +317,14 @@ async fn populate(storage: &dyn Storage) -> World {
         last_audit_event_id: last_event.id,
     }
 }
+
+/// Active and revoked ids, expiries and overlap deadlines.
+type TokenSetDescription = (
+    Vec<u64>,
+    Vec<u64>,
+    std::collections::BTreeMap<u64, i64>,
+    std::collections::BTreeMap<u64, i64>,
+);
 
 async fn describe(storage: &dyn Storage, world: &World) -> Description {
     let mut description = Description {
@@ -377,6 +403,7 @@ async fn describe(storage: &dyn Storage, world: &World) -> Description {
                     sorted(token_set.active()),
                     sorted(token_set.revoked()),
                     token_set.expiries().clone(),
+                    token_set.retiring_deadlines().clone(),
                 )
             });
         description.token_sets.push(token_set);
