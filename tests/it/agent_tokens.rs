@@ -47,6 +47,8 @@ async fn token_list_shows_only_active_tokens_in_the_basic_shape() {
             "revoked_at",
             "revoked_by_user_id",
             "revoked_reason",
+            "retiring_until",
+            "successor_id",
         ]
     );
     assert_eq!(token["id"], fixture.active_token_id);
@@ -163,6 +165,8 @@ async fn single_token_has_last_used_at_which_is_null_before_use() {
             "revoked_at",
             "revoked_by_user_id",
             "revoked_reason",
+            "retiring_until",
+            "successor_id",
         ]
     );
     assert_eq!(token["id"], fixture.active_token_id);
@@ -380,6 +384,8 @@ async fn maintainer_creates_a_token_and_receives_its_secret() {
             "revoked_at",
             "revoked_by_user_id",
             "revoked_reason",
+            "retiring_until",
+            "successor_id",
         ]
     );
     assert_eq!(token["name"], "test-token");

@@ -423,3 +423,220 @@ async fn an_unknown_status_filter_is_refused_on_both_protocols() {
     assert_eq!(message, "status does not have a valid value");
     assert_eq!(active_status, StatusCode::OK);
 }
+
+impl Agent {
+    async fn rotate(&self, token_id: i64, body: Value) -> (StatusCode, Value) {
+        self.app
+            .post(
+                &format!("{}/rotate", self.token_path(token_id)),
+                ROOT_TOKEN,
+                body,
+            )
+            .await
+    }
+
+    async fn grpc_rotate(
+        &self,
+        token_id: i64,
+        overlap_seconds: Option<i64>,
+    ) -> Result<pb::RotateAgentTokenResponse, tonic::Status> {
+        self.app
+            .grpc_tokens(ROOT_TOKEN)
+            .rotate_agent_token(pb::RotateAgentTokenRequest {
+                project: self.project_id.to_string(),
+                agent_id: self.agent_id,
+                token_id,
+                name: None,
+                description: None,
+                expires_at: None,
+                overlap_seconds,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_token_works_until_its_successors_first_use_then_reads_as_rotated() {
+    let agent = Agent::spawn().await;
+    let (_, old) = agent
+        .create(json!({"name": "deploy", "description": "the pipeline"}))
+        .await;
+    let old_id = old["id"].as_i64().expect("id");
+    let old_secret = old["token"].as_str().expect("secret").to_owned();
+    let (_, _other) = agent.create(json!({"name": "other"})).await;
+    let (status, _) = agent.app.agent_info(&old_secret).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, successor) = agent.rotate(old_id, json!({})).await;
+    let successor_id = successor["id"].as_i64().expect("id");
+    let successor_secret = successor["token"].as_str().expect("secret").to_owned();
+    let (_, retiring) = agent.app.get(&agent.token_path(old_id), ROOT_TOKEN).await;
+    let (old_during_overlap, _) = agent.app.agent_info(&old_secret).await;
+    let (third_status, _) = agent.create(json!({"name": "third"})).await;
+    let (successor_status, _) = agent.app.agent_info(&successor_secret).await;
+    let (old_after_first_use, _) = agent.app.agent_info(&old_secret).await;
+    let (old_shown_status, _) = agent.app.get(&agent.token_path(old_id), ROOT_TOKEN).await;
+    let (_, successor_shown) = agent
+        .app
+        .get(&agent.token_path(successor_id), ROOT_TOKEN)
+        .await;
+    let revoked = agent.revoked_list().await;
+    let (_, audit_events) = agent
+        .app
+        .get(
+            &format!("/projects/{}/audit_events", agent.project_id),
+            ROOT_TOKEN,
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::CREATED, "{successor}");
+    assert_eq!(successor["name"], "deploy");
+    assert_eq!(successor["description"], "the pipeline");
+    assert_eq!(successor["status"], "active");
+    assert!(successor_secret.starts_with("glagent-"));
+    assert_eq!(retiring["status"], "active");
+    assert_eq!(retiring["successor_id"], successor_id);
+    assert!(retiring["retiring_until"].is_string(), "{retiring}");
+    assert_eq!(old_during_overlap, StatusCode::OK);
+    assert_eq!(
+        third_status,
+        StatusCode::BAD_REQUEST,
+        "a rotation keeps its slot"
+    );
+    assert_eq!(successor_status, StatusCode::OK);
+    assert_eq!(old_after_first_use, StatusCode::UNAUTHORIZED);
+    assert_eq!(old_shown_status, StatusCode::NOT_FOUND);
+    assert!(
+        successor_shown["last_used_at"].is_string(),
+        "{successor_shown}"
+    );
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0]["id"], old_id);
+    assert_eq!(revoked[0]["revoked_reason"], "rotated");
+    assert_eq!(revoked[0]["revoked_by_user_id"], Value::Null);
+    let events = audit_events.as_array().expect("a JSON array");
+    let old_trail: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["entity_id"] == old_id)
+        .collect();
+    let trail_text = format!("{old_trail:?}");
+    assert!(
+        trail_text.contains("cluster_agent_token_rotated"),
+        "{trail_text}"
+    );
+    assert!(
+        trail_text.contains("successor_first_used_at_ms"),
+        "{trail_text}"
+    );
+}
+
+#[tokio::test]
+async fn a_retiring_token_stops_when_its_overlap_ends_even_from_the_cache() {
+    let agent = Agent::spawn().await;
+    let (_, old) = agent.create(json!({"name": "deploy"})).await;
+    let old_id = old["id"].as_i64().expect("id");
+    let old_secret = old["token"].as_str().expect("secret").to_owned();
+    let (status, _) = agent.app.agent_info(&old_secret).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let rotated = agent.grpc_rotate(old_id, Some(1)).await.expect("rotated");
+    let (during, _) = agent.app.agent_info(&old_secret).await;
+    // The wall clock has to pass the overlap; nothing in the server is waited for.
+    let deadline = tokio::time::Instant::now() + EXPIRY_WAIT;
+    let mut after = agent.app.agent_info(&old_secret).await;
+    while after.0 == StatusCode::OK && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = agent.app.agent_info(&old_secret).await;
+    }
+    let revoked = agent.grpc_list(Some("revoked")).await.expect("listed");
+    let rotate_again = agent.rotate(old_id, json!({})).await;
+
+    let predecessor = rotated.predecessor.expect("predecessor");
+    let successor = rotated.successor.expect("successor");
+    assert_eq!(predecessor.successor_id, Some(successor.id));
+    assert!(predecessor.retiring_until.is_some());
+    assert!(successor.token.is_some());
+    assert_eq!(during, StatusCode::OK);
+    assert_eq!(after.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0].revoked_reason.as_deref(), Some("rotated"));
+    assert_eq!(
+        seconds(&revoked[0].revoked_at),
+        seconds(&predecessor.retiring_until)
+    );
+    assert_eq!(rotate_again.0, StatusCode::NOT_FOUND, "{}", rotate_again.1);
+}
+
+#[tokio::test]
+async fn rotation_refusals_agree_on_both_protocols() {
+    let agent = Agent::spawn().await;
+    let (_, first) = agent.create(json!({"name": "first"})).await;
+    let first_id = first["id"].as_i64().expect("id");
+    let (_, second) = agent.create(json!({"name": "second"})).await;
+    let second_id = second["id"].as_i64().expect("id");
+    let (_, gone) = agent.create(json!({"name": "gone"})).await;
+    assert_eq!(
+        gone["message"],
+        "400 Bad request - An agent can have only two active tokens at a time"
+    );
+    let (status, _) = agent.rotate(first_id, json!({"overlap_seconds": 60})).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let rest_again = agent.rotate(first_id, json!({})).await;
+    let grpc_again = grpc_error(agent.grpc_rotate(first_id, None).await);
+    let rest_other = agent.rotate(second_id, json!({})).await;
+    let grpc_other = grpc_error(agent.grpc_rotate(second_id, None).await);
+    let rest_unknown = agent.rotate(999_999, json!({})).await;
+    let grpc_unknown = grpc_error(agent.grpc_rotate(999_999, None).await);
+    let rest_bad_overlap = agent.rotate(second_id, json!({"overlap_seconds": 0})).await;
+    let grpc_bad_overlap = grpc_error(agent.grpc_rotate(second_id, Some(0)).await);
+
+    assert_eq!(
+        rest_again,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"message": "400 Bad request - Token is already being rotated"})
+        )
+    );
+    assert_eq!(grpc_again.0, tonic::Code::InvalidArgument);
+    assert_eq!(
+        rest_other,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"message": "400 Bad request - An agent can rotate only one token at a time"})
+        )
+    );
+    assert_eq!(grpc_other.0, tonic::Code::InvalidArgument);
+    assert_eq!(
+        rest_unknown,
+        (StatusCode::NOT_FOUND, json!({"message": "404 Not found"}))
+    );
+    assert_eq!(grpc_unknown.0, tonic::Code::NotFound);
+    assert_eq!(
+        rest_bad_overlap,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "overlap_seconds is invalid"})
+        )
+    );
+    assert_eq!(grpc_bad_overlap.0, tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn concurrent_rotations_of_one_token_create_one_successor() {
+    let agent = Agent::spawn().await;
+    let (_, token) = agent.create(json!({"name": "deploy"})).await;
+    let token_id = token["id"].as_i64().expect("id");
+
+    let outcomes =
+        futures::future::join_all((0..10).map(|_| agent.rotate(token_id, json!({})))).await;
+
+    let n_created = outcomes
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::CREATED)
+        .count();
+    assert_eq!(n_created, 1, "{outcomes:?}");
+    let (_, active) = agent.app.get(&agent.tokens_path(), ROOT_TOKEN).await;
+    assert_eq!(active.as_array().expect("a JSON array").len(), 2);
+}

@@ -121,7 +121,7 @@ pub struct Counts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
     /// These agent tokens were revoked (directly, or with their agent) and must stop
-    /// authenticating.
+    /// authenticating, or were rotated and must be read again for their overlap deadline.
     AgentTokens(Vec<AgentTokenId>),
     /// The feed lost its connection: changes may be missed until [`Invalidation::Resumed`], so
     /// caches must be dropped and bypassed meanwhile.

@@ -173,6 +173,10 @@ pub struct ServeArgs {
     /// Refuse agent tokens created without an `expires_at` [default: false]
     #[arg(long, env = "AGENTREG_REQUIRE_AGENT_TOKEN_EXPIRY")]
     pub require_agent_token_expiry: Option<bool>,
+    /// Longest overlap a token rotation may ask for with `overlap_seconds`; longer requests are
+    /// cut to it [default: 7d]
+    #[arg(long, env = "AGENTREG_MAX_ROTATION_OVERLAP")]
+    pub max_rotation_overlap: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -205,6 +209,8 @@ pub struct Settings {
     pub agent_token_max_lifetime: Option<std::time::Duration>,
     /// Refuse agent tokens without an expiry.
     pub require_agent_token_expiry: bool,
+    /// The longest overlap of a token rotation.
+    pub max_rotation_overlap: std::time::Duration,
     /// PostgreSQL; `None` means embedded sled in `<data_dir>/db`.
     pub database: Option<DatabaseSettings>,
 }
@@ -215,6 +221,10 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
+
+/// The default of `--max-rotation-overlap`: a week.
+pub const DEFAULT_MAX_ROTATION_OVERLAP: std::time::Duration =
+    std::time::Duration::from_secs(7 * 86_400);
 
 /// The default of `--auth-failures-per-minute`.
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 30;
@@ -237,6 +247,7 @@ struct FileSettings {
     auth_failures_per_minute: Option<u32>,
     agent_token_max_lifetime: Option<String>,
     require_agent_token_expiry: Option<bool>,
+    max_rotation_overlap: Option<String>,
     database_url: Option<String>,
     database_password_file: Option<PathBuf>,
     database_pool_size: Option<usize>,
@@ -338,6 +349,12 @@ impl Settings {
                 .require_agent_token_expiry
                 .or(file.require_agent_token_expiry)
                 .unwrap_or(false),
+            max_rotation_overlap: args
+                .max_rotation_overlap
+                .or(file.max_rotation_overlap)
+                .map(|text| parse_duration(&text))
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_ROTATION_OVERLAP),
             database: args.database.resolve(DatabaseArgs {
                 database_url: file.database_url,
                 database_password_file: file.database_password_file,
@@ -364,6 +381,7 @@ impl Settings {
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             agent_token_max_lifetime: None,
             require_agent_token_expiry: false,
+            max_rotation_overlap: DEFAULT_MAX_ROTATION_OVERLAP,
             database: None,
         }
     }

@@ -61,6 +61,7 @@ impl Application {
                 auth_failures_per_minute: settings.auth_failures_per_minute,
                 agent_token_max_lifetime: settings.agent_token_max_lifetime,
                 require_agent_token_expiry: settings.require_agent_token_expiry,
+                max_rotation_overlap: settings.max_rotation_overlap,
             },
             Sealer::new(&encryption_key),
             KasVerifier::new(&kas_secret),

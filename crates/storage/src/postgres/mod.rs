@@ -1141,6 +1141,9 @@ impl Storage for PostgresStorage {
                 predecessor,
                 successor: rows::agent_token(&row)?,
             };
+            // Caches on every replica hold the predecessor without its overlap deadline: they
+            // drop it, as for a revocation, and read the deadline on its next use.
+            notify_revoked(&transaction, &[token_id]).await?;
             audit_outcome(&transaction, &audit, &rotated, now_ms).await?;
             transaction.commit().await.map_err(pg)?;
             Ok(rotated)

@@ -4,13 +4,15 @@
 
 use super::audit::{self, AuditEntry};
 use super::pagination::{PageInfo, Pagination};
-use super::{App, Caller, Error, author, now_ms};
+use super::{App, AuthCounters, Caller, Error, author, now_ms};
 use agentreg_domain::entities::{AgentToken, RevocationReason};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
 use agentreg_domain::names::{TokenDescription, TokenName};
-use agentreg_domain::tokens::{TokenKind, generate_token, sort_by_last_use};
-use agentreg_storage::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
-use agentreg_storage::port::{NewAgentToken, RevokeAgentToken};
+use agentreg_domain::tokens::{RotationRefused, TokenKind, generate_token, sort_by_last_use};
+use agentreg_storage::agent_tokens::{
+    CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError,
+};
+use agentreg_storage::port::{NewAgentToken, RevokeAgentToken, RotatedAgentToken};
 use secrecy::SecretString;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -34,6 +36,30 @@ pub struct NewAgentTokenInput {
     /// time.
     pub expires_at: Option<String>,
 }
+
+/// `POST .../tokens/:token_id/rotate` parameters as sent.
+#[derive(Debug, Default)]
+pub struct RotateAgentTokenInput {
+    /// The successor's name; the predecessor's when unset.
+    pub name: Option<String>,
+    /// The successor's description; the predecessor's when unset.
+    pub description: Option<String>,
+    /// The successor's expiry, as in [`NewAgentTokenInput::expires_at`]. Unset, a successor of
+    /// a token with an expiry gets the same lifetime from now.
+    pub expires_at: Option<String>,
+    /// How long the predecessor keeps working if the successor is not used:
+    /// [`DEFAULT_ROTATION_OVERLAP_SECONDS`] when unset, cut to the instance's maximum.
+    pub overlap_seconds: Option<i64>,
+}
+
+/// A rotation: the predecessor, now retiring, and its successor with the secret shown once.
+pub struct RotatedAgentTokenWithSecret {
+    pub predecessor: AgentToken,
+    pub successor: CreatedAgentToken,
+}
+
+/// The overlap of a rotation when the caller does not choose one: a day.
+pub const DEFAULT_ROTATION_OVERLAP_SECONDS: i64 = 86_400;
 
 /// Which of an agent's tokens a list shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -268,6 +294,172 @@ impl App {
 }
 
 impl App {
+    /// Rotates a token: creates its successor (shown once, with its secret) and marks it
+    /// retiring. It keeps working until the successor's first successful use, or until the
+    /// overlap ends, whichever comes first. Checks run in the order of a create; a token that is
+    /// not usable (revoked, expired, retired) is not found.
+    pub async fn rotate_agent_token(
+        &self,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        input: RotateAgentTokenInput,
+    ) -> Result<RotatedAgentTokenWithSecret, Error> {
+        let expires_at_ms = input
+            .expires_at
+            .as_deref()
+            .map(|text| parse_expiry(text).ok_or_else(|| Error::invalid("expires_at")))
+            .transpose()?;
+        let overlap_seconds = match input.overlap_seconds {
+            Some(seconds) if seconds <= 0 => return Err(Error::invalid("overlap_seconds")),
+            Some(seconds) => seconds,
+            None => DEFAULT_ROTATION_OVERLAP_SECONDS,
+        };
+        let access = self.project_access(caller, project_ref).await?;
+        if !access.role.can_admin_cluster() {
+            return Err(Error::Forbidden);
+        }
+        let agent = self.find_agent(&access, agent_id).await?;
+        let project_id = access.project.id;
+        let now = now_ms();
+        let predecessor = self
+            .storage()
+            .agent_token(project_id, agent.id, token_id)
+            .await?
+            .filter(|token| token.is_usable(now))
+            .ok_or(Error::RecordNotFound)?;
+        let token_set = self
+            .storage()
+            .agent_token_set(project_id, agent.id)
+            .await?
+            .ok_or(Error::RecordNotFound)?;
+        token_set
+            .check_rotation(token_id.get(), now)
+            .map_err(rotation_refused)?;
+        let name = input.name.unwrap_or_else(|| predecessor.name.clone());
+        let description = input
+            .description
+            .or_else(|| predecessor.description.clone());
+        let (name, description) = validate_token_fields(&name, description.as_deref())?;
+        let expires_at_ms = expires_at_ms.or_else(|| {
+            let lifetime = predecessor.expires_at_ms? - predecessor.created_at_ms;
+            Some(now.saturating_add(lifetime))
+        });
+        self.validate_expiry(expires_at_ms, now)?;
+        let max_overlap_seconds =
+            i64::try_from(self.inner.config.max_rotation_overlap.as_secs()).unwrap_or(i64::MAX);
+        let retiring_until_ms = now.saturating_add(
+            overlap_seconds
+                .min(max_overlap_seconds)
+                .saturating_mul(1_000),
+        );
+
+        let generated = generate_token(TokenKind::Agent, &mut rand::rng());
+        let secret_hash = self.hash_secret(&generated.plaintext).await?;
+        let user_id = author(caller);
+        let successor = NewAgentToken {
+            name,
+            description,
+            handle: generated.handle,
+            secret_hash,
+            created_by_user_id: user_id,
+            expires_at_ms,
+        };
+        let audit = Arc::new(move |rotated: &RotatedAgentToken| {
+            let predecessor = &rotated.predecessor;
+            let entry = AuditEntry {
+                event_name: "cluster_agent_token_rotated",
+                message: format!(
+                    "Rotated cluster agent token '{}': successor {} created, the token retires \
+                     on the successor's first use",
+                    predecessor.name, rotated.successor.id
+                ),
+                entity_type: TOKEN_ENTITY,
+                entity_id: predecessor.id.get(),
+                target_details: &predecessor.name,
+            };
+            let mut event = audit::event(project_id, user_id, entry);
+            event.details["successor_id"] = serde_json::json!(rotated.successor.id.get());
+            event.details["retiring_until_ms"] = serde_json::json!(predecessor.retiring_until_ms);
+            event
+        });
+        let rotated = self
+            .storage()
+            .rotate_agent_token(
+                project_id,
+                agent.id,
+                token_id,
+                successor,
+                retiring_until_ms,
+                now,
+                Some(audit),
+            )
+            .await;
+        match rotated {
+            Ok(rotated) => {
+                // A cached predecessor does not know its overlap deadline yet.
+                self.inner.agent_tokens.invalidate(&[token_id]);
+                AuthCounters::bump(&self.inner.counters.rotations);
+                Ok(RotatedAgentTokenWithSecret {
+                    predecessor: rotated.predecessor,
+                    successor: CreatedAgentToken {
+                        token: rotated.successor,
+                        plaintext: generated.plaintext,
+                    },
+                })
+            }
+            Err(RotateAgentTokenError::Refused(refused)) => Err(rotation_refused(refused)),
+            Err(RotateAgentTokenError::AgentNotFound) => Err(Error::RecordNotFound),
+            Err(RotateAgentTokenError::Store(error)) => Err(error.into()),
+        }
+    }
+
+    /// Ends a rotation on the successor's first successful use (on whichever replica sees it):
+    /// the predecessor is revoked with the reason `rotated`, leaves every cache, and its audit
+    /// trail records the first use. A failure here does not fail the agent's request: the
+    /// overlap deadline retires the predecessor anyway.
+    pub(crate) async fn complete_rotation(&self, successor_id: AgentTokenId, now: i64) {
+        let audit = Arc::new(move |predecessor: &AgentToken| {
+            let entry = AuditEntry {
+                event_name: "cluster_agent_token_revoked",
+                message: format!(
+                    "Revoked cluster agent token '{}': its successor {successor_id} was used",
+                    predecessor.name
+                ),
+                entity_type: TOKEN_ENTITY,
+                entity_id: predecessor.id.get(),
+                target_details: &predecessor.name,
+            };
+            let mut event = audit::event(predecessor.project_id, None, entry);
+            event.details["revoked_reason"] = serde_json::json!("rotated");
+            event.details["successor_id"] = serde_json::json!(successor_id.get());
+            event.details["successor_first_used_at_ms"] = serde_json::json!(now);
+            event
+        });
+        let completed = self
+            .storage()
+            .complete_agent_token_rotation(successor_id, now, Some(audit))
+            .await;
+        match completed {
+            Ok(Some(predecessor)) => {
+                self.inner
+                    .agent_tokens
+                    .invalidate(&[predecessor.id, successor_id]);
+            }
+            // Another process completed it; forget the cached successor so that its pending
+            // predecessor is read again.
+            Ok(None) => self.inner.agent_tokens.invalidate(&[successor_id]),
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    successor_id = successor_id.get(),
+                    "completing an agent token rotation failed; the overlap deadline still applies"
+                );
+            }
+        }
+    }
+
     /// Checks an expiry against the clock and the instance's policy: in the future, within the
     /// maximum lifetime, and present when required.
     fn validate_expiry(&self, expires_at_ms: Option<i64>, now: i64) -> Result<(), Error> {
@@ -293,6 +485,17 @@ impl App {
             }
         }
         Ok(())
+    }
+}
+
+/// The app error of a refused rotation: a token that cannot be rotated is not found, one that
+/// is rotating or whose agent has a rotation in progress is a bad request.
+fn rotation_refused(refused: RotationRefused) -> Error {
+    match refused {
+        RotationRefused::NotFound => Error::RecordNotFound,
+        RotationRefused::AlreadyRotating | RotationRefused::RotationInProgress => {
+            Error::BadRequest(refused.to_string())
+        }
     }
 }
 

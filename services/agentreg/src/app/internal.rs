@@ -63,8 +63,12 @@ pub struct AuthenticatedAgent {
     pub project_id: ProjectId,
     pub agent_id: AgentId,
     pub agent_name: String,
-    /// The token's expiry, checked on every use, cached or not.
-    pub expires_at_ms: Option<i64>,
+    /// When the token stops working on its own (its expiry, or the end of a rotation's
+    /// overlap), checked on every use, cached or not.
+    pub usable_until_ms: Option<i64>,
+    /// The token this one replaced, while it is still retiring: this token's first use retires
+    /// it.
+    pub pending_predecessor_id: Option<AgentTokenId>,
 }
 
 /// How the agent server authenticates to a receptive agent, with the key in clear.
@@ -112,8 +116,8 @@ impl App {
             None => self.verify_agent_token(agent_token, digest, now).await,
         };
         // An expired token fails exactly like a revoked one, even from the cache.
-        let result = result.and_then(|agent| match agent.expires_at_ms {
-            Some(expires_at_ms) if expires_at_ms <= now => Err(Error::Unauthorized),
+        let result = result.and_then(|agent| match agent.usable_until_ms {
+            Some(until_ms) if until_ms <= now => Err(Error::Unauthorized),
             Some(_) | None => Ok(agent),
         });
         if let Err(Error::Unauthorized) = &result {
@@ -121,6 +125,9 @@ impl App {
         }
         let agent = result?;
         self.inner.usage.record(agent.token_id, now);
+        if agent.pending_predecessor_id.is_some() {
+            self.complete_rotation(agent.token_id, now).await;
+        }
         Ok(agent)
     }
 
@@ -159,7 +166,8 @@ impl App {
             project_id: stored.project_id,
             agent_id: found_agent.id,
             agent_name: found_agent.name,
-            expires_at_ms: stored.expires_at_ms,
+            usable_until_ms: stored.usable_until_ms(),
+            pending_predecessor_id: stored.pending_predecessor_id,
         };
         cache.insert(generation, digest, agent.token_id, agent.clone());
         Ok(agent)

@@ -146,6 +146,8 @@ pub struct AppConfig {
     pub agent_token_max_lifetime: Option<std::time::Duration>,
     /// Refuse agent tokens without an `expires_at`.
     pub require_agent_token_expiry: bool,
+    /// The longest overlap a rotation may ask for; longer requests are cut to it.
+    pub max_rotation_overlap: std::time::Duration,
 }
 
 /// Counters that metrics report.
@@ -154,6 +156,8 @@ pub struct AuthCounters {
     pub argon2_verifications: AtomicU64,
     pub cache_hits: AtomicU64,
     pub failures: AtomicU64,
+    /// Agent token rotations this process performed.
+    pub rotations: AtomicU64,
 }
 
 impl AuthCounters {

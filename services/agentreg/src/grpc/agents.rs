@@ -3,7 +3,7 @@
 use super::pb::agent_service_server::AgentService;
 use super::pb::agent_token_service_server::AgentTokenService;
 use super::{caller, id, page_info, pagination, pb, status, timestamp, unmodified_since};
-use crate::app::agent_tokens::{NewAgentTokenInput, TokenListStatus};
+use crate::app::agent_tokens::{NewAgentTokenInput, RotateAgentTokenInput, TokenListStatus};
 use crate::app::agents::AgentDetails;
 use crate::app::{App, Intent};
 use agentreg_domain::entities::AgentToken;
@@ -187,6 +187,37 @@ impl AgentTokenService for AgentTokenGrpc {
             .map_err(status)?;
         Ok(Response::new(pb::RevokeAgentTokenResponse {}))
     }
+
+    async fn rotate_agent_token(
+        &self,
+        request: Request<pb::RotateAgentTokenRequest>,
+    ) -> Result<Response<pb::RotateAgentTokenResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let request = request.into_inner();
+        let input = RotateAgentTokenInput {
+            name: request.name,
+            description: request.description,
+            expires_at: request.expires_at,
+            overlap_seconds: request.overlap_seconds,
+        };
+        let rotated = self
+            .app
+            .rotate_agent_token(
+                &caller,
+                &ProjectRef::parse(&request.project),
+                AgentId::from_wire(request.agent_id),
+                AgentTokenId::from_wire(request.token_id),
+                input,
+            )
+            .await
+            .map_err(status)?;
+        let mut successor = token(&rotated.successor.token, true);
+        successor.token = Some(rotated.successor.plaintext.expose_secret().to_owned());
+        Ok(Response::new(pb::RotateAgentTokenResponse {
+            successor: Some(successor),
+            predecessor: Some(token(&rotated.predecessor, true)),
+        }))
+    }
 }
 
 pub(super) fn agent(details: &AgentDetails) -> pb::Agent {
@@ -229,5 +260,7 @@ fn token(token: &AgentToken, with_last_used: bool) -> pb::AgentToken {
             .revocation
             .as_ref()
             .map(|revocation| revocation.reason.as_str().to_owned()),
+        retiring_until: token.retiring_until_ms.map(timestamp),
+        successor_id: token.successor_id.map(id),
     }
 }

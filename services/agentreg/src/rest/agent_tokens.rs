@@ -2,14 +2,14 @@
 
 use super::dto::{AgentTokenBasicJson, AgentTokenJson, AgentTokenWithTokenJson};
 use super::extract::{Authenticated, Ids, Params, RequestTarget};
-use super::openapi::bodies::NewAgentTokenBody;
+use super::openapi::bodies::{NewAgentTokenBody, RotateAgentTokenBody};
 use super::openapi::{
     AgentPath, AgentTokenPage, AgentTokenPath, BadRequest, InvalidParameter, NotFound, PageQuery,
     PayloadTooLarge, RevocationReasonQuery, TokenStatusQuery, TooManyRequests, Unauthorized,
     UnsupportedMediaType, WriteForbidden,
 };
 use super::{ApiError, RestState, paginated};
-use crate::app::agent_tokens::{NewAgentTokenInput, TokenListStatus};
+use crate::app::agent_tokens::{NewAgentTokenInput, RotateAgentTokenInput, TokenListStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId};
 use axum::Json;
 use axum::extract::State;
@@ -183,4 +183,55 @@ pub(super) async fn revoke(
         .revoke_agent_token(&caller, &ids.project(), agent_id, token_id, reason)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Rotates a token (Maintainer and above; agentreg extension): creates its successor, shown
+/// once with its secret, and marks the token retiring. The token keeps working until the
+/// successor's first use by an agent, or until `overlap_seconds` pass.
+#[utoipa::path(
+    post,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}/rotate",
+    operation_id = "rotate_agent_token",
+    tag = "agent_tokens",
+    params(AgentTokenPath),
+    request_body(content(
+        (RotateAgentTokenBody = "application/json"),
+        (RotateAgentTokenBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (
+            status = 201,
+            description = "The successor, with its secret shown this once.",
+            body = AgentTokenWithTokenJson,
+        ),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
+pub(super) async fn rotate(
+    State(state): State<RestState>,
+    Authenticated(caller): Authenticated,
+    ids: Ids,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
+    let token_id = AgentTokenId::from_wire(ids.integer("token_id")?);
+    let input = RotateAgentTokenInput {
+        name: params.optional_text("name")?,
+        description: params.optional_text("description")?,
+        expires_at: params.optional_text("expires_at")?,
+        overlap_seconds: params.integer("overlap_seconds")?,
+    };
+    let rotated = state
+        .app
+        .rotate_agent_token(&caller, &ids.project(), agent_id, token_id, input)
+        .await?;
+    let successor = &rotated.successor;
+    let body = AgentTokenWithTokenJson::new(&successor.token, &successor.plaintext);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }

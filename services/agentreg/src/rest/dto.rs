@@ -132,6 +132,13 @@ pub(crate) struct AgentTokenBasicJson {
     /// extension).
     #[schema(required = true)]
     revoked_reason: Option<String>,
+    /// Set once the token is rotated (agentreg extension): it keeps working until its successor
+    /// is first used, or until this time.
+    #[schema(required = true, format = DateTime)]
+    retiring_until: Option<String>,
+    /// The token that replaced this one in a rotation (agentreg extension).
+    #[schema(required = true)]
+    successor_id: Option<u64>,
 }
 
 impl From<&AgentToken> for AgentTokenBasicJson {
@@ -157,6 +164,8 @@ impl From<&AgentToken> for AgentTokenBasicJson {
                 .revocation
                 .as_ref()
                 .map(|r| r.reason.as_str().to_owned()),
+            retiring_until: token.retiring_until_ms.map(timestamp),
+            successor_id: token.successor_id.map(u64::from),
         }
     }
 }
@@ -192,6 +201,13 @@ pub(crate) struct AgentTokenJson {
     /// extension).
     #[schema(required = true)]
     revoked_reason: Option<String>,
+    /// Set once the token is rotated (agentreg extension): it keeps working until its successor
+    /// is first used, or until this time.
+    #[schema(required = true, format = DateTime)]
+    retiring_until: Option<String>,
+    /// The token that replaced this one in a rotation (agentreg extension).
+    #[schema(required = true)]
+    successor_id: Option<u64>,
 }
 
 impl From<&AgentToken> for AgentTokenJson {
@@ -218,6 +234,8 @@ impl From<&AgentToken> for AgentTokenJson {
                 .revocation
                 .as_ref()
                 .map(|r| r.reason.as_str().to_owned()),
+            retiring_until: token.retiring_until_ms.map(timestamp),
+            successor_id: token.successor_id.map(u64::from),
         }
     }
 }
@@ -257,6 +275,13 @@ pub(crate) struct AgentTokenWithTokenJson<'a> {
     /// extension).
     #[schema(required = true)]
     revoked_reason: Option<String>,
+    /// Set once the token is rotated (agentreg extension): it keeps working until its successor
+    /// is first used, or until this time.
+    #[schema(required = true, format = DateTime)]
+    retiring_until: Option<String>,
+    /// The token that replaced this one in a rotation (agentreg extension).
+    #[schema(required = true)]
+    successor_id: Option<u64>,
 }
 
 impl<'a> AgentTokenWithTokenJson<'a> {
@@ -278,6 +303,8 @@ impl<'a> AgentTokenWithTokenJson<'a> {
             revoked_at: shown.revoked_at,
             revoked_by_user_id: shown.revoked_by_user_id,
             revoked_reason: shown.revoked_reason,
+            retiring_until: shown.retiring_until,
+            successor_id: shown.successor_id,
             token: plaintext,
         }
     }

@@ -96,6 +96,8 @@ fn routes() -> Vec<Route> {
     const AGENT: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}";
     const TOKENS: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens";
     const TOKEN: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}";
+    const TOKEN_ROTATE: &str =
+        "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}/rotate";
     const URL_CONFIGS: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations";
     const URL_CONFIG: &str =
         "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations/{url_configuration_id}";
@@ -122,6 +124,7 @@ fn routes() -> Vec<Route> {
         Route::post(TOKENS, agent_tokens::create),
         Route::get(TOKEN, agent_tokens::show),
         Route::delete(TOKEN, agent_tokens::revoke),
+        Route::post(TOKEN_ROTATE, agent_tokens::rotate),
         Route::get(URL_CONFIGS, url_configs::list),
         Route::post(URL_CONFIGS, url_configs::create),
         Route::get(URL_CONFIG, url_configs::show),

@@ -52,6 +52,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
         agent_tokens::create,
         agent_tokens::show,
         agent_tokens::revoke,
+        agent_tokens::rotate,
         url_configs::list,
         url_configs::create,
         url_configs::show,
@@ -594,6 +595,26 @@ pub(super) mod bodies {
         /// with `--require-agent-token-expiry`.
         #[schema(examples("2030-01-31", "2030-01-31T12:00:00Z"))]
         expires_at: Option<String>,
+    }
+
+    /// `POST /projects/:id/cluster_agents/:agent_id/tokens/:token_id/rotate` (agentreg
+    /// extension): every field is optional.
+    #[derive(ToSchema)]
+    #[schema(as = RotateAgentToken)]
+    pub(in crate::rest) struct RotateAgentTokenBody {
+        /// The successor's name; the rotated token's when unset.
+        #[schema(pattern = r"\S", max_length = 255)]
+        name: Option<String>,
+        /// The successor's description; the rotated token's when unset.
+        #[schema(max_length = 1024)]
+        description: Option<String>,
+        /// The successor's expiry, as on create. Unset, a successor of a token with an expiry
+        /// gets the same lifetime from now.
+        expires_at: Option<String>,
+        /// How long the rotated token keeps working if the successor is not used: a day by
+        /// default, cut to `--max-rotation-overlap`.
+        #[schema(minimum = 1, examples(86400))]
+        overlap_seconds: Option<i64>,
     }
 
     /// `POST /projects/:id/cluster_agents/:agent_id/url_configurations`: JWT mode without a
