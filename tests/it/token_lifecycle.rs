@@ -640,3 +640,49 @@ async fn concurrent_rotations_of_one_token_create_one_successor() {
     let (_, active) = agent.app.get(&agent.tokens_path(), ROOT_TOKEN).await;
     assert_eq!(active.as_array().expect("a JSON array").len(), 2);
 }
+
+#[tokio::test]
+async fn metrics_report_time_to_expiry_rotations_and_retiring_tokens() {
+    let agent = Agent::spawn().await;
+    let (_, expiring) = agent
+        .create(json!({"name": "dated", "expires_at": time_from_now(Duration::from_secs(7_200))}))
+        .await;
+    let (status, _) = agent
+        .rotate(expiring["id"].as_i64().expect("id"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let text = agent
+        .app
+        .http
+        .get(format!("{}/metrics", agent.app.base_url))
+        .send()
+        .await
+        .expect("scraped")
+        .text()
+        .await
+        .expect("text");
+
+    assert!(
+        text.contains("\nagentreg_agent_tokens_retiring 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nagentreg_agent_token_rotations_total 1\n"),
+        "{text}"
+    );
+    // The retiring token and its successor (which inherits the two-hour lifetime) both expire
+    // between one and six hours from now.
+    assert!(
+        text.contains("agentreg_agent_tokens_expiring_seconds_bucket{le=\"3600.0\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("agentreg_agent_tokens_expiring_seconds_bucket{le=\"21600.0\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("agentreg_agent_tokens_expiring_seconds_count 2\n"),
+        "{text}"
+    );
+}

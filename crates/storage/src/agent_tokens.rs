@@ -3,7 +3,9 @@
 
 use crate::audit::{Audit, audit_entry};
 use crate::hashing::SecretHash;
-use crate::port::{AgentTokenCredential, NewAgentToken, RevokeAgentToken, RotatedAgentToken};
+use crate::port::{
+    AgentTokenCredential, NewAgentToken, RevokeAgentToken, RotatedAgentToken, TokenDeadlines,
+};
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
@@ -491,6 +493,27 @@ impl Store {
             n_active += record.active.len();
         }
         Ok(n_active)
+    }
+
+    /// The deadlines of every active token that has one, read from the token sets.
+    pub fn agent_token_deadlines(&self) -> Result<Vec<TokenDeadlines>, StoreError> {
+        let mut deadlines = Vec::new();
+        for entry in self.trees.agent_token_sets.iter() {
+            let (_, bytes) = entry.map_err(engine)?;
+            let record: v1::AgentTokenSet = decode(schema::AGENT_TOKEN_SETS, &bytes)?;
+            for token_id in &record.active {
+                let token_deadlines = TokenDeadlines {
+                    expires_at_ms: record.expiries.get(token_id).copied(),
+                    retiring_until_ms: record.retiring.get(token_id).copied(),
+                };
+                if token_deadlines.expires_at_ms.is_some()
+                    || token_deadlines.retiring_until_ms.is_some()
+                {
+                    deadlines.push(token_deadlines);
+                }
+            }
+        }
+        Ok(deadlines)
     }
 
     fn agent_token_by_id(&self, token_id: u64) -> Result<Option<AgentTokenCredential>, StoreError> {

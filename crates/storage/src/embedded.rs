@@ -12,7 +12,7 @@ use crate::identity::{
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
     NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken, RotatedAgentToken,
-    Storage,
+    Storage, TokenDeadlines,
 };
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use crate::{EngineError, OpenError, Page, PageWindow, Store, StoreError};
@@ -435,6 +435,10 @@ impl Storage for SledStorage {
     ) -> Result<Page<AuditEvent>, StoreError> {
         self.blocking(move |store| store.audit_events_page(scope, window))
             .await
+    }
+
+    async fn agent_token_deadlines(&self) -> Result<Vec<TokenDeadlines>, StoreError> {
+        self.blocking(|store| store.agent_token_deadlines()).await
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {

@@ -116,6 +116,14 @@ pub struct Counts {
     pub url_configurations: u64,
 }
 
+/// When an active token stops working on its own, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenDeadlines {
+    pub expires_at_ms: Option<i64>,
+    /// Set while the token is being rotated.
+    pub retiring_until_ms: Option<i64>,
+}
+
 /// What another process changed that a local cache may hold. Only backends shared by several
 /// processes send these; an embedded backend has no other writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,6 +372,8 @@ pub trait Storage: Send + Sync + 'static {
         window: PageWindow,
     ) -> Result<Page<AuditEvent>, StoreError>;
     async fn counts(&self) -> Result<Counts, StoreError>;
+    /// The deadlines of every active (not revoked) agent token that has one, for metrics.
+    async fn agent_token_deadlines(&self) -> Result<Vec<TokenDeadlines>, StoreError>;
 
     // Backup.
 

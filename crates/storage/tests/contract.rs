@@ -129,6 +129,7 @@ contract_cases! {
             fifty_mixed_rotations_and_creates_leave_two_counted_tokens_and_one_retiring,
             the_successors_first_use_retires_the_predecessor_once,
             revoked_expired_and_retired_tokens_cannot_be_rotated,
+            deadlines_list_every_active_token_that_has_one,
         }
         url_configs {
             an_agent_has_at_most_one_url_configuration,

@@ -30,7 +30,7 @@ use crate::identity::{
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
     NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken, RotatedAgentToken,
-    Storage,
+    Storage, TokenDeadlines,
 };
 use crate::schema;
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
@@ -1528,6 +1528,29 @@ impl Storage for PostgresStorage {
                     .collect::<Result<_, _>>()?,
                 total: unsigned(get(&total, 0)?),
             })
+        })
+        .await
+    }
+
+    async fn agent_token_deadlines(&self) -> Result<Vec<TokenDeadlines>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT expires_at_ms, retiring_until_ms FROM agent_tokens WHERE NOT revoked \
+                     AND (expires_at_ms IS NOT NULL OR retiring_until_ms IS NOT NULL)",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(TokenDeadlines {
+                        expires_at_ms: get(row, 0)?,
+                        retiring_until_ms: get(row, 1)?,
+                    })
+                })
+                .collect()
         })
         .await
     }

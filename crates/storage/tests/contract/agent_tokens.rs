@@ -9,7 +9,7 @@ use agentreg_domain::tokens::TokenKind;
 use agentreg_storage::agent_tokens::{
     CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError,
 };
-use agentreg_storage::port::{NewAgentToken, RevokeAgentToken, Storage};
+use agentreg_storage::port::{NewAgentToken, RevokeAgentToken, Storage, TokenDeadlines};
 
 pub(crate) async fn a_third_active_token_is_refused_until_one_is_revoked(storage: &dyn Storage) {
     let (_, project) = fixtures::owner_and_project(storage).await;
@@ -864,4 +864,51 @@ pub(crate) async fn revoked_expired_and_retired_tokens_cannot_be_rotated(storage
             "{result:?}"
         );
     }
+}
+
+pub(crate) async fn deadlines_list_every_active_token_that_has_one(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let expiring = NewAgentToken {
+        expires_at_ms: Some(500),
+        ..secrets.agent_token()
+    };
+    storage
+        .create_agent_token(project.id, agent.id, expiring, 2, None)
+        .await
+        .unwrap();
+    let rotating = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    storage
+        .rotate_agent_token(
+            project.id,
+            agent.id,
+            rotating.id,
+            secrets.agent_token(),
+            300,
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let mut deadlines = storage.agent_token_deadlines().await.unwrap();
+
+    deadlines.sort_by_key(|deadline| (deadline.expires_at_ms, deadline.retiring_until_ms));
+    assert_eq!(
+        deadlines,
+        [
+            TokenDeadlines {
+                expires_at_ms: None,
+                retiring_until_ms: Some(300),
+            },
+            TokenDeadlines {
+                expires_at_ms: Some(500),
+                retiring_until_ms: None,
+            },
+        ]
+    );
 }

@@ -169,6 +169,15 @@ impl AuthCounters {
 /// How many of each record exist, for metrics.
 pub use agentreg_storage::port::Counts as Inventory;
 
+/// Agent token deadlines as metrics report them.
+#[derive(Debug, Clone, Default)]
+pub struct TokenLifetimes {
+    /// Time left on each usable token with an expiry.
+    pub seconds_to_expiry: Vec<f64>,
+    /// Usable tokens being rotated.
+    pub n_retiring: u64,
+}
+
 /// The application: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct App {
@@ -233,6 +242,36 @@ impl App {
     /// The numbers of agents, active tokens and URL configurations.
     pub async fn inventory(&self) -> Result<Inventory, Error> {
         Ok(self.inner.storage.counts().await?)
+    }
+
+    /// The time left on every usable agent token with an expiry, in seconds, and the number of
+    /// usable tokens being rotated.
+    pub async fn token_lifetimes(&self) -> Result<TokenLifetimes, Error> {
+        let deadlines = self.inner.storage.agent_token_deadlines().await?;
+        let now = now_ms();
+        let mut lifetimes = TokenLifetimes::default();
+        for deadline in deadlines {
+            let retiring = deadline.retiring_until_ms.filter(|until| *until > now);
+            let expiry = deadline.expires_at_ms;
+            if expiry.is_some_and(|expires| expires <= now)
+                || deadline.retiring_until_ms.is_some_and(|until| until <= now)
+            {
+                continue;
+            }
+            if retiring.is_some() {
+                lifetimes.n_retiring += 1;
+            }
+            if let Some(expires) = expiry {
+                #[expect(
+                    clippy::cast_precision_loss,
+                    reason = "milliseconds to seconds for a histogram"
+                )]
+                lifetimes
+                    .seconds_to_expiry
+                    .push((expires - now) as f64 / 1_000.0);
+            }
+        }
+        Ok(lifetimes)
     }
 
     /// Whether storage can serve requests (readiness and gRPC health).
