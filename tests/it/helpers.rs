@@ -293,6 +293,18 @@ impl TestApp {
         )
     }
 
+    pub(crate) fn grpc_admin_tokens(
+        &self,
+        token: &str,
+    ) -> pb::admin_token_service_client::AdminTokenServiceClient<
+        InterceptedService<Channel, WithToken>,
+    > {
+        pb::admin_token_service_client::AdminTokenServiceClient::with_interceptor(
+            self.channel.clone(),
+            WithToken::new(token),
+        )
+    }
+
     pub(crate) fn grpc_url_configs(
         &self,
         token: &str,

@@ -7,6 +7,7 @@
     reason = "a test that cannot proceed should fail loudly"
 )]
 
+mod admin_tokens;
 mod agent_tokens;
 mod agents;
 mod helpers;

@@ -303,12 +303,13 @@ async fn watch_health(
 }
 
 /// The names gRPC health reports on; "" is the server as a whole.
-const GRPC_SERVICE_NAMES: [&str; 9] = [
+const GRPC_SERVICE_NAMES: [&str; 10] = [
     "agentreg.v1.MetaService",
     "agentreg.v1.UserService",
     "agentreg.v1.ProjectService",
     "agentreg.v1.AgentService",
     "agentreg.v1.AgentTokenService",
+    "agentreg.v1.AdminTokenService",
     "agentreg.v1.UrlConfigurationService",
     "agentreg.v1.InternalService",
     "agentreg.v1.AuditEventService",
@@ -319,6 +320,7 @@ const GRPC_SERVICE_NAMES: [&str; 9] = [
 async fn grpc_routes(
     app: &App,
 ) -> anyhow::Result<(tonic::service::Routes, tonic_health::server::HealthReporter)> {
+    use pb::admin_token_service_server::AdminTokenServiceServer;
     use pb::agent_service_server::AgentServiceServer;
     use pb::agent_token_service_server::AgentTokenServiceServer;
     use pb::audit_event_service_server::AuditEventServiceServer;
@@ -366,6 +368,10 @@ async fn grpc_routes(
         ))
         .add_service(AgentTokenServiceServer::with_interceptor(
             grpc::AgentTokenGrpc { app: app.clone() },
+            intercept,
+        ))
+        .add_service(AdminTokenServiceServer::with_interceptor(
+            grpc::AdminTokenGrpc { app: app.clone() },
             intercept,
         ))
         .add_service(UrlConfigurationServiceServer::with_interceptor(

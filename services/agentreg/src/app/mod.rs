@@ -3,6 +3,7 @@
 //! domain types, talks to storage only through the port (`Arc<dyn Storage>`), and runs argon2 on
 //! the blocking pool.
 
+pub mod admin_tokens;
 pub mod agent_tokens;
 pub mod agents;
 pub mod audit;
@@ -70,6 +71,17 @@ pub enum Error {
     /// Validation of a user or project failed: messages keyed by attribute.
     #[error("{0}")]
     InvalidAttributes(ValidationErrors),
+    /// The admin token API found no token with this value (GitLab's
+    /// `{"message":{"error":"Not found"}}`).
+    #[error("Not found")]
+    AdminTokenNotFound,
+    /// The admin token API does not know the value's kind (GitLab's 422).
+    #[error("Token type not supported.")]
+    TokenTypeNotSupported,
+    /// The admin token API found the token but cannot act on it (a 422, as for an unsupported
+    /// kind).
+    #[error("{0}")]
+    AdminTokenRefused(String),
     /// A unique value is taken (user create, member add).
     #[error("{0}")]
     Conflict(&'static str),

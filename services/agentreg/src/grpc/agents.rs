@@ -1,14 +1,16 @@
-//! `AgentService` and `AgentTokenService`.
+//! `AgentService`, `AgentTokenService` and `AdminTokenService`.
 
+use super::pb::admin_token_service_server::AdminTokenService;
 use super::pb::agent_service_server::AgentService;
 use super::pb::agent_token_service_server::AgentTokenService;
 use super::{caller, id, page_info, pagination, pb, status, timestamp, unmodified_since};
+use crate::app::admin_tokens::IdentifiedToken;
 use crate::app::agent_tokens::{NewAgentTokenInput, RotateAgentTokenInput, TokenListStatus};
 use crate::app::agents::AgentDetails;
 use crate::app::{App, Intent};
 use agentreg_domain::entities::AgentToken;
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 
 pub struct AgentGrpc {
@@ -217,6 +219,59 @@ impl AgentTokenService for AgentTokenGrpc {
             successor: Some(successor),
             predecessor: Some(token(&rotated.predecessor, true)),
         }))
+    }
+}
+
+/// `AdminTokenService`.
+pub struct AdminTokenGrpc {
+    pub app: App,
+}
+
+#[tonic::async_trait]
+impl AdminTokenService for AdminTokenGrpc {
+    async fn identify_token(
+        &self,
+        request: Request<pb::IdentifyTokenRequest>,
+    ) -> Result<Response<pb::IdentifiedToken>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let value = request.into_inner().token.map(SecretString::from);
+        let identified = self
+            .app
+            .identify_token(&caller, value)
+            .await
+            .map_err(status)?;
+        let found = match &identified {
+            IdentifiedToken::Agent(agent_token) => {
+                pb::identified_token::Token::AgentToken(token(agent_token, true))
+            }
+            IdentifiedToken::PersonalAccess(pat) => {
+                pb::identified_token::Token::PersonalAccessToken(pb::PersonalAccessToken {
+                    id: id(pat.id),
+                    name: pat.name.clone(),
+                    revoked: pat.revoked,
+                    created_at: Some(timestamp(pat.created_at_ms)),
+                    scopes: pat.scopes.clone(),
+                    user_id: id(pat.user_id),
+                    active: !pat.revoked,
+                    expires_at: pat.expires_at.clone(),
+                    token: String::new(),
+                })
+            }
+        };
+        Ok(Response::new(pb::IdentifiedToken { token: Some(found) }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let value = request.into_inner().token.map(SecretString::from);
+        self.app
+            .revoke_identified_token(&caller, value)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 }
 

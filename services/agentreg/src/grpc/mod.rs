@@ -8,7 +8,7 @@ mod identity;
 mod internal;
 mod url_configs;
 
-pub use agents::{AgentGrpc, AgentTokenGrpc};
+pub use agents::{AdminTokenGrpc, AgentGrpc, AgentTokenGrpc};
 pub use audit::AuditEventGrpc;
 pub use identity::{MetaGrpc, ProjectGrpc, UserGrpc};
 pub use internal::InternalGrpc;
@@ -93,7 +93,11 @@ pub fn status(error: Error) -> Status {
         | Error::ClusterAgentsNotFound
         | Error::RecordNotFound
         | Error::NotFound
-        | Error::UserNotFound => Status::not_found(error.to_string()),
+        | Error::UserNotFound
+        | Error::AdminTokenNotFound => Status::not_found(error.to_string()),
+        Error::TokenTypeNotSupported | Error::AdminTokenRefused(_) => {
+            Status::invalid_argument(error.to_string())
+        }
         Error::InvalidParameter(_) | Error::BadRequest(_) | Error::Invalid(_) => {
             Status::invalid_argument(error.to_string())
         }

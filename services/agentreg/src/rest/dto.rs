@@ -852,3 +852,78 @@ mod tests {
         );
     }
 }
+
+/// GitLab's error with a nested message: `{"message": {"error": "Not found"}}` (the admin token
+/// API's 404).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NestedError)]
+pub(crate) struct NestedErrorJson {
+    message: NestedErrorMessageJson,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NestedErrorMessage)]
+pub(crate) struct NestedErrorMessageJson {
+    error: String,
+}
+
+impl NestedErrorJson {
+    pub(crate) fn new(error: &str) -> NestedErrorJson {
+        NestedErrorJson {
+            message: NestedErrorMessageJson {
+                error: error.to_owned(),
+            },
+        }
+    }
+}
+
+/// GitLab's `PersonalAccessToken`: everything but the secret.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PersonalAccessToken)]
+pub(crate) struct PersonalAccessTokenInfoJson {
+    id: u64,
+    name: String,
+    revoked: bool,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Always `null`: agentreg stores no token descriptions.
+    #[schema(required = true)]
+    description: Option<String>,
+    scopes: Vec<String>,
+    user_id: u64,
+    /// Always `null`: agentreg does not track personal access token use.
+    #[schema(required = true, format = DateTime)]
+    last_used_at: Option<String>,
+    active: bool,
+    #[schema(required = true, format = Date)]
+    expires_at: Option<String>,
+}
+
+impl From<&agentreg_domain::entities::PersonalAccessToken> for PersonalAccessTokenInfoJson {
+    fn from(token: &agentreg_domain::entities::PersonalAccessToken) -> PersonalAccessTokenInfoJson {
+        PersonalAccessTokenInfoJson {
+            id: token.id.get(),
+            name: token.name.clone(),
+            revoked: token.revoked,
+            created_at: timestamp(token.created_at_ms),
+            description: None,
+            scopes: token.scopes.clone(),
+            user_id: token.user_id.get(),
+            last_used_at: None,
+            active: !token.revoked,
+            expires_at: token.expires_at.clone(),
+        }
+    }
+}
+
+/// A token found by its value: an agent token or a personal access token, in its own shape.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = IdentifiedToken)]
+pub(crate) enum IdentifiedTokenJson {
+    Agent(AgentTokenJson),
+    PersonalAccess(PersonalAccessTokenInfoJson),
+}

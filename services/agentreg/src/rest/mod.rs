@@ -105,6 +105,8 @@ fn routes() -> Vec<Route> {
         Route::get("/api/v4/openapi.json", openapi::document),
         Route::get("/api/v4/version", identity::version),
         Route::get("/api/v4/admin/snapshot", admin::snapshot),
+        Route::post("/api/v4/admin/token", admin::identify_token),
+        Route::delete("/api/v4/admin/token", admin::revoke_token),
         Route::get("/api/v4/user", identity::current_user),
         Route::post("/api/v4/users", identity::create_user),
         Route::post(
@@ -236,6 +238,14 @@ fn app_error_response(error: Error) -> Response {
         Error::RecordNotFound => message(StatusCode::NOT_FOUND, "404 Not found"),
         Error::NotFound => message(StatusCode::NOT_FOUND, "404 Not Found"),
         Error::UserNotFound => message(StatusCode::NOT_FOUND, "404 User Not Found"),
+        Error::AdminTokenNotFound => (
+            StatusCode::NOT_FOUND,
+            axum::Json(dto::NestedErrorJson::new("Not found")),
+        )
+            .into_response(),
+        Error::TokenTypeNotSupported | Error::AdminTokenRefused(_) => {
+            message(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string())
+        }
         Error::InvalidParameter(text) => (
             StatusCode::BAD_REQUEST,
             axum::Json(ParameterErrorJson::new(text.as_str())),

@@ -53,6 +53,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
         agent_tokens::show,
         agent_tokens::revoke,
         agent_tokens::rotate,
+        admin::identify_token,
+        admin::revoke_token,
         url_configs::list,
         url_configs::create,
         url_configs::show,
@@ -595,6 +597,14 @@ pub(super) mod bodies {
         /// with `--require-agent-token-expiry`.
         #[schema(examples("2030-01-31", "2030-01-31T12:00:00Z"))]
         expires_at: Option<String>,
+    }
+
+    /// `POST` and `DELETE /admin/token`: the value of the token to find or revoke.
+    #[derive(ToSchema)]
+    #[schema(as = AdminToken)]
+    pub(in crate::rest) struct AdminTokenBody {
+        /// The token's value: `glagent-...` or `glpat-...`.
+        token: String,
     }
 
     /// `POST /projects/:id/cluster_agents/:agent_id/tokens/:token_id/rotate` (agentreg
