@@ -272,3 +272,95 @@ async fn revoking_by_value_stops_the_agent_token_at_once_and_is_audited() {
         "{audit_text}"
     );
 }
+
+// The instance inventory, `GET /admin/cluster_agents`.
+
+#[tokio::test]
+async fn the_inventory_lists_every_agent_with_its_token_summary_and_filters_on_both_protocols() {
+    let app = TestApp::spawn().await;
+    let alpha = app.project(ROOT_TOKEN, "alpha").await;
+    let beta = app.project(ROOT_TOKEN, "beta").await;
+    let used_agent = app.agent(alpha, "used").await;
+    let dead_agent = app.agent(alpha, "dead").await;
+    let expiring_agent = app.agent(beta, "expiring").await;
+    let (_, used_secret) = app.agent_token(alpha, used_agent, "t").await;
+    let (status, _) = app.agent_info(&used_secret).await;
+    assert_eq!(status, StatusCode::OK);
+    app.agent_token(alpha, dead_agent, "t").await;
+    let (status, expiring) = app
+        .post(
+            &format!("/projects/{beta}/cluster_agents/{expiring_agent}/tokens"),
+            ROOT_TOKEN,
+            json!({"name": "t", "expires_at": "2090-01-01"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{expiring}");
+    let (_, user_token) = app.user_with_scopes("someone", &["api"]).await;
+
+    let (status, all) = app.get("/admin/cluster_agents", ROOT_TOKEN).await;
+    let (_, unused) = app
+        .get("/admin/cluster_agents?unused_since=2000-01-01", ROOT_TOKEN)
+        .await;
+    let (_, expiring_soon) = app
+        .get(
+            "/admin/cluster_agents?token_expires_before=2095-01-01",
+            ROOT_TOKEN,
+        )
+        .await;
+    let (_, in_beta) = app
+        .get("/admin/cluster_agents?project=ROOT/BE", ROOT_TOKEN)
+        .await;
+    let (bad_status, bad) = app
+        .get("/admin/cluster_agents?unused_since=yesterday", ROOT_TOKEN)
+        .await;
+    let (forbidden, _) = app.get("/admin/cluster_agents", &user_token).await;
+    let grpc = app
+        .grpc_agents(ROOT_TOKEN)
+        .list_instance_agents(pb::ListInstanceAgentsRequest {
+            page: None,
+            unused_since: None,
+            token_expires_before: Some("2095-01-01".to_owned()),
+            project: None,
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    let (grpc_forbidden, _) = grpc_error(
+        app.grpc_agents(&user_token)
+            .list_instance_agents(pb::ListInstanceAgentsRequest::default())
+            .await,
+    );
+
+    let names = |body: &Value| -> Vec<String> {
+        body.as_array()
+            .expect("a JSON array")
+            .iter()
+            .map(|agent| agent["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(names(&all), ["used", "dead", "expiring"]);
+    assert_eq!(all[0]["project_path"], "root/alpha");
+    assert_eq!(all[0]["token_summary"]["active"], 1);
+    assert!(all[0]["token_summary"]["last_used_at"].is_string(), "{all}");
+    assert_eq!(all[1]["token_summary"]["last_used_at"], Value::Null);
+    assert_eq!(
+        all[2]["token_summary"]["earliest_expires_at"],
+        "2090-01-01T00:00:00.000Z"
+    );
+    assert_eq!(names(&unused), ["dead", "expiring"]);
+    assert_eq!(names(&expiring_soon), ["expiring"]);
+    assert_eq!(names(&in_beta), ["expiring"]);
+    assert_eq!(bad_status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad, json!({"error": "unused_since is invalid"}));
+    assert_eq!(forbidden, StatusCode::FORBIDDEN);
+    let grpc_names: Vec<String> = grpc
+        .agents
+        .iter()
+        .map(|entry| entry.agent.as_ref().expect("agent").name.clone())
+        .collect();
+    assert_eq!(grpc_names, ["expiring"]);
+    assert_eq!(grpc.agents[0].project_path, "root/beta");
+    assert_eq!(grpc.agents[0].active_tokens, 1);
+    assert_eq!(grpc_forbidden, tonic::Code::PermissionDenied);
+}

@@ -10,9 +10,9 @@ use crate::identity::{
     AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError,
 };
 use crate::port::{
-    AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
-    NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken, RotatedAgentToken,
-    Storage, TokenDeadlines,
+    AgentTokenCredential, Audit, Counts, InvalidationFeed, InventoryAgent, NewAgentToken,
+    NewPersonalAccessToken, NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken,
+    RotatedAgentToken, Storage, TokenDeadlines,
 };
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use crate::{EngineError, OpenError, Page, PageWindow, Store, StoreError};
@@ -352,6 +352,10 @@ impl Storage for SledStorage {
             .collect();
         self.blocking(move |store| store.record_agent_token_use(&uses))
             .await
+    }
+
+    async fn all_agents(&self) -> Result<Vec<InventoryAgent>, StoreError> {
+        self.blocking(|store| store.all_agents()).await
     }
 
     async fn create_url_configuration(

@@ -116,6 +116,15 @@ pub struct Counts {
     pub url_configurations: u64,
 }
 
+/// An agent with its project and every one of its tokens, for the instance inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryAgent {
+    pub agent: Agent,
+    pub project: Project,
+    /// Active first, then revoked.
+    pub tokens: Vec<AgentToken>,
+}
+
 /// When an active token stops working on its own, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenDeadlines {
@@ -320,6 +329,10 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         uses: Vec<(AgentTokenId, i64)>,
     ) -> Result<(), StoreError>;
+
+    /// Every agent of the instance, ordered by id, with its project and tokens, read
+    /// consistently (the administrators' inventory).
+    async fn all_agents(&self) -> Result<Vec<InventoryAgent>, StoreError>;
 
     // URL configurations.
 

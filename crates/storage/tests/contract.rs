@@ -107,6 +107,7 @@ contract_cases! {
         }
         agents {
             agent_names_are_unique_within_a_project,
+            all_agents_lists_every_agent_with_its_project_and_tokens,
             concurrent_creates_of_one_name_create_exactly_one_agent,
             agents_are_paged_in_byte_order_of_their_names,
             agents_are_found_only_through_their_project,

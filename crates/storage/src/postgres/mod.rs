@@ -28,9 +28,9 @@ use crate::identity::{
     AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError,
 };
 use crate::port::{
-    AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
-    NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken, RotatedAgentToken,
-    Storage, TokenDeadlines,
+    AgentTokenCredential, Audit, Counts, InvalidationFeed, InventoryAgent, NewAgentToken,
+    NewPersonalAccessToken, NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken,
+    RotatedAgentToken, Storage, TokenDeadlines,
 };
 use crate::schema;
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
@@ -1275,6 +1275,60 @@ impl Storage for PostgresStorage {
                     Err(error) => return Err(pg(error)),
                 }
             }
+        })
+        .await
+    }
+
+    async fn all_agents(&self) -> Result<Vec<InventoryAgent>, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            // One snapshot for the three reads, so tokens and agents agree.
+            let transaction = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(pg)?;
+            let sql = format!("{AGENT_SELECT} ORDER BY a.id");
+            let agent_rows = transaction.query(&sql, &[]).await.map_err(pg)?;
+            let sql = format!(
+                "SELECT {} FROM projects p JOIN users u ON u.id = p.owner_id",
+                rows::PROJECT_COLUMNS
+            );
+            let mut projects = std::collections::BTreeMap::new();
+            for row in &transaction.query(&sql, &[]).await.map_err(pg)? {
+                let project = rows::project(row)?;
+                projects.insert(project.id, project);
+            }
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS} FROM agent_tokens t ORDER BY t.revoked, t.list_position"
+            );
+            let mut tokens_by_agent: std::collections::BTreeMap<AgentId, Vec<AgentToken>> =
+                std::collections::BTreeMap::new();
+            for row in &transaction.query(&sql, &[]).await.map_err(pg)? {
+                let token = rows::agent_token(row)?;
+                tokens_by_agent
+                    .entry(token.agent_id)
+                    .or_default()
+                    .push(token);
+            }
+            transaction.commit().await.map_err(pg)?;
+            let mut inventory = Vec::with_capacity(agent_rows.len());
+            for row in &agent_rows {
+                let agent = rows::agent(row)?;
+                let project = projects
+                    .get(&agent.project_id)
+                    .cloned()
+                    .ok_or(StoreError::Dangling { tree: "agents" })?;
+                let tokens = tokens_by_agent.remove(&agent.id).unwrap_or_default();
+                inventory.push(InventoryAgent {
+                    agent,
+                    project,
+                    tokens,
+                });
+            }
+            Ok(inventory)
         })
         .await
     }

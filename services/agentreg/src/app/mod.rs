@@ -12,6 +12,7 @@ mod cache;
 pub mod crypto;
 pub mod identity;
 pub mod internal;
+pub mod inventory;
 mod limiter;
 pub mod pagination;
 mod snapshot;

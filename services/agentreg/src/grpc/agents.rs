@@ -7,6 +7,7 @@ use super::{caller, id, page_info, pagination, pb, status, timestamp, unmodified
 use crate::app::admin_tokens::IdentifiedToken;
 use crate::app::agent_tokens::{NewAgentTokenInput, RotateAgentTokenInput, TokenListStatus};
 use crate::app::agents::AgentDetails;
+use crate::app::inventory::InventoryFilters;
 use crate::app::{App, Intent};
 use agentreg_domain::entities::AgentToken;
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
@@ -23,6 +24,42 @@ pub struct AgentTokenGrpc {
 
 #[tonic::async_trait]
 impl AgentService for AgentGrpc {
+    async fn list_instance_agents(
+        &self,
+        request: Request<pb::ListInstanceAgentsRequest>,
+    ) -> Result<Response<pb::ListInstanceAgentsResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Read).await?;
+        let request = request.into_inner();
+        let pagination = pagination(request.page)?;
+        let filters = InventoryFilters {
+            unused_since: request.unused_since,
+            token_expires_before: request.token_expires_before,
+            project: request.project,
+        };
+        let (entries, info) = self
+            .app
+            .agent_inventory(&caller, filters, pagination)
+            .await
+            .map_err(status)?;
+        let agents = entries
+            .iter()
+            .map(|entry| pb::InventoryAgent {
+                agent: Some(agent(&AgentDetails {
+                    agent: entry.agent.clone(),
+                    project: entry.project.clone(),
+                })),
+                project_path: entry.project.path_with_namespace(),
+                active_tokens: i64::try_from(entry.n_active_tokens).unwrap_or(i64::MAX),
+                last_used_at: entry.last_used_at_ms.map(timestamp),
+                earliest_expires_at: entry.earliest_expires_at_ms.map(timestamp),
+            })
+            .collect();
+        Ok(Response::new(pb::ListInstanceAgentsResponse {
+            agents,
+            page_info: Some(page_info(&info)),
+        }))
+    }
+
     async fn list_agents(
         &self,
         request: Request<pb::ListAgentsRequest>,

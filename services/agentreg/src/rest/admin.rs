@@ -1,18 +1,20 @@
 //! `GET /api/v4/admin/snapshot`: an online, consistent backup for administrators, in the format
-//! `agentreg restore` reads; and GitLab's admin token API, `POST` and `DELETE /api/v4/admin/token`.
+//! `agentreg restore` reads; GitLab's admin token API, `POST` and `DELETE /api/v4/admin/token`;
+//! and the instance inventory of agents, `GET /api/v4/admin/cluster_agents`.
 
 use super::dto::{
-    AgentTokenJson, IdentifiedTokenJson, MessageErrorJson, NestedErrorJson,
+    AgentTokenJson, IdentifiedTokenJson, InventoryAgentJson, MessageErrorJson, NestedErrorJson,
     PersonalAccessTokenInfoJson,
 };
-use super::extract::{Authenticated, Params};
+use super::extract::{Authenticated, Ids, Params, RequestTarget};
 use super::openapi::bodies::AdminTokenBody;
 use super::openapi::{
-    Forbidden, InvalidParameter, PayloadTooLarge, Snapshot, TooManyRequests, Unauthorized,
-    UnsupportedMediaType, WriteForbidden,
+    Forbidden, InvalidParameter, InventoryPage, InventoryQuery, PageQuery, PayloadTooLarge,
+    Snapshot, TooManyRequests, Unauthorized, UnsupportedMediaType, WriteForbidden,
 };
-use super::{ApiError, RestState};
+use super::{ApiError, RestState, paginated};
 use crate::app::admin_tokens::IdentifiedToken;
+use crate::app::inventory::InventoryFilters;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -130,4 +132,43 @@ pub(super) async fn revoke_token(
     let token = params.optional_text("token")?.map(SecretString::from);
     state.app.revoke_identified_token(&caller, token).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Every agent of the instance with its project path and a summary of its tokens, ordered by id
+/// (administrators; agentreg extension).
+#[utoipa::path(
+    get,
+    path = "/api/v4/admin/cluster_agents",
+    operation_id = "list_instance_agents",
+    tag = "cluster_agents",
+    params(PageQuery, InventoryQuery),
+    responses(
+        (status = 200, response = InventoryPage),
+        (status = 400, response = InvalidParameter),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
+pub(super) async fn agent_inventory(
+    State(state): State<RestState>,
+    Authenticated(caller): Authenticated,
+    target: RequestTarget,
+    ids: Ids,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let pagination = params.pagination()?;
+    let filters = InventoryFilters {
+        unused_since: params.optional_text("unused_since")?,
+        token_expires_before: params.optional_text("token_expires_before")?,
+        project: params.optional_text("project")?,
+    };
+    let (entries, info) = state
+        .app
+        .agent_inventory(&caller, filters, pagination)
+        .await?;
+    let body: Vec<InventoryAgentJson> = entries.iter().map(InventoryAgentJson::from).collect();
+    Ok(paginated(&state, &target, &ids, &params, &info, body))
 }

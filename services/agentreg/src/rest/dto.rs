@@ -927,3 +927,55 @@ pub(crate) enum IdentifiedTokenJson {
     Agent(AgentTokenJson),
     PersonalAccess(PersonalAccessTokenInfoJson),
 }
+
+/// One agent of the instance inventory (agentreg extension).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = InventoryAgent)]
+pub(crate) struct InventoryAgentJson {
+    id: u64,
+    name: String,
+    project_id: u64,
+    /// The project's full path, `owner/path`.
+    project_path: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(required = true)]
+    created_by_user_id: Option<u64>,
+    is_receptive: bool,
+    token_summary: TokenSummaryJson,
+}
+
+/// An agent's tokens at a glance.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = TokenSummary)]
+pub(crate) struct TokenSummaryJson {
+    /// Tokens that authenticate now (retiring ones included).
+    active: u64,
+    /// The most recent use of any of the agent's tokens.
+    #[schema(required = true, format = DateTime)]
+    last_used_at: Option<String>,
+    /// The earliest expiry among the tokens that authenticate now.
+    #[schema(required = true, format = DateTime)]
+    earliest_expires_at: Option<String>,
+}
+
+impl From<&crate::app::inventory::InventoryEntry> for InventoryAgentJson {
+    fn from(entry: &crate::app::inventory::InventoryEntry) -> InventoryAgentJson {
+        InventoryAgentJson {
+            id: entry.agent.id.get(),
+            name: entry.agent.name.clone(),
+            project_id: entry.project.id.get(),
+            project_path: entry.project.path_with_namespace(),
+            created_at: timestamp(entry.agent.created_at_ms),
+            created_by_user_id: entry.agent.created_by_user_id.map(u64::from),
+            is_receptive: entry.agent.is_receptive(),
+            token_summary: TokenSummaryJson {
+                active: entry.n_active_tokens,
+                last_used_at: entry.last_used_at_ms.map(timestamp),
+                earliest_expires_at: entry.earliest_expires_at_ms.map(timestamp),
+            },
+        }
+    }
+}

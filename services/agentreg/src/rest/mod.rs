@@ -106,6 +106,7 @@ fn routes() -> Vec<Route> {
         Route::get("/api/v4/version", identity::version),
         Route::get("/api/v4/admin/snapshot", admin::snapshot),
         Route::post("/api/v4/admin/token", admin::identify_token),
+        Route::get("/api/v4/admin/cluster_agents", admin::agent_inventory),
         Route::delete("/api/v4/admin/token", admin::revoke_token),
         Route::get("/api/v4/user", identity::current_user),
         Route::post("/api/v4/users", identity::create_user),

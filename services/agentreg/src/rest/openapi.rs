@@ -6,7 +6,7 @@
 
 use super::dto::{
     AgentJson, AgentTokenBasicJson, AttributeErrorsJson, AuditEventJson, InsufficientScopeJson,
-    MessageErrorJson, ParameterErrorJson,
+    InventoryAgentJson, MessageErrorJson, ParameterErrorJson,
 };
 use super::{admin, agent_tokens, agents, identity, internal, url_configs};
 use axum::Json;
@@ -54,6 +54,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
         agent_tokens::revoke,
         agent_tokens::rotate,
         admin::identify_token,
+        admin::agent_inventory,
         admin::revoke_token,
         url_configs::list,
         url_configs::create,
@@ -73,6 +74,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
             AgentJson,
             AgentTokenBasicJson,
             AuditEventJson,
+            InventoryAgentJson,
         ),
         responses(
             Unauthorized,
@@ -91,6 +93,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
             TooManyRequests,
             Snapshot,
             AgentPage,
+            InventoryPage,
             AgentTokenPage,
             AuditEventPage,
         ),
@@ -308,6 +311,13 @@ reusable_response!(
 );
 
 reusable_response!(
+    /// A page of the instance inventory.
+    InventoryPage => paginated_response::<InventoryAgentJson>(
+        "A page of the instance's agents, ordered by id.",
+    )
+);
+
+reusable_response!(
     /// A page of agent tokens.
     AgentTokenPage => paginated_response::<AgentTokenBasicJson>(
         "A page of the agent's active tokens.",
@@ -342,6 +352,39 @@ pub(super) enum UnmodifiedSinceHeader {}
 
 /// `status` of the token list (agentreg extension).
 pub(super) enum TokenStatusQuery {}
+
+/// The filters of the instance inventory (agentreg extension).
+pub(super) enum InventoryQuery {}
+
+impl IntoParams for InventoryQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let query = |name: &str, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
+                .build()
+        };
+        vec![
+            query(
+                "unused_since",
+                "Only agents none of whose tokens was used since this time (ISO 8601 date or \
+                 RFC 3339 time), never-used ones included: dead agents.",
+            ),
+            query(
+                "token_expires_before",
+                "Only agents with a usable token that expires before this time: what needs \
+                 rotating.",
+            ),
+            query(
+                "project",
+                "Only agents of projects whose full path starts with this, case-insensitively.",
+            ),
+        ]
+    }
+}
 
 /// `reason` of a token revocation (agentreg extension).
 pub(super) enum RevocationReasonQuery {}
