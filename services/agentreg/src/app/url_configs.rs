@@ -10,7 +10,9 @@ use super::audit::{self, AuditEntry};
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
 use agentreg_domain::entities::{SealedUrlAuth, UrlConfiguration};
 use agentreg_domain::ids::{AgentId, ProjectRef, UrlConfigurationId};
-use agentreg_domain::url_config::{Ed25519KeyPair, UrlAuthSpec, UrlConfigInput, UrlConfigSpec};
+use agentreg_domain::url_config::{
+    Ed25519KeyPair, UrlAuthSpec, UrlConfigInput, UrlConfigSpec, pem_from_pem_or_base64,
+};
 use agentreg_storage::port::NewUrlConfiguration;
 use agentreg_storage::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use secrecy::ExposeSecret;
@@ -119,11 +121,17 @@ impl App {
         if agent.is_receptive() {
             return Err(Error::BadRequest(ALREADY_EXISTS.to_owned()));
         }
+        let client_cert = input.client_cert.as_deref().map(pem_from_pem_or_base64);
+        let client_key = input
+            .client_key
+            .as_ref()
+            .map(|key| pem_from_pem_or_base64(key.expose_secret()));
+        let ca_cert = input.ca_cert.as_deref().map(pem_from_pem_or_base64);
         let spec = UrlConfigSpec::parse(&UrlConfigInput {
             url,
-            client_cert: input.client_cert.as_deref(),
-            client_key: input.client_key.as_ref().map(|key| key.expose_secret()),
-            ca_cert: input.ca_cert.as_deref(),
+            client_cert: client_cert.as_ref().map(|pem| pem.as_str()),
+            client_key: client_key.as_ref().map(|pem| pem.as_str()),
+            ca_cert: ca_cert.as_ref().map(|pem| pem.as_str()),
             tls_host: input.tls_host.as_deref(),
         })
         .map_err(|errors| Error::Invalid(errors.messages().to_vec()))?;

@@ -683,13 +683,14 @@ pub(super) mod bodies {
             examples("grpcs://agent.example.com:443")
         )]
         url: String,
-        /// PEM certificate; only with `client_key`.
+        /// PEM certificate, or the standard base64 of one (as GitLab's parameter docs have it);
+        /// only with `client_key`. Responses give PEM.
         #[schema(max_length = 16384)]
         client_cert: Option<String>,
-        /// PEM private key matching `client_cert`.
+        /// PEM private key matching `client_cert`, or its base64.
         #[schema(max_length = 16384)]
         client_key: Option<String>,
-        /// PEM certificates the agent's server certificate must chain to.
+        /// PEM certificates the agent's server certificate must chain to, or their base64.
         #[schema(max_length = 16384)]
         ca_cert: Option<String>,
         /// The host name to verify in the agent's certificate.
