@@ -265,6 +265,27 @@ async fn an_expired_token_fails_agent_info_reads_as_revoked_and_frees_its_slot()
     assert_eq!(grpc_revoked[0].status, "revoked");
     assert_eq!(grpc_revoked[0].revoked_reason.as_deref(), Some("expired"));
     assert_eq!(replacement_status, StatusCode::CREATED, "{replacement}");
+    // Every replica records ended tokens in the background: the expiry becomes an audit event.
+    let audit_path = format!("/projects/{}/audit_events", agent.project_id);
+    let deadline = tokio::time::Instant::now() + EXPIRY_WAIT;
+    let mut audit_events = agent.app.get(&audit_path, ROOT_TOKEN).await.1;
+    while !audit_events
+        .to_string()
+        .contains("cluster_agent_token_expired")
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        audit_events = agent.app.get(&audit_path, ROOT_TOKEN).await.1;
+    }
+    let expired_event = audit_events
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .find(|event| event["details"]["event_name"] == "cluster_agent_token_expired")
+        .cloned();
+    let expired_event = expired_event.expect("the expiry is audited");
+    assert_eq!(expired_event["entity_id"], expiring_id);
+    assert_eq!(expired_event["details"]["revoked_reason"], "expired");
 }
 
 #[tokio::test]

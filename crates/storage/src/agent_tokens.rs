@@ -438,6 +438,94 @@ impl Store {
         Ok(retired)
     }
 
+    /// Records the tokens that ended on their own by `now_ms`; see the port. Candidates come from
+    /// the token sets; each is re-checked and recorded in a transaction of its own.
+    pub fn retire_ended_agent_tokens(
+        &self,
+        now_ms: i64,
+        audit: Audit<'_, AgentToken>,
+    ) -> Result<Vec<AgentToken>, StoreError> {
+        let mut candidates = Vec::new();
+        for entry in self.trees.agent_token_sets.iter() {
+            let (_, bytes) = entry.map_err(engine)?;
+            let record: v1::AgentTokenSet = decode(schema::AGENT_TOKEN_SETS, &bytes)?;
+            let token_set = token_set_from_record(record);
+            candidates.extend(
+                token_set
+                    .active()
+                    .iter()
+                    .copied()
+                    .filter(|token_id| !token_set.is_usable(*token_id, now_ms)),
+            );
+        }
+        let mut retired = Vec::new();
+        for token_id in candidates {
+            if let Some(token) = self.retire_ended_agent_token(token_id, now_ms, audit)? {
+                retired.push(token);
+            }
+        }
+        if !retired.is_empty() {
+            self.flush()?;
+        }
+        Ok(retired)
+    }
+
+    fn retire_ended_agent_token(
+        &self,
+        token_id: u64,
+        now_ms: i64,
+        audit: Audit<'_, AgentToken>,
+    ) -> Result<Option<AgentToken>, StoreError> {
+        let audit_id = self.audit_id(audit)?;
+        let revoke = RevokeAgentToken::default();
+        let _writing = self.writing();
+        let trees = &self.trees;
+        finish_tx::<_, StoreError>(
+            (
+                &trees.agent_token_sets,
+                &trees.agent_tokens,
+                &trees.audit_events,
+            )
+                .transaction(|(token_sets, tokens, audit_events)| {
+                    let Some(bytes) = tokens.get(id_key(token_id))? else {
+                        return Ok(None);
+                    };
+                    let mut record: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                    let current = token_from_record(token_id, record.clone(), None).token;
+                    if record.revoked || current.is_usable(now_ms) {
+                        return Ok(None);
+                    }
+                    if let Some(set_bytes) = token_sets.get(id_key(record.agent_id))? {
+                        let stored: v1::AgentTokenSet =
+                            decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
+                        let mut token_set = token_set_from_record(stored);
+                        token_set.revoke(token_id);
+                        token_sets.insert(
+                            &id_key(record.agent_id),
+                            encode(&token_set_record(&token_set)),
+                        )?;
+                    }
+                    let revocation = revocation_of(
+                        record.expires_at_ms,
+                        record.retiring_until_ms,
+                        &revoke,
+                        now_ms,
+                    );
+                    record.revoked = true;
+                    record.revoked_at_ms = Some(revocation.revoked_at_ms);
+                    record.revoked_by_user_id = None;
+                    record.revoked_reason = Some(revocation.reason.as_str().to_owned());
+                    tokens.insert(&id_key(token_id), encode(&record))?;
+                    let retired = token_from_record(token_id, record, None).token;
+                    if let Some((audit_id, audit)) = audit_id.zip(audit) {
+                        let (key, value) = audit_entry(audit(&retired), audit_id, now_ms);
+                        audit_events.insert(&key, value)?;
+                    }
+                    Ok(Some(retired))
+                }),
+        )
+    }
+
     /// The token a handle names, if any. The caller verifies the secret and the status.
     pub fn agent_token_by_handle(
         &self,

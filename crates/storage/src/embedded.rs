@@ -335,6 +335,17 @@ impl Storage for SledStorage {
         .await
     }
 
+    async fn retire_ended_agent_tokens(
+        &self,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Vec<AgentToken>, StoreError> {
+        self.blocking(move |store| {
+            store.retire_ended_agent_tokens(now_ms, audit.as_deref().map(|audit| audit as _))
+        })
+        .await
+    }
+
     async fn agent_token_by_handle(
         &self,
         handle: &TokenHandle,

@@ -320,6 +320,15 @@ pub trait Storage: Send + Sync + 'static {
         now_ms: i64,
         audit: Audit<AgentToken>,
     ) -> Result<Option<AgentToken>, StoreError>;
+    /// Records every token that ended on its own by `now_ms` (past its expiry, or retiring past
+    /// its overlap deadline) as revoked then, for that reason, each with its audit event: once,
+    /// whichever process sweeps first. Reads already treat such tokens as revoked; this makes the
+    /// change durable and audited. Returns the tokens it recorded.
+    async fn retire_ended_agent_tokens(
+        &self,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Vec<AgentToken>, StoreError>;
     async fn agent_token_by_handle(
         &self,
         handle: &TokenHandle,

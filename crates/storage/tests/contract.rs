@@ -131,6 +131,7 @@ contract_cases! {
             the_successors_first_use_retires_the_predecessor_once,
             revoked_expired_and_retired_tokens_cannot_be_rotated,
             deadlines_list_every_active_token_that_has_one,
+            ended_tokens_are_recorded_once_with_their_reason_and_deadline,
         }
         url_configs {
             an_agent_has_at_most_one_url_configuration,

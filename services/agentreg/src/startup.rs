@@ -197,6 +197,22 @@ impl Application {
                 }
             }
         });
+        let sweep_app = self.app.clone();
+        let sweep_stop = stop.clone();
+        let ended_token_sweeper = tokio::spawn(async move {
+            let mut interval =
+                tokio::time::interval(crate::app::agent_tokens::ENDED_TOKEN_SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    () = sweep_stop.cancelled() => break,
+                    _ = interval.tick() => {
+                        if let Err(error) = sweep_app.retire_ended_agent_tokens().await {
+                            tracing::warn!(error = %crate::telemetry::error_chain(&error), "recording ended agent tokens failed");
+                        }
+                    }
+                }
+            }
+        });
         let (rest_result, grpc_result, metrics_result) = tokio::join!(
             serve(
                 self.http_listener,
@@ -211,6 +227,9 @@ impl Application {
         grpc_result.context("serving gRPC")?;
         metrics_result.context("serving metrics")?;
         usage_writer.await.context("stopping the last-use writer")?;
+        ended_token_sweeper
+            .await
+            .context("stopping the ended-token sweeper")?;
         health_watch.await.context("stopping the health watch")?;
         invalidations.abort();
         self.app

@@ -1229,6 +1229,60 @@ impl Storage for PostgresStorage {
         .await
     }
 
+    async fn retire_ended_agent_tokens(
+        &self,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Vec<AgentToken>, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            // The row locks make sweeps on several replicas take turns: a later one re-reads
+            // `NOT revoked` after the earlier commits and finds nothing left to record.
+            let candidates = transaction
+                .query(
+                    "SELECT id, expires_at_ms, retiring_until_ms FROM agent_tokens \
+                     WHERE NOT revoked AND (expires_at_ms <= $1 OR retiring_until_ms <= $1) \
+                     ORDER BY id FOR UPDATE",
+                    &[&now_ms],
+                )
+                .await
+                .map_err(pg)?;
+            let revoke = RevokeAgentToken::default();
+            let sql = format!(
+                "UPDATE agent_tokens AS t SET revoked = true, \
+                 list_position = nextval('agent_token_list_positions'), \
+                 revoked_at_ms = $2, revoked_by_user_id = NULL, revoked_reason = $3 \
+                 WHERE t.id = $1 RETURNING {TOKEN_COLUMNS}"
+            );
+            let mut retired = Vec::with_capacity(candidates.len());
+            for candidate in &candidates {
+                let token_id: i64 = get(candidate, 0)?;
+                let revocation =
+                    revocation_of(get(candidate, 1)?, get(candidate, 2)?, &revoke, now_ms);
+                let row = transaction
+                    .query_one(
+                        &sql,
+                        &[
+                            &token_id,
+                            &revocation.revoked_at_ms,
+                            &revocation.reason.as_str(),
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                let token = rows::agent_token(&row)?;
+                audit_outcome(&transaction, &audit, &token, now_ms).await?;
+                retired.push(token);
+            }
+            let ids: Vec<AgentTokenId> = retired.iter().map(|token| token.id).collect();
+            notify_revoked(&transaction, &ids).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(retired)
+        })
+        .await
+    }
+
     async fn agent_token_by_handle(
         &self,
         handle: &TokenHandle,

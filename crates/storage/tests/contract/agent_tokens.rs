@@ -912,3 +912,82 @@ pub(crate) async fn deadlines_list_every_active_token_that_has_one(storage: &dyn
         ]
     );
 }
+
+pub(crate) async fn ended_tokens_are_recorded_once_with_their_reason_and_deadline(
+    storage: &dyn Storage,
+) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let expiring = NewAgentToken {
+        expires_at_ms: Some(10),
+        ..secrets.agent_token()
+    };
+    let expiring = storage
+        .create_agent_token(project.id, agent.id, expiring, 2, None)
+        .await
+        .unwrap();
+    let rotating = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let rotated = storage
+        .rotate_agent_token(
+            project.id,
+            agent.id,
+            rotating.id,
+            secrets.agent_token(),
+            20,
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let early = storage.retire_ended_agent_tokens(5, None).await.unwrap();
+    let sweeps =
+        futures::future::join_all((0..10).map(|_| storage.retire_ended_agent_tokens(25, None)))
+            .await;
+
+    assert!(early.is_empty(), "{early:?}");
+    let mut retired: Vec<AgentToken> = sweeps.into_iter().flat_map(Result::unwrap).collect();
+    retired.sort_by_key(|token| token.id);
+    let details: Vec<(AgentTokenId, Option<Revocation>)> = retired
+        .iter()
+        .map(|token| (token.id, token.revocation.clone()))
+        .collect();
+    assert_eq!(
+        details,
+        [
+            (
+                expiring.id,
+                Some(Revocation {
+                    revoked_at_ms: 10,
+                    revoked_by_user_id: None,
+                    reason: RevocationReason::expired(),
+                })
+            ),
+            (
+                rotating.id,
+                Some(Revocation {
+                    revoked_at_ms: 20,
+                    revoked_by_user_id: None,
+                    reason: RevocationReason::rotated(),
+                })
+            ),
+        ]
+    );
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_set.active(), [rotated.successor.id.get()]);
+    assert!(
+        storage
+            .retire_ended_agent_tokens(30, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -58,6 +58,9 @@ pub struct RotatedAgentTokenWithSecret {
     pub successor: CreatedAgentToken,
 }
 
+/// How often each replica records tokens that ended on their own.
+pub const ENDED_TOKEN_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The overlap of a rotation when the caller does not choose one: a day.
 pub const DEFAULT_ROTATION_OVERLAP_SECONDS: i64 = 86_400;
 
@@ -458,6 +461,50 @@ impl App {
                 );
             }
         }
+    }
+
+    /// Records the tokens that ended on their own (expired, or retiring past their overlap) as
+    /// revoked, each with an audit event. Reads and authentication already treat them as
+    /// revoked at their deadline; this makes the change durable and audited. Runs in the
+    /// background on every replica; the store records each token once.
+    pub async fn retire_ended_agent_tokens(&self) -> Result<usize, Error> {
+        let audit = Arc::new(|token: &AgentToken| {
+            let reason = token
+                .revocation
+                .as_ref()
+                .map_or("expired", |revocation| revocation.reason.as_str());
+            let (event_name, message) = if reason == "expired" {
+                (
+                    "cluster_agent_token_expired",
+                    format!("Cluster agent token '{}' expired", token.name),
+                )
+            } else {
+                (
+                    "cluster_agent_token_revoked",
+                    format!(
+                        "Revoked cluster agent token '{}': its rotation overlap ended",
+                        token.name
+                    ),
+                )
+            };
+            let entry = AuditEntry {
+                event_name,
+                message,
+                entity_type: TOKEN_ENTITY,
+                entity_id: token.id.get(),
+                target_details: &token.name,
+            };
+            let mut event = audit::event(token.project_id, None, entry);
+            event.details["revoked_reason"] = serde_json::json!(reason);
+            event
+        });
+        let retired = self
+            .storage()
+            .retire_ended_agent_tokens(now_ms(), Some(audit))
+            .await?;
+        let ids: Vec<AgentTokenId> = retired.iter().map(|token| token.id).collect();
+        self.inner.agent_tokens.invalidate(&ids);
+        Ok(retired.len())
     }
 
     /// Checks an expiry against the clock and the instance's policy: in the future, within the
