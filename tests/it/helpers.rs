@@ -448,6 +448,13 @@ impl Interceptor for WithToken {
 #[derive(Clone)]
 pub(crate) struct WithMetadata(Vec<(&'static str, String)>);
 
+impl WithMetadata {
+    /// Also for clients the helpers do not build.
+    pub(crate) fn new(pairs: Vec<(&'static str, String)>) -> WithMetadata {
+        WithMetadata(pairs)
+    }
+}
+
 impl Interceptor for WithMetadata {
     fn call(
         &mut self,

@@ -15,5 +15,6 @@ mod identity;
 mod operations;
 mod replicas;
 mod role_matrix;
+mod sudo;
 mod token_lifecycle;
 mod url_configs;

@@ -35,13 +35,14 @@ impl App {
         let (scope, entity_id, entity_type) = identified_target(&identified);
         let event = NewAuditEvent {
             scope,
-            author_id: author(caller),
+            author_id: author(caller).user_id,
             entity_id,
             entity_type,
             details: serde_json::json!({
                 "event_name": "admin_token_identified",
                 "custom_message": "Identified a token by its value through the admin token API",
-                "author_id": author(caller).map(|id| id.get()),
+                "author_id": author(caller).user_id.map(|id| id.get()),
+                "impersonated_by_user_id": caller.sudo_by.map(|id| id.get()),
                 "target_id": entity_id,
                 "target_type": entity_type,
                 "outcome": "success",
@@ -120,7 +121,8 @@ impl App {
     }
 
     async fn admin_revoke(&self, caller: &Caller, token: AgentToken) -> Result<(), Error> {
-        let user_id = author(caller);
+        let author = author(caller);
+        let user_id = author.user_id;
         let audit = Arc::new(move |revoked: &AgentToken| {
             let entry = AuditEntry {
                 event_name: "cluster_agent_token_revoked",
@@ -132,7 +134,7 @@ impl App {
                 entity_id: revoked.id.get(),
                 target_details: &revoked.name,
             };
-            let mut event = audit::event(revoked.project_id, user_id, entry);
+            let mut event = audit::event(revoked.project_id, author, entry);
             event.details["revoked_reason"] = serde_json::json!(
                 revoked
                     .revocation

@@ -200,7 +200,8 @@ impl App {
 
         let generated = generate_token(TokenKind::Agent, &mut rand::rng());
         let secret_hash = self.hash_secret(&generated.plaintext).await?;
-        let user_id = author(caller);
+        let author = author(caller);
+        let user_id = author.user_id;
         let new = NewAgentToken {
             name,
             description,
@@ -217,7 +218,7 @@ impl App {
                 entity_id: token.id.get(),
                 target_details: &token.name,
             };
-            let mut event = audit::event(project_id, user_id, entry);
+            let mut event = audit::event(project_id, author, entry);
             event.details["expires_at_ms"] = serde_json::json!(token.expires_at_ms);
             event
         });
@@ -258,7 +259,8 @@ impl App {
         }
         let agent = self.find_agent(&access, agent_id).await?;
         let project_id = access.project.id;
-        let user_id = author(caller);
+        let author = author(caller);
+        let user_id = author.user_id;
         let now = now_ms();
         let audit = Arc::new(move |token: &AgentToken| {
             let entry = AuditEntry {
@@ -268,7 +270,7 @@ impl App {
                 entity_id: token.id.get(),
                 target_details: &token.name,
             };
-            let mut event = audit::event(project_id, user_id, entry);
+            let mut event = audit::event(project_id, author, entry);
             event.details["revoked_reason"] = serde_json::json!(
                 token
                     .revocation
@@ -360,7 +362,8 @@ impl App {
 
         let generated = generate_token(TokenKind::Agent, &mut rand::rng());
         let secret_hash = self.hash_secret(&generated.plaintext).await?;
-        let user_id = author(caller);
+        let author = author(caller);
+        let user_id = author.user_id;
         let successor = NewAgentToken {
             name,
             description,
@@ -382,7 +385,7 @@ impl App {
                 entity_id: predecessor.id.get(),
                 target_details: &predecessor.name,
             };
-            let mut event = audit::event(project_id, user_id, entry);
+            let mut event = audit::event(project_id, author, entry);
             event.details["successor_id"] = serde_json::json!(rotated.successor.id.get());
             event.details["retiring_until_ms"] = serde_json::json!(predecessor.retiring_until_ms);
             event
@@ -434,7 +437,7 @@ impl App {
                 entity_id: predecessor.id.get(),
                 target_details: &predecessor.name,
             };
-            let mut event = audit::event(predecessor.project_id, None, entry);
+            let mut event = audit::event(predecessor.project_id, audit::Author::service(), entry);
             event.details["revoked_reason"] = serde_json::json!("rotated");
             event.details["successor_id"] = serde_json::json!(successor_id.get());
             event.details["successor_first_used_at_ms"] = serde_json::json!(now);
@@ -494,7 +497,7 @@ impl App {
                 entity_id: token.id.get(),
                 target_details: &token.name,
             };
-            let mut event = audit::event(token.project_id, None, entry);
+            let mut event = audit::event(token.project_id, audit::Author::service(), entry);
             event.details["revoked_reason"] = serde_json::json!(reason);
             event
         });

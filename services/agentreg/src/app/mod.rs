@@ -22,7 +22,7 @@ pub mod usage;
 use agentreg_domain::access::ProjectRole;
 use agentreg_domain::entities::Project;
 use agentreg_domain::ids::ProjectRef;
-use agentreg_domain::ids::{AgentTokenId, PersonalAccessTokenId, UserId};
+use agentreg_domain::ids::{AgentTokenId, PersonalAccessTokenId};
 use agentreg_domain::validation::ValidationErrors;
 use agentreg_storage::port::Invalidation;
 use agentreg_storage::port::Storage;
@@ -72,6 +72,15 @@ pub enum Error {
     /// Validation of a user or project failed: messages keyed by attribute.
     #[error("{0}")]
     InvalidAttributes(ValidationErrors),
+    /// `Sudo` from a caller who is not an administrator.
+    #[error("403 Forbidden - Must be admin to use sudo")]
+    SudoForbidden,
+    /// `Sudo` with a token that lacks the `sudo` scope (GitLab's `insufficient_scope`).
+    #[error("insufficient_scope")]
+    SudoScopeMissing,
+    /// `Sudo` names no user.
+    #[error("404 User with ID or username '{0}' Not Found")]
+    SudoUserNotFound(String),
     /// The admin token API found no token with this value (GitLab's
     /// `{"message":{"error":"Not found"}}`).
     #[error("Not found")]
@@ -431,9 +440,13 @@ pub(crate) fn now_ms() -> i64 {
     i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// The user an operation acts for, when recorded as an author.
-pub(crate) fn author(caller: &Caller) -> Option<UserId> {
-    Some(caller.user.id)
+/// Who an operation acts for, when recorded as an author: the caller, or the user `Sudo` named,
+/// with the administrator who used it.
+pub(crate) fn author(caller: &Caller) -> audit::Author {
+    audit::Author {
+        user_id: Some(caller.user.id),
+        sudo_by: caller.sudo_by,
+    }
 }
 
 #[cfg(test)]

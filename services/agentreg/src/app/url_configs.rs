@@ -159,10 +159,10 @@ impl App {
             ca_cert: spec.ca_cert().map(str::to_owned),
             tls_host: spec.tls_host().map(str::to_owned),
             auth,
-            created_by_user_id: author(&access.caller),
+            created_by_user_id: author(&access.caller).user_id,
         };
         let project_id = access.project.id;
-        let user_id = author(&access.caller);
+        let author = author(&access.caller);
         let now = now_ms();
         let agent_name = agent.name.clone();
         let audit = Arc::new(move |config: &UrlConfiguration| {
@@ -173,7 +173,7 @@ impl App {
                 entity_id: config.id.get(),
                 target_details: &config.url,
             };
-            audit::event(project_id, user_id, entry)
+            audit::event(project_id, author, entry)
         });
         let created = self
             .storage()
@@ -203,7 +203,7 @@ impl App {
         }
         let agent = self.find_agent(access, agent_id).await?;
         let project_id = access.project.id;
-        let user_id = author(&access.caller);
+        let author = author(&access.caller);
         let precondition = unmodified_since.map(UnmodifiedSinceSeconds::precondition);
         let now = now_ms();
         let agent_name = agent.name.clone();
@@ -215,7 +215,7 @@ impl App {
                 entity_id: config.id.get(),
                 target_details: &config.url,
             };
-            audit::event(project_id, user_id, entry)
+            audit::event(project_id, author, entry)
         });
         let deleted = self
             .storage()

@@ -758,17 +758,17 @@ pub(crate) struct InsufficientScopeJson {
     error: &'static str,
     #[schema(value_type = String)]
     error_description: &'static str,
-    /// The scope the route needs: `api`.
+    /// The scope the request needs: `api`, or `sudo` for a request with `Sudo`.
     #[schema(value_type = String)]
     scope: &'static str,
 }
 
 impl InsufficientScopeJson {
-    pub(crate) fn new() -> InsufficientScopeJson {
+    pub(crate) fn for_scope(scope: &'static str) -> InsufficientScopeJson {
         InsufficientScopeJson {
             error: "insufficient_scope",
             error_description: "The request requires higher privileges than provided by the access token.",
-            scope: "api",
+            scope,
         }
     }
 }

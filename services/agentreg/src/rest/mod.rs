@@ -217,20 +217,10 @@ fn app_error_response(error: Error) -> Response {
     };
     match &error {
         Error::Unauthorized => message(StatusCode::UNAUTHORIZED, "401 Unauthorized"),
-        Error::InsufficientScope => {
-            let mut response = (
-                StatusCode::FORBIDDEN,
-                axum::Json(InsufficientScopeJson::new()),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(
-                    "Bearer realm=\"\", error=\"insufficient_scope\", error_description=\"The request requires higher privileges than provided by the access token.\", scope=\"api\"",
-                ),
-            );
-            response
-        }
+        Error::InsufficientScope => insufficient_scope("api"),
+        Error::SudoScopeMissing => insufficient_scope("sudo"),
+        Error::SudoForbidden => message(StatusCode::FORBIDDEN, &error.to_string()),
+        Error::SudoUserNotFound(_) => message(StatusCode::NOT_FOUND, &error.to_string()),
         Error::Forbidden => message(StatusCode::FORBIDDEN, "403 Forbidden"),
         Error::ProjectNotFound => message(StatusCode::NOT_FOUND, "404 Project Not Found"),
         Error::ClusterAgentsNotFound => {
@@ -286,6 +276,25 @@ fn app_error_response(error: Error) -> Response {
             )
         }
     }
+}
+
+/// GitLab's `insufficient_scope` 403, with its `WWW-Authenticate` challenge, for `scope`.
+fn insufficient_scope(scope: &'static str) -> Response {
+    let mut response = (
+        StatusCode::FORBIDDEN,
+        axum::Json(InsufficientScopeJson::for_scope(scope)),
+    )
+        .into_response();
+    let challenge = format!(
+        "Bearer realm=\"\", error=\"insufficient_scope\", error_description=\"The request \
+         requires higher privileges than provided by the access token.\", scope=\"{scope}\""
+    );
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 /// A JSON array with GitLab's pagination headers.

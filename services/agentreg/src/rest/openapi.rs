@@ -30,7 +30,11 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
             `Authorization: Bearer`, or the `private_token` query parameter); the agent-server \
             routes under `/internal` use the KAS JWT instead. Errors use GitLab's shapes. A \
             client that fails to authenticate too often in a minute gets `429` with \
-            `Retry-After`.",
+            `Retry-After`. As in GitLab, an administrator whose token has the `sudo` scope may \
+            act as another user with the `Sudo` header or `sudo` query parameter (a user id or \
+            username); a non-administrator gets `403 Forbidden - Must be admin to use sudo`, a \
+            token without the scope `insufficient_scope` with `scope: sudo`, and an unknown user \
+            `404 User with ID or username '...' Not Found`.",
     ),
     paths(
         document,
