@@ -185,6 +185,14 @@ mod tests {
         assert!(!Scope::ReadApi.allows_write());
         assert!(Scope::Api.allows_write());
         assert_eq!(Scope::parse("read_api"), Ok(Scope::ReadApi));
-        assert!(Scope::parse("sudo").is_err());
+        assert!(Scope::parse("write_repository").is_err());
+    }
+
+    #[test]
+    fn sudo_scope_grants_neither_reads_nor_writes() {
+        assert_eq!(Scope::parse("sudo"), Ok(Scope::Sudo));
+        assert_eq!(Scope::Sudo.as_str(), "sudo");
+        assert!(!Scope::Sudo.allows_read() && !Scope::Sudo.allows_write());
+        assert!(Scope::ReadApi.allows_read() && Scope::Api.allows_read());
     }
 }

@@ -4,7 +4,8 @@
 use crate::audit::{Audit, audit_entry};
 use crate::hashing::SecretHash;
 use crate::port::{
-    AgentTokenCredential, NewAgentToken, RevokeAgentToken, RotatedAgentToken, TokenDeadlines,
+    AgentTokenCredential, NewAgentToken, NewRotation, RevokeAgentToken, RotatedAgentToken,
+    TokenDeadlines,
 };
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
@@ -269,20 +270,19 @@ impl Store {
     /// Rotates a token: the checks, the predecessor's update, the successor's insert and the
     /// audit event happen in one transaction over the agent's token set, so concurrent rotations
     /// and creates can never break the limits.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the port's operation, one argument per input"
-    )]
     pub fn rotate_agent_token(
         &self,
         project_id: u64,
         agent_id: u64,
         token_id: u64,
-        successor: NewAgentToken,
-        retiring_until_ms: i64,
+        rotation: NewRotation,
         now_ms: i64,
         audit: Audit<'_, RotatedAgentToken>,
     ) -> Result<RotatedAgentToken, RotateAgentTokenError> {
+        let NewRotation {
+            successor,
+            retiring_until_ms,
+        } = rotation;
         let successor_id = self.next_id(IdKind::AgentToken)?;
         let audit_id = self.audit_id(audit)?;
         let successor_expires_at_ms = successor.expires_at_ms;

@@ -11,8 +11,8 @@ use crate::identity::{
 };
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, InventoryAgent, NewAgentToken,
-    NewPersonalAccessToken, NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken,
-    RotatedAgentToken, Storage, TokenDeadlines,
+    NewPersonalAccessToken, NewRotation, NewUrlConfiguration, PersonalAccessTokenCredential,
+    RevokeAgentToken, RotatedAgentToken, Storage, TokenDeadlines,
 };
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use crate::{EngineError, OpenError, Page, PageWindow, Store, StoreError};
@@ -300,8 +300,7 @@ impl Storage for SledStorage {
         project_id: ProjectId,
         agent_id: AgentId,
         token_id: AgentTokenId,
-        successor: NewAgentToken,
-        retiring_until_ms: i64,
+        rotation: NewRotation,
         now_ms: i64,
         audit: Audit<RotatedAgentToken>,
     ) -> Result<RotatedAgentToken, RotateAgentTokenError> {
@@ -310,8 +309,7 @@ impl Storage for SledStorage {
                 project_id.get(),
                 agent_id.get(),
                 token_id.get(),
-                successor,
-                retiring_until_ms,
+                rotation,
                 now_ms,
                 audit.as_deref().map(|audit| audit as _),
             )

@@ -84,6 +84,14 @@ impl Default for RevokeAgentToken {
     }
 }
 
+/// A rotation to make: the successor (its secret already hashed) and the predecessor's overlap
+/// deadline.
+#[derive(Debug, Clone)]
+pub struct NewRotation {
+    pub successor: NewAgentToken,
+    pub retiring_until_ms: i64,
+}
+
 /// The two tokens of a rotation: the predecessor, now retiring, and its successor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotatedAgentToken {
@@ -295,8 +303,8 @@ pub trait Storage: Send + Sync + 'static {
         now_ms: i64,
         audit: Audit<AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError>;
-    /// Rotates a usable token: it becomes retiring (usable until `retiring_until_ms` at the
-    /// latest) and `successor` takes its slot. Refused for a token that is not usable, already
+    /// Rotates a usable token: it becomes retiring (usable until the rotation's deadline at the
+    /// latest) and the successor takes its slot. Refused for a token that is not usable, already
     /// rotating, or while another of the agent's tokens is retiring; so concurrent rotations of
     /// one token create exactly one successor, and an agent never has more than two counted
     /// tokens plus one retiring.
@@ -305,8 +313,7 @@ pub trait Storage: Send + Sync + 'static {
         project_id: ProjectId,
         agent_id: AgentId,
         token_id: AgentTokenId,
-        successor: NewAgentToken,
-        retiring_until_ms: i64,
+        rotation: NewRotation,
         now_ms: i64,
         audit: Audit<RotatedAgentToken>,
     ) -> Result<RotatedAgentToken, RotateAgentTokenError>;

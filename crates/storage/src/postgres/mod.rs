@@ -29,8 +29,8 @@ use crate::identity::{
 };
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, InventoryAgent, NewAgentToken,
-    NewPersonalAccessToken, NewUrlConfiguration, PersonalAccessTokenCredential, RevokeAgentToken,
-    RotatedAgentToken, Storage, TokenDeadlines,
+    NewPersonalAccessToken, NewRotation, NewUrlConfiguration, PersonalAccessTokenCredential,
+    RevokeAgentToken, RotatedAgentToken, Storage, TokenDeadlines,
 };
 use crate::schema;
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
@@ -1066,11 +1066,14 @@ impl Storage for PostgresStorage {
         project_id: ProjectId,
         agent_id: AgentId,
         token_id: AgentTokenId,
-        successor: NewAgentToken,
-        retiring_until_ms: i64,
+        rotation: NewRotation,
         now_ms: i64,
         audit: Audit<RotatedAgentToken>,
     ) -> Result<RotatedAgentToken, RotateAgentTokenError> {
+        let NewRotation {
+            successor,
+            retiring_until_ms,
+        } = rotation;
         self.bounded(async {
             let mut client = self.client().await?;
             let transaction = client.transaction().await.map_err(pg)?;

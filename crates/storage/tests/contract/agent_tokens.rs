@@ -9,7 +9,9 @@ use agentreg_domain::tokens::TokenKind;
 use agentreg_storage::agent_tokens::{
     CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError,
 };
-use agentreg_storage::port::{NewAgentToken, RevokeAgentToken, Storage, TokenDeadlines};
+use agentreg_storage::port::{
+    NewAgentToken, NewRotation, RevokeAgentToken, Storage, TokenDeadlines,
+};
 
 pub(crate) async fn a_third_active_token_is_refused_until_one_is_revoked(storage: &dyn Storage) {
     let (_, project) = fixtures::owner_and_project(storage).await;
@@ -606,7 +608,17 @@ pub(crate) async fn rotating_keeps_the_slot_and_makes_the_successor_pending(stor
     let successor = secrets.agent_token();
     let successor_handle = successor.handle.clone();
     let rotated = storage
-        .rotate_agent_token(project.id, agent.id, first.id, successor, 1_000, 3, None)
+        .rotate_agent_token(
+            project.id,
+            agent.id,
+            first.id,
+            NewRotation {
+                successor,
+                retiring_until_ms: 1_000,
+            },
+            3,
+            None,
+        )
         .await
         .unwrap();
     let create = storage
@@ -657,7 +669,19 @@ pub(crate) async fn concurrent_rotations_of_one_token_create_exactly_one_success
         .unwrap();
     let rotations: Vec<_> = (0..20)
         .map(|_| secrets.agent_token())
-        .map(|new| storage.rotate_agent_token(project.id, agent.id, token.id, new, 1_000, 3, None))
+        .map(|new| {
+            storage.rotate_agent_token(
+                project.id,
+                agent.id,
+                token.id,
+                NewRotation {
+                    successor: new,
+                    retiring_until_ms: 1_000,
+                },
+                3,
+                None,
+            )
+        })
         .collect();
 
     let results = futures::future::join_all(rotations).await;
@@ -708,7 +732,17 @@ pub(crate) async fn fifty_mixed_rotations_and_creates_leave_two_counted_tokens_a
             async move {
                 if operation_idx % 2 == 0 {
                     storage
-                        .rotate_agent_token(project.id, agent.id, token.id, new, 1_000, 3, None)
+                        .rotate_agent_token(
+                            project.id,
+                            agent.id,
+                            token.id,
+                            NewRotation {
+                                successor: new,
+                                retiring_until_ms: 1_000,
+                            },
+                            3,
+                            None,
+                        )
                         .await
                         .is_ok()
                 } else {
@@ -749,8 +783,10 @@ pub(crate) async fn the_successors_first_use_retires_the_predecessor_once(storag
             project.id,
             agent.id,
             token.id,
-            secrets.agent_token(),
-            1_000,
+            NewRotation {
+                successor: secrets.agent_token(),
+                retiring_until_ms: 1_000,
+            },
             3,
             None,
         )
@@ -762,11 +798,7 @@ pub(crate) async fn the_successors_first_use_retires_the_predecessor_once(storag
     )
     .await;
 
-    let retired: Vec<AgentToken> = completions
-        .into_iter()
-        .map(Result::unwrap)
-        .flatten()
-        .collect();
+    let retired: Vec<AgentToken> = completions.into_iter().filter_map(Result::unwrap).collect();
     assert_eq!(retired.len(), 1, "{retired:?}");
     assert_eq!(retired[0].id, token.id);
     assert_eq!(retired[0].status, TokenStatus::Revoked);
@@ -803,8 +835,10 @@ pub(crate) async fn the_successors_first_use_retires_the_predecessor_once(storag
             project.id,
             agent.id,
             rotated.successor.id,
-            secrets.agent_token(),
-            2_000,
+            NewRotation {
+                successor: secrets.agent_token(),
+                retiring_until_ms: 2_000,
+            },
             7,
             None,
         )
@@ -845,8 +879,10 @@ pub(crate) async fn revoked_expired_and_retired_tokens_cannot_be_rotated(storage
             project.id,
             agent.id,
             token_id,
-            seed.agent_token(),
-            now_ms + 100,
+            NewRotation {
+                successor: seed.agent_token(),
+                retiring_until_ms: now_ms + 100,
+            },
             now_ms,
             None,
         )
@@ -887,8 +923,10 @@ pub(crate) async fn deadlines_list_every_active_token_that_has_one(storage: &dyn
             project.id,
             agent.id,
             rotating.id,
-            secrets.agent_token(),
-            300,
+            NewRotation {
+                successor: secrets.agent_token(),
+                retiring_until_ms: 300,
+            },
             3,
             None,
         )
@@ -936,8 +974,10 @@ pub(crate) async fn ended_tokens_are_recorded_once_with_their_reason_and_deadlin
             project.id,
             agent.id,
             rotating.id,
-            secrets.agent_token(),
-            20,
+            NewRotation {
+                successor: secrets.agent_token(),
+                retiring_until_ms: 20,
+            },
             3,
             None,
         )

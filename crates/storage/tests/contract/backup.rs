@@ -12,7 +12,7 @@ use agentreg_domain::ids::AuditEventId;
 use agentreg_domain::names::UserIdentity;
 use agentreg_domain::tokens::TokenHandle;
 use agentreg_storage::backup::RestoreError;
-use agentreg_storage::port::{Counts, NewAgentToken, RevokeAgentToken, Storage};
+use agentreg_storage::port::{Counts, NewAgentToken, NewRotation, RevokeAgentToken, Storage};
 use agentreg_storage::{Page, SecretHash};
 
 pub(crate) async fn a_snapshot_restores_every_record_into_an_empty_storage(
@@ -241,8 +241,10 @@ async fn populate(storage: &dyn Storage) -> World {
             rotating.project_id,
             rotating.agent_id,
             rotating.id,
-            successor,
-            1_000_000,
+            NewRotation {
+                successor,
+                retiring_until_ms: 1_000_000,
+            },
             8,
             None,
         )

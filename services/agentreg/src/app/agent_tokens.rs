@@ -12,7 +12,7 @@ use agentreg_domain::tokens::{RotationRefused, TokenKind, generate_token, sort_b
 use agentreg_storage::agent_tokens::{
     CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError,
 };
-use agentreg_storage::port::{NewAgentToken, RevokeAgentToken, RotatedAgentToken};
+use agentreg_storage::port::{NewAgentToken, NewRotation, RevokeAgentToken, RotatedAgentToken};
 use secrecy::SecretString;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -396,8 +396,10 @@ impl App {
                 project_id,
                 agent.id,
                 token_id,
-                successor,
-                retiring_until_ms,
+                NewRotation {
+                    successor,
+                    retiring_until_ms,
+                },
                 now,
                 Some(audit),
             )
