@@ -42,7 +42,13 @@ async fn token_list_shows_only_active_tokens_in_the_basic_shape() {
             "agent_id",
             "status",
             "created_at",
-            "created_by_user_id"
+            "created_by_user_id",
+            "expires_at",
+            "revoked_at",
+            "revoked_by_user_id",
+            "revoked_reason",
+            "retiring_until",
+            "successor_id",
         ]
     );
     assert_eq!(token["id"], fixture.active_token_id);
@@ -154,7 +160,13 @@ async fn single_token_has_last_used_at_which_is_null_before_use() {
             "status",
             "created_at",
             "created_by_user_id",
-            "last_used_at"
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+            "revoked_by_user_id",
+            "revoked_reason",
+            "retiring_until",
+            "successor_id",
         ]
     );
     assert_eq!(token["id"], fixture.active_token_id);
@@ -367,7 +379,13 @@ async fn maintainer_creates_a_token_and_receives_its_secret() {
             "created_at",
             "created_by_user_id",
             "last_used_at",
-            "token"
+            "token",
+            "expires_at",
+            "revoked_at",
+            "revoked_by_user_id",
+            "revoked_reason",
+            "retiring_until",
+            "successor_id",
         ]
     );
     assert_eq!(token["name"], "test-token");
@@ -873,6 +891,7 @@ async fn twenty_parallel_grpc_creates_leave_exactly_two_active_tokens() {
         async move {
             client
                 .create_agent_token(pb::CreateAgentTokenRequest {
+                    expires_at: None,
                     project: project_id.to_string(),
                     agent_id,
                     name: Some(format!("parallel-{attempt}")),
@@ -1252,6 +1271,7 @@ async fn token_revoked_over_grpc_stops_authenticating_over_grpc_at_once() {
         .app
         .grpc_tokens(&fixture.user_token)
         .revoke_agent_token(pb::RevokeAgentTokenRequest {
+            reason: None,
             project: fixture.project_id.to_string(),
             agent_id: fixture.agent_id,
             token_id: fixture.active_token_id,
@@ -1358,6 +1378,7 @@ async fn token_secret_appears_in_the_create_response_only() {
         .app
         .grpc_tokens(ROOT_TOKEN)
         .list_agent_tokens(pb::ListAgentTokensRequest {
+            status: None,
             project: fixture.project_id.to_string(),
             agent_id: fixture.agent_id,
             page: None,
@@ -1385,6 +1406,7 @@ async fn grpc_create_returns_the_secret_which_get_and_list_do_not() {
 
     let created = tokens
         .create_agent_token(pb::CreateAgentTokenRequest {
+            expires_at: None,
             project: fixture.project_id.to_string(),
             agent_id: fixture.agent_id,
             name: Some("test-token".to_owned()),
@@ -1569,6 +1591,7 @@ async fn grpc_read_api_token_lists_tokens_but_cannot_create_or_revoke_them() {
     let listed = fixture.grpc_list_tokens(&reader_token).await;
     let created = tokens
         .create_agent_token(pb::CreateAgentTokenRequest {
+            expires_at: None,
             project: fixture.project_id.to_string(),
             agent_id: fixture.agent_id,
             name: Some("t2".to_owned()),
@@ -1577,6 +1600,7 @@ async fn grpc_read_api_token_lists_tokens_but_cannot_create_or_revoke_them() {
         .await;
     let revoked = tokens
         .revoke_agent_token(pb::RevokeAgentTokenRequest {
+            reason: None,
             project: fixture.project_id.to_string(),
             agent_id: fixture.agent_id,
             token_id: fixture.active_token_id,
@@ -1690,6 +1714,7 @@ async fn grpc_reads_of_revoked_unknown_or_foreign_tokens_are_not_found() {
         .app
         .grpc_tokens(&fixture.user_token)
         .list_agent_tokens(pb::ListAgentTokensRequest {
+            status: None,
             project: fixture.project_id.to_string(),
             agent_id: NONEXISTENT_ID,
             page: None,
@@ -1708,6 +1733,7 @@ async fn grpc_reads_of_revoked_unknown_or_foreign_tokens_are_not_found() {
         .app
         .grpc_tokens(&guest_token)
         .revoke_agent_token(pb::RevokeAgentTokenRequest {
+            reason: None,
             project: other_project_id.to_string(),
             agent_id: other_agent_id,
             token_id: fixture.active_token_id,
@@ -1717,6 +1743,7 @@ async fn grpc_reads_of_revoked_unknown_or_foreign_tokens_are_not_found() {
         .app
         .grpc_tokens(&fixture.user_token)
         .list_agent_tokens(pb::ListAgentTokensRequest {
+            status: None,
             project: NONEXISTENT_ID.to_string(),
             agent_id: fixture.agent_id,
             page: None,
@@ -1747,6 +1774,7 @@ async fn grpc_guest_gets_not_found_on_reads_and_permission_denied_on_writes() {
         .await;
     let created = tokens
         .create_agent_token(pb::CreateAgentTokenRequest {
+            expires_at: None,
             project: fixture.project_id.to_string(),
             agent_id: fixture.agent_id,
             name: Some("some".to_owned()),
@@ -1755,6 +1783,7 @@ async fn grpc_guest_gets_not_found_on_reads_and_permission_denied_on_writes() {
         .await;
     let revoked = tokens
         .revoke_agent_token(pb::RevokeAgentTokenRequest {
+            reason: None,
             project: fixture.project_id.to_string(),
             agent_id: fixture.agent_id,
             token_id: fixture.active_token_id,
@@ -1809,6 +1838,7 @@ async fn grpc_create_rejects_like_rest() {
             .app
             .grpc_tokens(&fixture.user_token)
             .create_agent_token(pb::CreateAgentTokenRequest {
+                expires_at: None,
                 project: fixture.project_id.to_string(),
                 agent_id: fixture.agent_id,
                 name,
@@ -1829,6 +1859,7 @@ async fn grpc_create_for_an_unknown_agent_is_not_found() {
         .app
         .grpc_tokens(&fixture.user_token)
         .create_agent_token(pb::CreateAgentTokenRequest {
+            expires_at: None,
             project: fixture.project_id.to_string(),
             agent_id: NONEXISTENT_ID,
             name: Some("some".to_owned()),
@@ -1851,6 +1882,7 @@ async fn grpc_third_active_token_is_rejected_with_the_rest_message() {
         .app
         .grpc_tokens(&fixture.user_token)
         .create_agent_token(pb::CreateAgentTokenRequest {
+            expires_at: None,
             project: fixture.project_id.to_string(),
             agent_id: fixture.agent_id,
             name: Some("t3".to_owned()),
@@ -1869,6 +1901,7 @@ async fn grpc_revoke_is_idempotent_and_hides_the_token() {
     let fixture = fixture().await;
     let mut tokens = fixture.app.grpc_tokens(&fixture.user_token);
     let request = |token_id| pb::RevokeAgentTokenRequest {
+        reason: None,
         project: fixture.project_id.to_string(),
         agent_id: fixture.agent_id,
         token_id,
@@ -2024,6 +2057,7 @@ impl Fixture {
         self.app
             .grpc_tokens(token)
             .list_agent_tokens(pb::ListAgentTokensRequest {
+                status: None,
                 project: self.project_id.to_string(),
                 agent_id: self.agent_id,
                 page: None,

@@ -293,6 +293,18 @@ impl TestApp {
         )
     }
 
+    pub(crate) fn grpc_admin_tokens(
+        &self,
+        token: &str,
+    ) -> pb::admin_token_service_client::AdminTokenServiceClient<
+        InterceptedService<Channel, WithToken>,
+    > {
+        pb::admin_token_service_client::AdminTokenServiceClient::with_interceptor(
+            self.channel.clone(),
+            WithToken::new(token),
+        )
+    }
+
     pub(crate) fn grpc_url_configs(
         &self,
         token: &str,
@@ -444,6 +456,13 @@ impl Interceptor for WithToken {
 /// Adds fixed metadata to every call.
 #[derive(Clone)]
 pub(crate) struct WithMetadata(Vec<(&'static str, String)>);
+
+impl WithMetadata {
+    /// Also for clients the helpers do not build.
+    pub(crate) fn new(pairs: Vec<(&'static str, String)>) -> WithMetadata {
+        WithMetadata(pairs)
+    }
+}
 
 impl Interceptor for WithMetadata {
     fn call(

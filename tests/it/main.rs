@@ -7,6 +7,7 @@
     reason = "a test that cannot proceed should fail loudly"
 )]
 
+mod admin_tokens;
 mod agent_tokens;
 mod agents;
 mod hardening;
@@ -15,4 +16,6 @@ mod identity;
 mod operations;
 mod replicas;
 mod role_matrix;
+mod sudo;
+mod token_lifecycle;
 mod url_configs;

@@ -480,6 +480,7 @@ async fn grpc_reflection_v1_and_v1alpha_list_every_service_and_health_is_serving
     for expected in [
         "agentreg.v1.AgentService",
         "agentreg.v1.AgentTokenService",
+        "agentreg.v1.AdminTokenService",
         "agentreg.v1.UrlConfigurationService",
         "agentreg.v1.ProjectService",
         "agentreg.v1.UserService",

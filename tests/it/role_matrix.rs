@@ -1131,6 +1131,7 @@ async fn grpc_call(
         }
         Route::ListTokens => {
             let request = pb::ListAgentTokensRequest {
+                status: None,
                 project,
                 agent_id,
                 page: None,
@@ -1151,6 +1152,7 @@ async fn grpc_call(
         }
         Route::CreateToken => {
             let request = pb::CreateAgentTokenRequest {
+                expires_at: None,
                 project,
                 agent_id,
                 name: Some("matrix".to_owned()),
@@ -1161,6 +1163,7 @@ async fn grpc_call(
         }
         Route::RevokeToken => {
             let request = pb::RevokeAgentTokenRequest {
+                reason: None,
                 project,
                 agent_id,
                 token_id: call.item_id,

@@ -2027,3 +2027,59 @@ fn json_of_receptive_agent(agent: &pb::ReceptiveAgent) -> Value {
         "mtls": mtls,
     })
 }
+
+// Certificates in base64 (issue 11): GitLab's parameter docs say "base64-encoded ... in PEM
+// format" while its API page shows raw PEM; both are accepted, and responses keep PEM.
+
+#[tokio::test]
+async fn base64_encoded_pem_is_taken_as_pem_on_both_protocols_and_answered_in_pem() {
+    let (app, project_id, agent_id) = app_with_agent().await;
+    let client = credentials(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let ca = credentials(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let encoded = NewConfig {
+        client_cert: Some(BASE64.encode(&client.cert_pem)),
+        client_key: Some(BASE64.encode(&client.key_pem)),
+        ca_cert: Some(BASE64.encode(&ca.cert_pem)),
+        ..NewConfig::mtls(JWT_URL, &client)
+    };
+    let second_agent = app.agent(project_id, "second").await;
+
+    let (status, config) = app
+        .post(
+            &configs_path(project_id, agent_id),
+            ROOT_TOKEN,
+            encoded.json(),
+        )
+        .await;
+    let grpc = app
+        .grpc_url_configs(ROOT_TOKEN)
+        .create_url_configuration(encoded.request(project_id, second_agent))
+        .await
+        .expect("creates")
+        .into_inner();
+
+    assert_eq!(status, StatusCode::CREATED, "{config}");
+    assert_eq!(config["client_cert"], client.cert_pem);
+    assert_eq!(config["ca_cert"], ca.cert_pem);
+    assert_key_absent(&config, &client);
+    assert_eq!(grpc.client_cert.as_deref(), Some(client.cert_pem.as_str()));
+    assert_eq!(grpc.ca_cert.as_deref(), Some(ca.cert_pem.as_str()));
+}
+
+#[tokio::test]
+async fn base64_of_something_other_than_pem_is_refused_with_the_usual_message() {
+    let (app, project_id, agent_id) = app_with_agent().await;
+    let new_config = NewConfig {
+        ca_cert: Some(BASE64.encode("not a certificate")),
+        ..NewConfig::jwt(JWT_URL)
+    };
+
+    assert_rejected_alike(
+        &app,
+        project_id,
+        agent_id,
+        &new_config,
+        &validation_message(&["Ca cert must be a valid PEM certificate"]),
+    )
+    .await;
+}

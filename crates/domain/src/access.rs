@@ -41,13 +41,15 @@ impl AccessLevel {
     }
 }
 
-/// A personal access token scope. Only the two that the agent API distinguishes are supported.
+/// A personal access token scope: the two that the agent API distinguishes, and `sudo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Full read and write access.
     Api,
     /// GET and HEAD only.
     ReadApi,
+    /// An administrator may act as another user (GitLab's `Sudo`); grants no access itself.
+    Sudo,
 }
 
 /// A scope name that agentreg does not know.
@@ -60,6 +62,7 @@ impl Scope {
         match name {
             "api" => Ok(Scope::Api),
             "read_api" => Ok(Scope::ReadApi),
+            "sudo" => Ok(Scope::Sudo),
             other => Err(UnknownScope(other.to_owned())),
         }
     }
@@ -68,6 +71,7 @@ impl Scope {
         match self {
             Scope::Api => "api",
             Scope::ReadApi => "read_api",
+            Scope::Sudo => "sudo",
         }
     }
 
@@ -75,7 +79,15 @@ impl Scope {
     pub fn allows_write(self) -> bool {
         match self {
             Scope::Api => true,
-            Scope::ReadApi => false,
+            Scope::ReadApi | Scope::Sudo => false,
+        }
+    }
+
+    /// Whether a token with this scope may call a route that reads.
+    pub fn allows_read(self) -> bool {
+        match self {
+            Scope::Api | Scope::ReadApi => true,
+            Scope::Sudo => false,
         }
     }
 }
@@ -173,6 +185,14 @@ mod tests {
         assert!(!Scope::ReadApi.allows_write());
         assert!(Scope::Api.allows_write());
         assert_eq!(Scope::parse("read_api"), Ok(Scope::ReadApi));
-        assert!(Scope::parse("sudo").is_err());
+        assert!(Scope::parse("write_repository").is_err());
+    }
+
+    #[test]
+    fn sudo_scope_grants_neither_reads_nor_writes() {
+        assert_eq!(Scope::parse("sudo"), Ok(Scope::Sudo));
+        assert_eq!(Scope::Sudo.as_str(), "sudo");
+        assert!(!Scope::Sudo.allows_read() && !Scope::Sudo.allows_write());
+        assert!(Scope::ReadApi.allows_read() && Scope::Api.allows_read());
     }
 }

@@ -113,6 +113,131 @@ pub struct AgentToken {
     pub created_by_user_id: Option<UserId>,
     pub created_at_ms: i64,
     pub last_used_at_ms: Option<i64>,
+    /// When the token stops authenticating on its own; `None` for a token that never expires.
+    pub expires_at_ms: Option<i64>,
+    /// Who revoked the token, when and why. `None` while the token is active, and also for a
+    /// token revoked before agentreg kept these details.
+    pub revocation: Option<Revocation>,
+    /// Set once the token is rotated: it keeps working until its successor is first used, or
+    /// until this deadline, whichever comes first.
+    pub retiring_until_ms: Option<i64>,
+    /// The token that replaced this one in a rotation.
+    pub successor_id: Option<AgentTokenId>,
+    /// The token this one replaced, while that token is still retiring: the first successful use
+    /// of this token retires it.
+    pub pending_predecessor_id: Option<AgentTokenId>,
+}
+
+/// Why a token stopped working: one of agentreg's reasons, or an administrator's free text of at
+/// most [`RevocationReason::MAX_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationReason(String);
+
+/// A revocation reason longer than [`RevocationReason::MAX_CHARS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("reason is too long (maximum is 255 characters)")]
+pub struct RevocationReasonTooLong;
+
+impl RevocationReason {
+    /// The longest free-text reason accepted.
+    pub const MAX_CHARS: usize = 255;
+
+    /// A caller's reason; blank text means the plain `revoked`.
+    pub fn parse(text: &str) -> Result<RevocationReason, RevocationReasonTooLong> {
+        let text = text.trim();
+        if text.chars().count() > RevocationReason::MAX_CHARS {
+            return Err(RevocationReasonTooLong);
+        }
+        if text.is_empty() {
+            return Ok(RevocationReason::revoked());
+        }
+        Ok(RevocationReason(text.to_owned()))
+    }
+
+    /// Revoked by a caller who gave no reason.
+    pub fn revoked() -> RevocationReason {
+        RevocationReason("revoked".to_owned())
+    }
+
+    /// The token reached its `expires_at`.
+    pub fn expired() -> RevocationReason {
+        RevocationReason("expired".to_owned())
+    }
+
+    /// The token was replaced by its successor in a rotation.
+    pub fn rotated() -> RevocationReason {
+        RevocationReason("rotated".to_owned())
+    }
+
+    /// A reason read back from storage, which only ever holds parsed reasons.
+    pub fn from_stored(text: String) -> RevocationReason {
+        RevocationReason(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The details of a revoked token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub revoked_at_ms: i64,
+    /// `None` when nobody revoked it (it expired).
+    pub revoked_by_user_id: Option<UserId>,
+    pub reason: RevocationReason,
+}
+
+impl AgentToken {
+    /// Whether the token authenticates at `now_ms`: active, and past neither its expiry nor
+    /// its overlap deadline.
+    pub fn is_usable(&self, now_ms: i64) -> bool {
+        self.status.is_active() && self.ended(now_ms).is_none()
+    }
+
+    /// The first moment after which the token stops working on its own (expiry or the end of a
+    /// rotation's overlap), if any.
+    pub fn usable_until_ms(&self) -> Option<i64> {
+        match (self.expires_at_ms, self.retiring_until_ms) {
+            (Some(expires), Some(retiring)) => Some(expires.min(retiring)),
+            (expires, retiring) => expires.or(retiring),
+        }
+    }
+
+    /// The token as GitLab clients should see it at `now_ms`: a token past its expiry reads as
+    /// revoked then, with the reason `expired`; a retiring token past its overlap deadline reads
+    /// as revoked then, with the reason `rotated`.
+    pub fn as_of(mut self, now_ms: i64) -> AgentToken {
+        if self.status.is_active()
+            && let Some(revocation) = self.ended(now_ms)
+        {
+            self.status = TokenStatus::Revoked;
+            self.revocation = Some(revocation);
+        }
+        self
+    }
+
+    /// How an active token ended on its own by `now_ms`, if it did.
+    fn ended(&self, now_ms: i64) -> Option<Revocation> {
+        let expired = self
+            .expires_at_ms
+            .filter(|at| *at <= now_ms)
+            .map(|at| (at, RevocationReason::expired()));
+        let retired = self
+            .retiring_until_ms
+            .filter(|at| *at <= now_ms)
+            .map(|at| (at, RevocationReason::rotated()));
+        let (revoked_at_ms, reason) = match (expired, retired) {
+            (Some(expired), Some(retired)) if retired.0 < expired.0 => retired,
+            (Some(expired), Some(_) | None) => expired,
+            (None, retired) => retired?,
+        };
+        Some(Revocation {
+            revoked_at_ms,
+            revoked_by_user_id: None,
+            reason,
+        })
+    }
 }
 
 /// How the agent server authenticates to a receptive agent, with private keys sealed (encrypted
@@ -187,4 +312,87 @@ pub struct AuditEvent {
     pub entity_type: String,
     pub details: AuditDetails,
     pub created_at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(expires_at_ms: Option<i64>) -> AgentToken {
+        AgentToken {
+            id: AgentTokenId::new(1),
+            agent_id: AgentId::new(1),
+            project_id: ProjectId::new(1),
+            name: "t".to_owned(),
+            description: None,
+            status: TokenStatus::Active,
+            created_by_user_id: None,
+            created_at_ms: 0,
+            last_used_at_ms: None,
+            expires_at_ms,
+            revocation: None,
+            retiring_until_ms: None,
+            successor_id: None,
+            pending_predecessor_id: None,
+        }
+    }
+
+    #[test]
+    fn a_token_past_its_expiry_reads_as_revoked_with_reason_expired() {
+        let expiring = token(Some(100));
+        assert!(expiring.is_usable(99));
+        assert!(!expiring.is_usable(100));
+        assert_eq!(expiring.clone().as_of(99), expiring);
+        let expired = expiring.as_of(100);
+        assert_eq!(expired.status, TokenStatus::Revoked);
+        let revocation = expired.revocation.unwrap();
+        assert_eq!(revocation.reason.as_str(), "expired");
+        assert_eq!(revocation.revoked_at_ms, 100);
+        assert_eq!(revocation.revoked_by_user_id, None);
+    }
+
+    #[test]
+    fn a_retiring_token_past_its_deadline_reads_as_revoked_with_reason_rotated() {
+        let retiring = AgentToken {
+            retiring_until_ms: Some(50),
+            ..token(Some(100))
+        };
+        assert!(retiring.is_usable(49));
+        assert_eq!(retiring.usable_until_ms(), Some(50));
+        let retired = retiring.as_of(60);
+        assert_eq!(retired.status, TokenStatus::Revoked);
+        let revocation = retired.revocation.unwrap();
+        assert_eq!(revocation.reason.as_str(), "rotated");
+        assert_eq!(revocation.revoked_at_ms, 50);
+        let expiring_first = AgentToken {
+            retiring_until_ms: Some(150),
+            ..token(Some(100))
+        };
+        let expired = expiring_first.as_of(200).revocation.unwrap();
+        assert_eq!(
+            (expired.revoked_at_ms, expired.reason.as_str()),
+            (100, "expired")
+        );
+    }
+
+    #[test]
+    fn a_token_without_expiry_stays_usable() {
+        assert!(token(None).is_usable(i64::MAX));
+    }
+
+    #[test]
+    fn revocation_reasons_are_at_most_255_characters_and_blank_means_revoked() {
+        assert_eq!(RevocationReason::parse("  ").unwrap().as_str(), "revoked");
+        assert_eq!(
+            RevocationReason::parse("leaked in CI log")
+                .unwrap()
+                .as_str(),
+            "leaked in CI log"
+        );
+        assert!(RevocationReason::parse(&"é".repeat(255)).is_ok());
+        assert_eq!(
+            RevocationReason::parse(&"x".repeat(256)),
+            Err(RevocationReasonTooLong)
+        );
+    }
 }

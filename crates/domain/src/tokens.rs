@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::{CryptoRng, RngCore};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// At most this many of an agent's tokens are active at once, so that a token can be rotated
@@ -156,35 +157,136 @@ pub fn sort_by_last_use<T>(items: &mut [T], key: impl Fn(&T) -> (Option<i64>, u6
     });
 }
 
-/// The ids of one agent's tokens, split by status. It owns the active-token limit.
+/// The ids of one agent's tokens, split by status, with the expiry of those that have one and
+/// the overlap deadline of those being rotated (retiring). It owns the token limits: at most
+/// [`MAX_ACTIVE_AGENT_TOKENS`] usable tokens that are not retiring, plus at most one retiring
+/// token. A token past its expiry, or a retiring token past its deadline, counts for nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentTokenSet {
     active: Vec<u64>,
     revoked: Vec<u64>,
+    expiries: BTreeMap<u64, i64>,
+    retiring: BTreeMap<u64, i64>,
+}
+
+/// Why a token cannot be rotated now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RotationRefused {
+    /// The token is revoked, expired, retired or not the agent's.
+    #[error("agent token not found")]
+    NotFound,
+    /// The token is already being rotated: it has a successor.
+    #[error("Token is already being rotated")]
+    AlreadyRotating,
+    /// Another of the agent's tokens is being rotated; only one rotation may overlap at a time.
+    #[error("An agent can rotate only one token at a time")]
+    RotationInProgress,
 }
 
 impl AgentTokenSet {
-    /// Rebuilds a set from stored ids. Stored data was produced by this type, so the limit holds.
-    pub fn from_parts(active: Vec<u64>, revoked: Vec<u64>) -> AgentTokenSet {
-        AgentTokenSet { active, revoked }
+    /// Rebuilds a set from stored ids, expiries and overlap deadlines. Stored data was produced
+    /// by this type, so the limits hold.
+    pub fn from_parts(
+        active: Vec<u64>,
+        revoked: Vec<u64>,
+        expiries: BTreeMap<u64, i64>,
+        retiring: BTreeMap<u64, i64>,
+    ) -> AgentTokenSet {
+        AgentTokenSet {
+            active,
+            revoked,
+            expiries,
+            retiring,
+        }
     }
 
-    /// Checks the limit without changing anything, so a caller can fail fast before paying for
-    /// hashing; [`AgentTokenSet::activate`] checks again atomically.
-    pub fn check_capacity(&self) -> Result<(), TokenLimitReached> {
-        if self.active.len() >= MAX_ACTIVE_AGENT_TOKENS {
-            return Err(TokenLimitReached {
-                active: self.active.len(),
-            });
+    /// The active tokens that still authenticate at `now_ms`, retiring ones included.
+    pub fn usable(&self, now_ms: i64) -> impl Iterator<Item = u64> + '_ {
+        self.active
+            .iter()
+            .copied()
+            .filter(move |token_id| self.is_usable(*token_id, now_ms))
+    }
+
+    /// Whether the token is active and past neither its expiry nor its overlap deadline.
+    pub fn is_usable(&self, token_id: u64, now_ms: i64) -> bool {
+        let past = |deadline: Option<&i64>| deadline.is_some_and(|deadline| *deadline <= now_ms);
+        self.is_active(token_id)
+            && !past(self.expiries.get(&token_id))
+            && !past(self.retiring.get(&token_id))
+    }
+
+    /// The usable tokens being rotated at `now_ms`.
+    pub fn retiring(&self, now_ms: i64) -> impl Iterator<Item = u64> + '_ {
+        self.usable(now_ms)
+            .filter(|token_id| self.retiring.contains_key(token_id))
+    }
+
+    /// Checks the limit at `now_ms` without changing anything, so a caller can fail fast before
+    /// paying for hashing; [`AgentTokenSet::activate`] checks again atomically.
+    pub fn check_capacity(&self, now_ms: i64) -> Result<(), TokenLimitReached> {
+        let n_counted = self
+            .usable(now_ms)
+            .filter(|token_id| !self.retiring.contains_key(token_id))
+            .count();
+        if n_counted >= MAX_ACTIVE_AGENT_TOKENS {
+            return Err(TokenLimitReached { active: n_counted });
         }
         Ok(())
     }
 
-    /// Adds a new active token, unless the agent already has the maximum.
-    pub fn activate(&mut self, token_id: u64) -> Result<(), TokenLimitReached> {
-        self.check_capacity()?;
+    /// Adds a new active token, unless the agent already has the maximum of usable ones at
+    /// `now_ms`.
+    pub fn activate(
+        &mut self,
+        token_id: u64,
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), TokenLimitReached> {
+        self.check_capacity(now_ms)?;
         self.active.push(token_id);
+        if let Some(expires_at_ms) = expires_at_ms {
+            self.expiries.insert(token_id, expires_at_ms);
+        }
         Ok(())
+    }
+
+    /// Checks that `token_id` may be rotated at `now_ms`, without changing anything.
+    pub fn check_rotation(&self, token_id: u64, now_ms: i64) -> Result<(), RotationRefused> {
+        if !self.is_usable(token_id, now_ms) {
+            return Err(RotationRefused::NotFound);
+        }
+        if self.retiring.contains_key(&token_id) {
+            return Err(RotationRefused::AlreadyRotating);
+        }
+        if self.retiring(now_ms).next().is_some() {
+            return Err(RotationRefused::RotationInProgress);
+        }
+        Ok(())
+    }
+
+    /// Rotates `token_id`: it retires at `retiring_until_ms` at the latest, and `successor_id`
+    /// takes its slot, so the number of counted tokens does not change.
+    pub fn rotate(
+        &mut self,
+        token_id: u64,
+        successor_id: u64,
+        retiring_until_ms: i64,
+        successor_expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), RotationRefused> {
+        self.check_rotation(token_id, now_ms)?;
+        self.retiring.insert(token_id, retiring_until_ms);
+        self.active.push(successor_id);
+        if let Some(expires_at_ms) = successor_expires_at_ms {
+            self.expiries.insert(successor_id, expires_at_ms);
+        }
+        Ok(())
+    }
+
+    /// The overlap deadline of each token being rotated.
+    pub fn retiring_deadlines(&self) -> &BTreeMap<u64, i64> {
+        &self.retiring
     }
 
     /// Marks a token revoked. Returns `false` if it is not one of this agent's tokens. Revoking
@@ -196,6 +298,11 @@ impl AgentTokenSet {
             return true;
         }
         self.revoked.contains(&token_id)
+    }
+
+    /// The expiry of each token that has one.
+    pub fn expiries(&self) -> &BTreeMap<u64, i64> {
+        &self.expiries
     }
 
     pub fn is_active(&self, token_id: u64) -> bool {
@@ -307,24 +414,82 @@ mod tests {
     #[test]
     fn third_active_token_is_rejected() {
         let mut tokens = AgentTokenSet::default();
-        tokens.activate(1).unwrap();
-        tokens.activate(2).unwrap();
-        assert_eq!(tokens.activate(3), Err(TokenLimitReached { active: 2 }));
+        tokens.activate(1, None, 0).unwrap();
+        tokens.activate(2, None, 0).unwrap();
+        assert_eq!(
+            tokens.activate(3, None, 0),
+            Err(TokenLimitReached { active: 2 })
+        );
         assert_eq!(tokens.active(), &[1, 2]);
     }
 
     #[test]
+    fn an_expired_token_stops_counting_toward_the_limit() {
+        let mut tokens = AgentTokenSet::default();
+        tokens.activate(1, Some(100), 0).unwrap();
+        tokens.activate(2, None, 0).unwrap();
+        assert_eq!(
+            tokens.activate(3, None, 99),
+            Err(TokenLimitReached { active: 2 })
+        );
+        tokens.activate(3, None, 100).unwrap();
+        assert_eq!(tokens.usable(100).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            tokens.activate(4, None, 100),
+            Err(TokenLimitReached { active: 2 })
+        );
+    }
+
+    #[test]
+    fn rotating_one_of_two_tokens_keeps_two_counted_plus_one_retiring() {
+        let mut tokens = AgentTokenSet::default();
+        tokens.activate(1, None, 0).unwrap();
+        tokens.activate(2, None, 0).unwrap();
+        tokens.rotate(1, 3, 100, None, 0).unwrap();
+        assert_eq!(tokens.usable(0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(tokens.retiring(0).collect::<Vec<_>>(), vec![1]);
+        assert!(tokens.activate(4, None, 0).is_err());
+        assert_eq!(
+            tokens.rotate(1, 5, 100, None, 0),
+            Err(RotationRefused::AlreadyRotating)
+        );
+        assert_eq!(
+            tokens.rotate(2, 5, 100, None, 0),
+            Err(RotationRefused::RotationInProgress)
+        );
+        assert_eq!(
+            tokens.rotate(9, 5, 100, None, 0),
+            Err(RotationRefused::NotFound)
+        );
+        // At the deadline the retiring token is gone and another rotation may start.
+        assert_eq!(tokens.usable(100).collect::<Vec<_>>(), vec![2, 3]);
+        tokens.rotate(2, 5, 200, None, 100).unwrap();
+    }
+
+    #[test]
+    fn revoked_and_expired_tokens_cannot_be_rotated() {
+        let mut tokens = AgentTokenSet::default();
+        tokens.activate(1, Some(10), 0).unwrap();
+        tokens.activate(2, None, 0).unwrap();
+        assert!(tokens.revoke(2));
+        assert_eq!(tokens.check_rotation(1, 10), Err(RotationRefused::NotFound));
+        assert_eq!(tokens.check_rotation(2, 0), Err(RotationRefused::NotFound));
+    }
+
+    #[test]
     fn revoking_frees_exactly_one_slot() {
-        let mut tokens = AgentTokenSet::from_parts(vec![1, 2], vec![]);
+        let mut tokens =
+            AgentTokenSet::from_parts(vec![1, 2], vec![], BTreeMap::new(), BTreeMap::new());
         assert!(tokens.revoke(1));
-        tokens.activate(3).unwrap();
-        assert!(tokens.activate(4).is_err());
+        tokens.activate(3, None, 0).unwrap();
+        assert!(tokens.activate(4, None, 0).is_err());
         assert!(tokens.contains(1) && !tokens.is_active(1));
     }
 
     #[test]
     fn revoking_twice_succeeds_and_unknown_tokens_are_refused() {
-        let mut tokens = AgentTokenSet::from_parts(vec![1], vec![]);
+        let mut tokens =
+            AgentTokenSet::from_parts(vec![1], vec![], BTreeMap::new(), BTreeMap::new());
         assert!(tokens.revoke(1));
         assert!(tokens.revoke(1));
         assert!(!tokens.revoke(9));

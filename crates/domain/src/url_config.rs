@@ -708,8 +708,43 @@ fn ed25519_public_key(seed: &[u8; 32]) -> Result<[u8; 32], KeyPairError> {
     })
 }
 
+/// GitLab's `url_configurations` parameters say "base64-encoded ... in PEM format" while its
+/// API page shows raw PEM; agentreg takes both. A value that is not PEM but whose standard
+/// base64 (line breaks allowed) decodes to PEM text is that PEM; any other value comes back
+/// unchanged, so validation refuses it with the usual messages.
+pub fn pem_from_pem_or_base64(value: &str) -> Zeroizing<String> {
+    if value.contains("-----BEGIN ") {
+        return Zeroizing::new(value.to_owned());
+    }
+    let compact: Zeroizing<String> =
+        Zeroizing::new(value.chars().filter(|c| !c.is_ascii_whitespace()).collect());
+    let decoded = BASE64_STANDARD
+        .decode(compact.as_bytes())
+        .ok()
+        .map(Zeroizing::new)
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok().map(Zeroizing::new));
+    match decoded {
+        Some(pem) if pem.trim_start().starts_with("-----BEGIN ") => pem,
+        Some(_) | None => Zeroizing::new(value.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn base64_of_pem_is_taken_as_that_pem_and_anything_else_is_left_alone() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let encoded = BASE64_STANDARD.encode(pem);
+        let wrapped = format!("{}\n{}", &encoded[..20], &encoded[20..]);
+        assert_eq!(pem_from_pem_or_base64(pem).as_str(), pem);
+        assert_eq!(pem_from_pem_or_base64(&encoded).as_str(), pem);
+        assert_eq!(pem_from_pem_or_base64(&wrapped).as_str(), pem);
+        let not_pem = BASE64_STANDARD.encode("hello");
+        assert_eq!(pem_from_pem_or_base64(&not_pem).as_str(), not_pem);
+        assert_eq!(pem_from_pem_or_base64("%%%").as_str(), "%%%");
+    }
+
     use super::*;
     use p256::pkcs8::EncodePrivateKey as _;
     use proptest::prelude::*;

@@ -3,13 +3,18 @@
 
 use crate::audit::{Audit, audit_entry};
 use crate::hashing::SecretHash;
-use crate::port::{AgentTokenCredential, NewAgentToken};
+use crate::port::{
+    AgentTokenCredential, NewAgentToken, NewRotation, RevokeAgentToken, RotatedAgentToken,
+    TokenDeadlines,
+};
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, id_key};
 use crate::{Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
-use agentreg_domain::entities::{AgentToken, TokenStatus};
+use agentreg_domain::entities::{AgentToken, Revocation, RevocationReason, TokenStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UserId};
-use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, TokenLimitReached, sort_by_last_use};
+use agentreg_domain::tokens::{
+    AgentTokenSet, RotationRefused, TokenHandle, TokenLimitReached, sort_by_last_use,
+};
 use sled::Transactional;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +23,16 @@ pub enum CreateAgentTokenError {
     AgentNotFound,
     #[error(transparent)]
     LimitReached(#[from] TokenLimitReached),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateAgentTokenError {
+    #[error("agent not found")]
+    AgentNotFound,
+    #[error(transparent)]
+    Refused(#[from] RotationRefused),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -50,10 +65,7 @@ impl Store {
             return Ok(Some(AgentTokenSet::default()));
         };
         let record: v1::AgentTokenSet = decode(schema::AGENT_TOKEN_SETS, &bytes)?;
-        Ok(Some(AgentTokenSet::from_parts(
-            record.active,
-            record.revoked,
-        )))
+        Ok(Some(token_set_from_record(record)))
     }
 
     /// Creates an active token. The limit check and the insert happen in one transaction over
@@ -78,7 +90,15 @@ impl Store {
             created_at_ms: now_ms,
             handle: new.handle.as_str().to_owned(),
             secret_hash: new.secret_hash.as_str().to_owned(),
+            expires_at_ms: new.expires_at_ms,
+            revoked_at_ms: None,
+            revoked_by_user_id: None,
+            revoked_reason: None,
+            retiring_until_ms: None,
+            successor_id: None,
+            pending_predecessor_id: None,
         };
+        let expires_at_ms = new.expires_at_ms;
         let encoded = encode(&record);
         let token = token_from_record(id, record, None).token;
         let audit_event = audit_id
@@ -107,9 +127,9 @@ impl Store {
                         Some(bytes) => decode_in_tx(schema::AGENT_TOKEN_SETS, &bytes)?,
                         None => v1::AgentTokenSet::default(),
                     };
-                    let mut token_set = AgentTokenSet::from_parts(stored.active, stored.revoked);
+                    let mut token_set = token_set_from_record(stored);
                     token_set
-                        .activate(id)
+                        .activate(id, expires_at_ms, now_ms)
                         .map_err(|limit| abort(limit.into()))?;
                     token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
                     tokens.insert(&id_key(id), encoded.as_slice())?;
@@ -146,6 +166,27 @@ impl Store {
         Ok(Some(tokens))
     }
 
+    /// Every token of the agent, active first, each group in the order it took its status.
+    pub fn all_agent_tokens(
+        &self,
+        project_id: u64,
+        agent_id: u64,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError> {
+        let Some(token_set) = self.agent_token_set(project_id, agent_id)? else {
+            return Ok(None);
+        };
+        let mut tokens = Vec::new();
+        for token_id in token_set.all() {
+            let token = self
+                .agent_token_by_id(token_id)?
+                .ok_or(StoreError::Dangling {
+                    tree: schema::AGENT_TOKEN_SETS,
+                })?;
+            tokens.push(token.token);
+        }
+        Ok(Some(tokens))
+    }
+
     /// One of the agent's tokens, active or revoked.
     pub fn agent_token(
         &self,
@@ -162,12 +203,14 @@ impl Store {
         Ok(Some(token))
     }
 
-    /// Marks a token revoked; the record stays. Revoking a revoked token succeeds.
+    /// Marks a token revoked with `revoke`'s details; the record stays. Revoking a revoked token
+    /// succeeds and keeps its first details; an expired token is recorded as expired.
     pub fn revoke_agent_token(
         &self,
         project_id: u64,
         agent_id: u64,
         token_id: u64,
+        revoke: &RevokeAgentToken,
         now_ms: i64,
         audit: Audit<'_, AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError> {
@@ -193,12 +236,23 @@ impl Store {
                     };
                     let stored: v1::AgentTokenSet =
                         decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
-                    let mut token_set = AgentTokenSet::from_parts(stored.active, stored.revoked);
+                    let mut token_set = token_set_from_record(stored);
                     if !token_set.revoke(token_id) {
                         return Err(abort(RevokeAgentTokenError::NotFound));
                     }
                     token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
-                    record.revoked = true;
+                    if !record.revoked {
+                        record.revoked = true;
+                        let revocation = revocation_of(
+                            record.expires_at_ms,
+                            record.retiring_until_ms,
+                            revoke,
+                            now_ms,
+                        );
+                        record.revoked_at_ms = Some(revocation.revoked_at_ms);
+                        record.revoked_by_user_id = revocation.revoked_by_user_id.map(UserId::get);
+                        record.revoked_reason = Some(revocation.reason.as_str().to_owned());
+                    }
                     tokens.insert(&id_key(token_id), encode(&record))?;
                     if let Some((audit_id, audit)) = audit_id.zip(audit) {
                         let revoked = token_from_record(token_id, record.clone(), None).token;
@@ -211,6 +265,265 @@ impl Store {
         self.flush()?;
         let last_used = self.last_used(token_id)?;
         Ok(token_from_record(token_id, record, last_used).token)
+    }
+
+    /// Rotates a token: the checks, the predecessor's update, the successor's insert and the
+    /// audit event happen in one transaction over the agent's token set, so concurrent rotations
+    /// and creates can never break the limits.
+    pub fn rotate_agent_token(
+        &self,
+        project_id: u64,
+        agent_id: u64,
+        token_id: u64,
+        rotation: NewRotation,
+        now_ms: i64,
+        audit: Audit<'_, RotatedAgentToken>,
+    ) -> Result<RotatedAgentToken, RotateAgentTokenError> {
+        let NewRotation {
+            successor,
+            retiring_until_ms,
+        } = rotation;
+        let successor_id = self.next_id(IdKind::AgentToken)?;
+        let audit_id = self.audit_id(audit)?;
+        let successor_expires_at_ms = successor.expires_at_ms;
+        let successor_record = v1::AgentToken {
+            agent_id,
+            project_id,
+            name: successor.name.as_str().to_owned(),
+            description: successor.description.map(|d| d.as_str().to_owned()),
+            revoked: false,
+            created_by_user_id: successor.created_by_user_id.map(UserId::get),
+            created_at_ms: now_ms,
+            handle: successor.handle.as_str().to_owned(),
+            secret_hash: successor.secret_hash.as_str().to_owned(),
+            expires_at_ms: successor_expires_at_ms,
+            revoked_at_ms: None,
+            revoked_by_user_id: None,
+            revoked_reason: None,
+            retiring_until_ms: None,
+            successor_id: None,
+            pending_predecessor_id: Some(token_id),
+        };
+        let encoded_successor = encode(&successor_record);
+        let handle_key = successor.handle.as_str().as_bytes().to_vec();
+        let _writing = self.writing();
+        let trees = &self.trees;
+        let predecessor_record = finish_tx(
+            (
+                &trees.agent_token_sets,
+                &trees.agent_tokens,
+                &trees.agent_token_handles,
+                &trees.audit_events,
+            )
+                .transaction(|(token_sets, tokens, handles, audit_events)| {
+                    let Some(bytes) = tokens.get(id_key(token_id))? else {
+                        return Err(abort(RotateAgentTokenError::Refused(
+                            RotationRefused::NotFound,
+                        )));
+                    };
+                    let mut record: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                    if record.agent_id != agent_id || record.project_id != project_id {
+                        return Err(abort(RotateAgentTokenError::Refused(
+                            RotationRefused::NotFound,
+                        )));
+                    }
+                    let Some(set_bytes) = token_sets.get(id_key(agent_id))? else {
+                        return Err(abort(RotateAgentTokenError::AgentNotFound));
+                    };
+                    let stored: v1::AgentTokenSet =
+                        decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
+                    let mut token_set = token_set_from_record(stored);
+                    token_set
+                        .rotate(
+                            token_id,
+                            successor_id,
+                            retiring_until_ms,
+                            successor_expires_at_ms,
+                            now_ms,
+                        )
+                        .map_err(|refused| abort(refused.into()))?;
+                    token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
+                    record.retiring_until_ms = Some(retiring_until_ms);
+                    record.successor_id = Some(successor_id);
+                    tokens.insert(&id_key(token_id), encode(&record))?;
+                    tokens.insert(&id_key(successor_id), encoded_successor.as_slice())?;
+                    handles.insert(handle_key.as_slice(), &id_key(successor_id))?;
+                    if let Some((audit_id, audit)) = audit_id.zip(audit) {
+                        let rotated = RotatedAgentToken {
+                            predecessor: token_from_record(token_id, record.clone(), None).token,
+                            successor: token_from_record(
+                                successor_id,
+                                successor_record.clone(),
+                                None,
+                            )
+                            .token,
+                        };
+                        let (key, value) = audit_entry(audit(&rotated), audit_id, now_ms);
+                        audit_events.insert(&key, value)?;
+                    }
+                    Ok(record)
+                }),
+        )?;
+        self.flush()?;
+        let last_used = self.last_used(token_id)?;
+        Ok(RotatedAgentToken {
+            predecessor: token_from_record(token_id, predecessor_record, last_used).token,
+            successor: token_from_record(successor_id, successor_record, None).token,
+        })
+    }
+
+    /// Ends a rotation on its successor's first use; see the port.
+    pub fn complete_agent_token_rotation(
+        &self,
+        successor_id: u64,
+        now_ms: i64,
+        audit: Audit<'_, AgentToken>,
+    ) -> Result<Option<AgentToken>, StoreError> {
+        let audit_id = self.audit_id(audit)?;
+        let revoke = rotated();
+        let _writing = self.writing();
+        let trees = &self.trees;
+        let retired = finish_tx::<_, StoreError>(
+            (
+                &trees.agent_token_sets,
+                &trees.agent_tokens,
+                &trees.audit_events,
+            )
+                .transaction(|(token_sets, tokens, audit_events)| {
+                    let Some(bytes) = tokens.get(id_key(successor_id))? else {
+                        return Ok(None);
+                    };
+                    let mut successor: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                    let Some(predecessor_id) = successor.pending_predecessor_id.take() else {
+                        return Ok(None);
+                    };
+                    tokens.insert(&id_key(successor_id), encode(&successor))?;
+                    let Some(bytes) = tokens.get(id_key(predecessor_id))? else {
+                        return Ok(None);
+                    };
+                    let mut record: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                    if record.revoked {
+                        return Ok(None);
+                    }
+                    if let Some(set_bytes) = token_sets.get(id_key(record.agent_id))? {
+                        let stored: v1::AgentTokenSet =
+                            decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
+                        let mut token_set = token_set_from_record(stored);
+                        token_set.revoke(predecessor_id);
+                        token_sets.insert(
+                            &id_key(record.agent_id),
+                            encode(&token_set_record(&token_set)),
+                        )?;
+                    }
+                    let revocation = revocation_of(
+                        record.expires_at_ms,
+                        record.retiring_until_ms,
+                        &revoke,
+                        now_ms,
+                    );
+                    record.revoked = true;
+                    record.revoked_at_ms = Some(revocation.revoked_at_ms);
+                    record.revoked_by_user_id = None;
+                    record.revoked_reason = Some(revocation.reason.as_str().to_owned());
+                    tokens.insert(&id_key(predecessor_id), encode(&record))?;
+                    let revoked = token_from_record(predecessor_id, record, None).token;
+                    if let Some((audit_id, audit)) = audit_id.zip(audit) {
+                        let (key, value) = audit_entry(audit(&revoked), audit_id, now_ms);
+                        audit_events.insert(&key, value)?;
+                    }
+                    Ok(Some(revoked))
+                }),
+        )?;
+        self.flush()?;
+        Ok(retired)
+    }
+
+    /// Records the tokens that ended on their own by `now_ms`; see the port. Candidates come from
+    /// the token sets; each is re-checked and recorded in a transaction of its own.
+    pub fn retire_ended_agent_tokens(
+        &self,
+        now_ms: i64,
+        audit: Audit<'_, AgentToken>,
+    ) -> Result<Vec<AgentToken>, StoreError> {
+        let mut candidates = Vec::new();
+        for entry in self.trees.agent_token_sets.iter() {
+            let (_, bytes) = entry.map_err(engine)?;
+            let record: v1::AgentTokenSet = decode(schema::AGENT_TOKEN_SETS, &bytes)?;
+            let token_set = token_set_from_record(record);
+            candidates.extend(
+                token_set
+                    .active()
+                    .iter()
+                    .copied()
+                    .filter(|token_id| !token_set.is_usable(*token_id, now_ms)),
+            );
+        }
+        let mut retired = Vec::new();
+        for token_id in candidates {
+            if let Some(token) = self.retire_ended_agent_token(token_id, now_ms, audit)? {
+                retired.push(token);
+            }
+        }
+        if !retired.is_empty() {
+            self.flush()?;
+        }
+        Ok(retired)
+    }
+
+    fn retire_ended_agent_token(
+        &self,
+        token_id: u64,
+        now_ms: i64,
+        audit: Audit<'_, AgentToken>,
+    ) -> Result<Option<AgentToken>, StoreError> {
+        let audit_id = self.audit_id(audit)?;
+        let revoke = RevokeAgentToken::default();
+        let _writing = self.writing();
+        let trees = &self.trees;
+        finish_tx::<_, StoreError>(
+            (
+                &trees.agent_token_sets,
+                &trees.agent_tokens,
+                &trees.audit_events,
+            )
+                .transaction(|(token_sets, tokens, audit_events)| {
+                    let Some(bytes) = tokens.get(id_key(token_id))? else {
+                        return Ok(None);
+                    };
+                    let mut record: v1::AgentToken = decode_in_tx(schema::AGENT_TOKENS, &bytes)?;
+                    let current = token_from_record(token_id, record.clone(), None).token;
+                    if record.revoked || current.is_usable(now_ms) {
+                        return Ok(None);
+                    }
+                    if let Some(set_bytes) = token_sets.get(id_key(record.agent_id))? {
+                        let stored: v1::AgentTokenSet =
+                            decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
+                        let mut token_set = token_set_from_record(stored);
+                        token_set.revoke(token_id);
+                        token_sets.insert(
+                            &id_key(record.agent_id),
+                            encode(&token_set_record(&token_set)),
+                        )?;
+                    }
+                    let revocation = revocation_of(
+                        record.expires_at_ms,
+                        record.retiring_until_ms,
+                        &revoke,
+                        now_ms,
+                    );
+                    record.revoked = true;
+                    record.revoked_at_ms = Some(revocation.revoked_at_ms);
+                    record.revoked_by_user_id = None;
+                    record.revoked_reason = Some(revocation.reason.as_str().to_owned());
+                    tokens.insert(&id_key(token_id), encode(&record))?;
+                    let retired = token_from_record(token_id, record, None).token;
+                    if let Some((audit_id, audit)) = audit_id.zip(audit) {
+                        let (key, value) = audit_entry(audit(&retired), audit_id, now_ms);
+                        audit_events.insert(&key, value)?;
+                    }
+                    Ok(Some(retired))
+                }),
+        )
     }
 
     /// The token a handle names, if any. The caller verifies the secret and the status.
@@ -270,6 +583,27 @@ impl Store {
         Ok(n_active)
     }
 
+    /// The deadlines of every active token that has one, read from the token sets.
+    pub fn agent_token_deadlines(&self) -> Result<Vec<TokenDeadlines>, StoreError> {
+        let mut deadlines = Vec::new();
+        for entry in self.trees.agent_token_sets.iter() {
+            let (_, bytes) = entry.map_err(engine)?;
+            let record: v1::AgentTokenSet = decode(schema::AGENT_TOKEN_SETS, &bytes)?;
+            for token_id in &record.active {
+                let token_deadlines = TokenDeadlines {
+                    expires_at_ms: record.expiries.get(token_id).copied(),
+                    retiring_until_ms: record.retiring.get(token_id).copied(),
+                };
+                if token_deadlines.expires_at_ms.is_some()
+                    || token_deadlines.retiring_until_ms.is_some()
+                {
+                    deadlines.push(token_deadlines);
+                }
+            }
+        }
+        Ok(deadlines)
+    }
+
     fn agent_token_by_id(&self, token_id: u64) -> Result<Option<AgentTokenCredential>, StoreError> {
         let Some(bytes) = self
             .trees
@@ -298,6 +632,60 @@ fn token_set_record(token_set: &AgentTokenSet) -> v1::AgentTokenSet {
     v1::AgentTokenSet {
         active: token_set.active().to_vec(),
         revoked: token_set.revoked().to_vec(),
+        expiries: token_set.expiries().clone(),
+        retiring: token_set.retiring_deadlines().clone(),
+    }
+}
+
+fn token_set_from_record(record: v1::AgentTokenSet) -> AgentTokenSet {
+    AgentTokenSet::from_parts(
+        record.active,
+        record.revoked,
+        record.expiries,
+        record.retiring,
+    )
+}
+
+/// The details to record when an active token is revoked at `now_ms`: a token that already
+/// ended on its own (past its expiry, or a retiring token past its overlap deadline) ended then,
+/// for that reason, whoever revokes it now. Both backends follow this rule.
+pub(crate) fn revocation_of(
+    expires_at_ms: Option<i64>,
+    retiring_until_ms: Option<i64>,
+    revoke: &RevokeAgentToken,
+    now_ms: i64,
+) -> Revocation {
+    let probe = AgentToken {
+        id: AgentTokenId::new(0),
+        agent_id: AgentId::new(0),
+        project_id: ProjectId::new(0),
+        name: String::new(),
+        description: None,
+        status: TokenStatus::Active,
+        created_by_user_id: None,
+        created_at_ms: 0,
+        last_used_at_ms: None,
+        expires_at_ms,
+        revocation: None,
+        retiring_until_ms,
+        successor_id: None,
+        pending_predecessor_id: None,
+    };
+    match probe.as_of(now_ms).revocation {
+        Some(ended) => ended,
+        None => Revocation {
+            revoked_at_ms: now_ms,
+            revoked_by_user_id: revoke.by_user_id,
+            reason: revoke.reason.clone(),
+        },
+    }
+}
+
+/// What a rotation's completion does to the predecessor.
+pub(crate) fn rotated() -> RevokeAgentToken {
+    RevokeAgentToken {
+        by_user_id: None,
+        reason: RevocationReason::rotated(),
     }
 }
 
@@ -322,6 +710,22 @@ fn token_from_record(
             created_by_user_id: record.created_by_user_id.map(UserId::new),
             created_at_ms: record.created_at_ms,
             last_used_at_ms,
+            expires_at_ms: record.expires_at_ms,
+            revocation: match (record.revoked, record.revoked_at_ms) {
+                (true, Some(revoked_at_ms)) => Some(Revocation {
+                    revoked_at_ms,
+                    revoked_by_user_id: record.revoked_by_user_id.map(UserId::new),
+                    reason: RevocationReason::from_stored(
+                        record
+                            .revoked_reason
+                            .unwrap_or_else(|| "revoked".to_owned()),
+                    ),
+                }),
+                (true, None) | (false, _) => None,
+            },
+            retiring_until_ms: record.retiring_until_ms,
+            successor_id: record.successor_id.map(AgentTokenId::new),
+            pending_predecessor_id: record.pending_predecessor_id.map(AgentTokenId::new),
         },
         secret_hash: SecretHash::from_stored(record.secret_hash),
     }
@@ -354,8 +758,16 @@ mod tests {
             handle: generated.handle,
             secret_hash: hash,
             created_by_user_id: None,
+            expires_at_ms: None,
         };
         store.create_agent_token(project_id, agent_id, new, seed as i64, None)
+    }
+
+    fn revoke() -> RevokeAgentToken {
+        RevokeAgentToken {
+            by_user_id: None,
+            reason: RevocationReason::revoked(),
+        }
     }
 
     fn agent(store: &Store) -> (u64, u64) {
@@ -377,7 +789,7 @@ mod tests {
             Err(CreateAgentTokenError::LimitReached(_))
         ));
         let revoked = store
-            .revoke_agent_token(project_id, agent_id, first.id.get(), 0, None)
+            .revoke_agent_token(project_id, agent_id, first.id.get(), &revoke(), 0, None)
             .unwrap();
         assert_eq!(revoked.status, TokenStatus::Revoked);
         new_token(&store, project_id, agent_id, 4).unwrap();
@@ -418,13 +830,13 @@ mod tests {
         let (project_id, agent_id) = agent(&store);
         let token = new_token(&store, project_id, agent_id, 1).unwrap();
         store
-            .revoke_agent_token(project_id, agent_id, token.id.get(), 0, None)
+            .revoke_agent_token(project_id, agent_id, token.id.get(), &revoke(), 0, None)
             .unwrap();
         store
-            .revoke_agent_token(project_id, agent_id, token.id.get(), 0, None)
+            .revoke_agent_token(project_id, agent_id, token.id.get(), &revoke(), 0, None)
             .unwrap();
         assert!(matches!(
-            store.revoke_agent_token(project_id, agent_id + 1, token.id.get(), 0, None),
+            store.revoke_agent_token(project_id, agent_id + 1, token.id.get(), &revoke(), 0, None),
             Err(RevokeAgentTokenError::NotFound)
         ));
         assert_eq!(
@@ -473,6 +885,7 @@ mod tests {
                     handle: generated.handle.clone(),
                     secret_hash: hash,
                     created_by_user_id: None,
+                    expires_at_ms: None,
                 },
                 1,
                 None,

@@ -3,13 +3,15 @@
 //! agent owns.
 
 use crate::audit::{Audit, audit_entry};
+use crate::port::InventoryAgent;
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, agent_name_key, id_key};
 use crate::{Page, PageWindow, Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
-use agentreg_domain::entities::Agent;
+use agentreg_domain::entities::{Agent, Project};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
 use agentreg_domain::names::AgentName;
 use sled::Transactional;
+use std::collections::BTreeMap;
 
 /// A precondition for a delete: refuse it if the record changed after this instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +121,39 @@ impl Store {
             return Ok(None);
         }
         Ok(Some(agent_from_record(agent_id, record)))
+    }
+
+    /// Every agent, ordered by id, with its project and tokens.
+    pub fn all_agents(&self) -> Result<Vec<InventoryAgent>, StoreError> {
+        let mut projects: BTreeMap<u64, Project> = BTreeMap::new();
+        let mut inventory = Vec::new();
+        for entry in self.trees.agents.iter() {
+            let (key, bytes) = entry.map_err(engine)?;
+            let agent_id = schema::decode_u64(&key).ok_or(StoreError::Dangling {
+                tree: schema::AGENTS,
+            })?;
+            let record: v1::Agent = decode(schema::AGENTS, &bytes)?;
+            let project_id = record.project_id;
+            let project = match projects.get(&project_id) {
+                Some(project) => project.clone(),
+                None => {
+                    let project = self.project(project_id)?.ok_or(StoreError::Dangling {
+                        tree: schema::AGENTS,
+                    })?;
+                    projects.insert(project_id, project.clone());
+                    project
+                }
+            };
+            let tokens = self
+                .all_agent_tokens(project_id, agent_id)?
+                .unwrap_or_default();
+            inventory.push(InventoryAgent {
+                agent: agent_from_record(agent_id, record),
+                project,
+                tokens,
+            });
+        }
+        Ok(inventory)
     }
 
     /// A page of a project's agents ordered by name. It walks the name index from the start of

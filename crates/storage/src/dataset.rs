@@ -349,6 +349,7 @@ pub(crate) mod sample {
                 .hash(&generated.plaintext)
                 .unwrap(),
             created_by_user_id: Some(UserId::new(1)),
+            expires_at_ms: None,
         }
     }
 
@@ -434,15 +435,36 @@ pub(crate) mod sample {
             tokens.push(token);
         }
         storage
-            .revoke_agent_token(project.id, first.id, tokens[1].id, 31, token_audit())
+            .revoke_agent_token(
+                project.id,
+                first.id,
+                tokens[1].id,
+                crate::port::RevokeAgentToken {
+                    by_user_id: Some(owner.id),
+                    reason: agentreg_domain::entities::RevocationReason::parse("leaked").unwrap(),
+                },
+                31,
+                token_audit(),
+            )
             .await
             .unwrap();
         storage
-            .revoke_agent_token(project.id, first.id, tokens[0].id, 32, None)
+            .revoke_agent_token(
+                project.id,
+                first.id,
+                tokens[0].id,
+                crate::port::RevokeAgentToken::default(),
+                32,
+                None,
+            )
             .await
             .unwrap();
+        let expiring = NewAgentToken {
+            expires_at_ms: Some(1_000_000),
+            ..new_token(3, None)
+        };
         let third = storage
-            .create_agent_token(project.id, first.id, new_token(3, None), 33, None)
+            .create_agent_token(project.id, first.id, expiring, 33, None)
             .await
             .unwrap();
         storage

@@ -2,7 +2,7 @@
 //! scans walk trees, so they run on the blocking pool; point reads are served from sled's page
 //! cache in microseconds and run inline, which spares every request a thread hop.
 
-use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError};
 use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
 use crate::audit::NewAuditEvent;
 use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
@@ -10,8 +10,9 @@ use crate::identity::{
     AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError,
 };
 use crate::port::{
-    AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
-    NewUrlConfiguration, PersonalAccessTokenCredential, Storage,
+    AgentTokenCredential, Audit, Counts, InvalidationFeed, InventoryAgent, NewAgentToken,
+    NewPersonalAccessToken, NewRotation, NewUrlConfiguration, PersonalAccessTokenCredential,
+    RevokeAgentToken, RotatedAgentToken, Storage, TokenDeadlines,
 };
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use crate::{EngineError, OpenError, Page, PageWindow, Store, StoreError};
@@ -253,6 +254,15 @@ impl Storage for SledStorage {
             .active_agent_tokens(project_id.get(), agent_id.get())
     }
 
+    async fn all_agent_tokens(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError> {
+        self.store
+            .all_agent_tokens(project_id.get(), agent_id.get())
+    }
+
     async fn agent_token(
         &self,
         project_id: ProjectId,
@@ -268,6 +278,7 @@ impl Storage for SledStorage {
         project_id: ProjectId,
         agent_id: AgentId,
         token_id: AgentTokenId,
+        revoke: RevokeAgentToken,
         now_ms: i64,
         audit: Audit<AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError> {
@@ -276,9 +287,59 @@ impl Storage for SledStorage {
                 project_id.get(),
                 agent_id.get(),
                 token_id.get(),
+                &revoke,
                 now_ms,
                 audit.as_deref().map(|audit| audit as _),
             )
+        })
+        .await
+    }
+
+    async fn rotate_agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        rotation: NewRotation,
+        now_ms: i64,
+        audit: Audit<RotatedAgentToken>,
+    ) -> Result<RotatedAgentToken, RotateAgentTokenError> {
+        self.blocking(move |store| {
+            store.rotate_agent_token(
+                project_id.get(),
+                agent_id.get(),
+                token_id.get(),
+                rotation,
+                now_ms,
+                audit.as_deref().map(|audit| audit as _),
+            )
+        })
+        .await
+    }
+
+    async fn complete_agent_token_rotation(
+        &self,
+        successor_id: AgentTokenId,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Option<AgentToken>, StoreError> {
+        self.blocking(move |store| {
+            store.complete_agent_token_rotation(
+                successor_id.get(),
+                now_ms,
+                audit.as_deref().map(|audit| audit as _),
+            )
+        })
+        .await
+    }
+
+    async fn retire_ended_agent_tokens(
+        &self,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Vec<AgentToken>, StoreError> {
+        self.blocking(move |store| {
+            store.retire_ended_agent_tokens(now_ms, audit.as_deref().map(|audit| audit as _))
         })
         .await
     }
@@ -300,6 +361,10 @@ impl Storage for SledStorage {
             .collect();
         self.blocking(move |store| store.record_agent_token_use(&uses))
             .await
+    }
+
+    async fn all_agents(&self) -> Result<Vec<InventoryAgent>, StoreError> {
+        self.blocking(|store| store.all_agents()).await
     }
 
     async fn create_url_configuration(
@@ -397,6 +462,10 @@ impl Storage for SledStorage {
     ) -> Result<Page<AuditEvent>, StoreError> {
         self.blocking(move |store| store.audit_events_page(scope, window))
             .await
+    }
+
+    async fn agent_token_deadlines(&self) -> Result<Vec<TokenDeadlines>, StoreError> {
+        self.blocking(|store| store.agent_token_deadlines()).await
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {

@@ -8,7 +8,7 @@
 //! event committed together with its change. A write that returns `Ok` is durable. The contract
 //! test suite (`tests/contract.rs`) runs against every backend.
 
-use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError};
 use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
 use crate::audit::NewAuditEvent;
 use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
@@ -20,8 +20,8 @@ use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationErro
 use crate::{Page, PageWindow, StoreError};
 use agentreg_domain::access::AccessLevel;
 use agentreg_domain::entities::{
-    Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project, SealedUrlAuth,
-    UrlConfiguration, User,
+    Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project,
+    RevocationReason, SealedUrlAuth, UrlConfiguration, User,
 };
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
 use agentreg_domain::names::{AgentName, ProjectNaming, TokenDescription, TokenName, UserIdentity};
@@ -62,6 +62,41 @@ pub struct NewAgentToken {
     pub handle: TokenHandle,
     pub secret_hash: SecretHash,
     pub created_by_user_id: Option<UserId>,
+    /// When it stops authenticating on its own; the app checks it is in the future.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// Who revokes a token and why. Revoking a revoked token keeps its first details; revoking an
+/// expired one records it as expired, at its expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeAgentToken {
+    pub by_user_id: Option<UserId>,
+    pub reason: RevocationReason,
+}
+
+impl Default for RevokeAgentToken {
+    /// Revoked by nobody in particular, with the plain reason `revoked`.
+    fn default() -> RevokeAgentToken {
+        RevokeAgentToken {
+            by_user_id: None,
+            reason: RevocationReason::revoked(),
+        }
+    }
+}
+
+/// A rotation to make: the successor (its secret already hashed) and the predecessor's overlap
+/// deadline.
+#[derive(Debug, Clone)]
+pub struct NewRotation {
+    pub successor: NewAgentToken,
+    pub retiring_until_ms: i64,
+}
+
+/// The two tokens of a rotation: the predecessor, now retiring, and its successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotatedAgentToken {
+    pub predecessor: AgentToken,
+    pub successor: AgentToken,
 }
 
 /// An agent token found by its handle, with the hash to verify the presented secret against.
@@ -89,12 +124,29 @@ pub struct Counts {
     pub url_configurations: u64,
 }
 
+/// An agent with its project and every one of its tokens, for the instance inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryAgent {
+    pub agent: Agent,
+    pub project: Project,
+    /// Active first, then revoked.
+    pub tokens: Vec<AgentToken>,
+}
+
+/// When an active token stops working on its own, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenDeadlines {
+    pub expires_at_ms: Option<i64>,
+    /// Set while the token is being rotated.
+    pub retiring_until_ms: Option<i64>,
+}
+
 /// What another process changed that a local cache may hold. Only backends shared by several
 /// processes send these; an embedded backend has no other writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
     /// These agent tokens were revoked (directly, or with their agent) and must stop
-    /// authenticating.
+    /// authenticating, or were rotated and must be read again for their overlap deadline.
     AgentTokens(Vec<AgentTokenId>),
     /// The feed lost its connection: changes may be missed until [`Invalidation::Resumed`], so
     /// caches must be dropped and bypassed meanwhile.
@@ -211,7 +263,8 @@ pub trait Storage: Send + Sync + 'static {
         project_id: ProjectId,
         agent_id: AgentId,
     ) -> Result<Option<AgentTokenSet>, StoreError>;
-    /// Creates an active token; at most two are active per agent, under any concurrency.
+    /// Creates an active token; at most two usable (active and unexpired at `now_ms`) per agent,
+    /// under any concurrency.
     async fn create_agent_token(
         &self,
         project_id: ProjectId,
@@ -233,15 +286,56 @@ pub trait Storage: Send + Sync + 'static {
         agent_id: AgentId,
         token_id: AgentTokenId,
     ) -> Result<Option<AgentToken>, StoreError>;
-    /// Revokes a token (idempotently); it keeps its record.
+    /// Every token of the agent, active, expired and revoked (unordered), or `None` when the
+    /// agent is not in the project.
+    async fn all_agent_tokens(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError>;
+    /// Revokes a token (idempotently); it keeps its record, with `revoke`'s details.
     async fn revoke_agent_token(
         &self,
         project_id: ProjectId,
         agent_id: AgentId,
         token_id: AgentTokenId,
+        revoke: RevokeAgentToken,
         now_ms: i64,
         audit: Audit<AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError>;
+    /// Rotates a usable token: it becomes retiring (usable until the rotation's deadline at the
+    /// latest) and the successor takes its slot. Refused for a token that is not usable, already
+    /// rotating, or while another of the agent's tokens is retiring; so concurrent rotations of
+    /// one token create exactly one successor, and an agent never has more than two counted
+    /// tokens plus one retiring.
+    async fn rotate_agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        rotation: NewRotation,
+        now_ms: i64,
+        audit: Audit<RotatedAgentToken>,
+    ) -> Result<RotatedAgentToken, RotateAgentTokenError>;
+    /// Ends a rotation on its successor's first use, whichever process sees it: revokes the
+    /// predecessor (reason `rotated`) unless it is already revoked, tells every process to drop
+    /// it, and clears the successor's pending predecessor. Returns the predecessor it revoked, or
+    /// `None` when there was nothing to do (another process got there first).
+    async fn complete_agent_token_rotation(
+        &self,
+        successor_id: AgentTokenId,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Option<AgentToken>, StoreError>;
+    /// Records every token that ended on its own by `now_ms` (past its expiry, or retiring past
+    /// its overlap deadline) as revoked then, for that reason, each with its audit event: once,
+    /// whichever process sweeps first. Reads already treat such tokens as revoked; this makes the
+    /// change durable and audited. Returns the tokens it recorded.
+    async fn retire_ended_agent_tokens(
+        &self,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Vec<AgentToken>, StoreError>;
     async fn agent_token_by_handle(
         &self,
         handle: &TokenHandle,
@@ -251,6 +345,10 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         uses: Vec<(AgentTokenId, i64)>,
     ) -> Result<(), StoreError>;
+
+    /// Every agent of the instance, ordered by id, with its project and tokens, read
+    /// consistently (the administrators' inventory).
+    async fn all_agents(&self) -> Result<Vec<InventoryAgent>, StoreError>;
 
     // URL configurations.
 
@@ -313,6 +411,8 @@ pub trait Storage: Send + Sync + 'static {
         window: PageWindow,
     ) -> Result<Page<AuditEvent>, StoreError>;
     async fn counts(&self) -> Result<Counts, StoreError>;
+    /// The deadlines of every active (not revoked) agent token that has one, for metrics.
+    async fn agent_token_deadlines(&self) -> Result<Vec<TokenDeadlines>, StoreError>;
 
     // Backup.
 

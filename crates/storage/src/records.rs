@@ -36,6 +36,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
 
 pub(crate) mod v1 {
     use serde::{Deserialize, Serialize};
+    use std::collections::BTreeMap;
 
     #[derive(Debug, Clone, Serialize, Deserialize)]
     pub(crate) struct User {
@@ -87,6 +88,14 @@ pub(crate) mod v1 {
     pub(crate) struct AgentTokenSet {
         pub(crate) active: Vec<u64>,
         pub(crate) revoked: Vec<u64>,
+        /// The expiry of each token that has one. Added with token lifecycle: absent in older
+        /// records (no token expired then), and omitted when empty so older records read back
+        /// byte for byte.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub(crate) expiries: BTreeMap<u64, i64>,
+        /// The overlap deadline of each rotated token (added with token lifecycle, as above).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub(crate) retiring: BTreeMap<u64, i64>,
     }
 
     #[derive(Clone, Serialize, Deserialize)]
@@ -100,6 +109,23 @@ pub(crate) mod v1 {
         pub(crate) created_at_ms: i64,
         pub(crate) handle: String,
         pub(crate) secret_hash: String,
+        // Added with token lifecycle. Absent in older records, which hold tokens that never
+        // expire and revoked tokens without details; omitted when unset, so those records read
+        // back byte for byte.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(crate) expires_at_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(crate) revoked_at_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(crate) revoked_by_user_id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(crate) revoked_reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(crate) retiring_until_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(crate) successor_id: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(crate) pending_predecessor_id: Option<u64>,
     }
 
     #[derive(Clone, Serialize, Deserialize)]
@@ -150,6 +176,23 @@ mod tests {
         assert_eq!(bytes[0], V1);
         let back: v1::Member = decode(&bytes).unwrap();
         assert_eq!(back.access_level, 40);
+    }
+
+    #[test]
+    fn token_records_written_before_token_lifecycle_still_decode() {
+        let old = br#"{"agent_id":1,"project_id":2,"name":"t","description":null,"revoked":true,"created_by_user_id":null,"created_at_ms":3,"handle":"h","secret_hash":"$argon2id$x"}"#;
+        let mut bytes = vec![V1];
+        bytes.extend_from_slice(old);
+        let token: v1::AgentToken = decode(&bytes).unwrap();
+        assert!(token.revoked);
+        assert_eq!(token.expires_at_ms, None);
+        assert_eq!(token.revoked_reason, None);
+        assert_eq!(encode(&token), bytes);
+        let mut set_bytes = vec![V1];
+        set_bytes.extend_from_slice(br#"{"active":[1],"revoked":[2]}"#);
+        let set: v1::AgentTokenSet = decode(&set_bytes).unwrap();
+        assert!(set.expiries.is_empty());
+        assert_eq!(encode(&set), set_bytes);
     }
 
     #[test]

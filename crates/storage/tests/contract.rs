@@ -106,6 +106,7 @@ contract_cases! {
         }
         agents {
             agent_names_are_unique_within_a_project,
+            all_agents_lists_every_agent_with_its_project_and_tokens,
             concurrent_creates_of_one_name_create_exactly_one_agent,
             agents_are_paged_in_byte_order_of_their_names,
             agents_are_found_only_through_their_project,
@@ -120,6 +121,16 @@ contract_cases! {
             tokens_are_found_only_through_their_agent,
             a_token_is_found_by_its_handle_with_its_hash,
             recorded_token_use_never_moves_backwards,
+            an_expired_token_frees_its_slot,
+            concurrent_creates_after_an_expiry_never_exceed_two_usable_tokens,
+            revoking_keeps_the_first_reason_and_expired_tokens_revoke_as_expired,
+            rotating_keeps_the_slot_and_makes_the_successor_pending,
+            concurrent_rotations_of_one_token_create_exactly_one_successor,
+            fifty_mixed_rotations_and_creates_leave_two_counted_tokens_and_one_retiring,
+            the_successors_first_use_retires_the_predecessor_once,
+            revoked_expired_and_retired_tokens_cannot_be_rotated,
+            deadlines_list_every_active_token_that_has_one,
+            ended_tokens_are_recorded_once_with_their_reason_and_deadline,
         }
         url_configs {
             an_agent_has_at_most_one_url_configuration,

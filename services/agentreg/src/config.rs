@@ -225,6 +225,17 @@ pub struct ServeArgs {
     /// Largest decoded gRPC message in bytes [default: 65536]
     #[arg(long, env = "AGENTREG_GRPC_MAX_MESSAGE_BYTES")]
     pub grpc_max_message_bytes: Option<usize>,
+    /// Longest lifetime of an agent token's `expires_at`, as a number with a unit: 30d, 12h,
+    /// 90m, 3600s [default: no limit]
+    #[arg(long, env = "AGENTREG_AGENT_TOKEN_MAX_LIFETIME")]
+    pub agent_token_max_lifetime: Option<String>,
+    /// Refuse agent tokens created without an `expires_at` [default: false]
+    #[arg(long, env = "AGENTREG_REQUIRE_AGENT_TOKEN_EXPIRY")]
+    pub require_agent_token_expiry: Option<bool>,
+    /// Longest overlap a token rotation may ask for with `overlap_seconds`; longer requests are
+    /// cut to it [default: 7d]
+    #[arg(long, env = "AGENTREG_MAX_ROTATION_OVERLAP")]
+    pub max_rotation_overlap: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -265,6 +276,12 @@ pub struct Settings {
     pub audit_retention: Option<Duration>,
     /// Limits and timeouts of every listener.
     pub connections: ConnectionLimits,
+    /// How far ahead an agent token may expire; `None` for no limit.
+    pub agent_token_max_lifetime: Option<std::time::Duration>,
+    /// Refuse agent tokens without an expiry.
+    pub require_agent_token_expiry: bool,
+    /// The longest overlap of a token rotation.
+    pub max_rotation_overlap: std::time::Duration,
     /// PostgreSQL; `None` means embedded sled in `<data_dir>/db`.
     pub database: Option<DatabaseSettings>,
 }
@@ -275,6 +292,10 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
+
+/// The default of `--max-rotation-overlap`: a week.
+pub const DEFAULT_MAX_ROTATION_OVERLAP: std::time::Duration =
+    std::time::Duration::from_secs(7 * 86_400);
 
 /// The default of `--auth-failures-per-minute`.
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 30;
@@ -409,6 +430,9 @@ struct FileSettings {
     http2_keepalive_secs: Option<u64>,
     max_header_bytes: Option<u32>,
     grpc_max_message_bytes: Option<usize>,
+    agent_token_max_lifetime: Option<String>,
+    require_agent_token_expiry: Option<bool>,
+    max_rotation_overlap: Option<String>,
     database_url: Option<String>,
     database_password_file: Option<PathBuf>,
     database_pool_size: Option<usize>,
@@ -440,6 +464,8 @@ pub enum SettingsError {
     ExternalUrl(String),
     #[error("TLS needs both a certificate and a key")]
     IncompleteTls,
+    #[error("duration {0:?} must be a positive number followed by s, m, h or d")]
+    Duration(String),
 }
 
 /// The shortest root token accepted from `AGENTREG_ROOT_TOKEN`.
@@ -608,6 +634,21 @@ impl Settings {
                         .max(1024),
                 }
             },
+            agent_token_max_lifetime: args
+                .agent_token_max_lifetime
+                .or(file.agent_token_max_lifetime)
+                .map(|text| parse_duration(&text))
+                .transpose()?,
+            require_agent_token_expiry: args
+                .require_agent_token_expiry
+                .or(file.require_agent_token_expiry)
+                .unwrap_or(false),
+            max_rotation_overlap: args
+                .max_rotation_overlap
+                .or(file.max_rotation_overlap)
+                .map(|text| parse_duration(&text))
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_ROTATION_OVERLAP),
             database: args.database.resolve(DatabaseArgs {
                 database_url: file.database_url,
                 database_password_file: file.database_password_file,
@@ -640,9 +681,33 @@ impl Settings {
                 u64::from(DEFAULT_AUDIT_RETENTION_DAYS) * 24 * 3600,
             )),
             connections: ConnectionLimits::default(),
+            agent_token_max_lifetime: None,
+            require_agent_token_expiry: false,
+            max_rotation_overlap: DEFAULT_MAX_ROTATION_OVERLAP,
             database: None,
         }
     }
+}
+
+/// `<n>s`, `<n>m`, `<n>h` or `<n>d`, with `n` positive.
+fn parse_duration(text: &str) -> Result<std::time::Duration, SettingsError> {
+    let invalid = || SettingsError::Duration(text.to_owned());
+    let trimmed = text.trim();
+    let split = trimmed.len().saturating_sub(1);
+    let (number, unit) = (trimmed.get(..split), trimmed.get(split..));
+    let seconds_per_unit: u64 = match unit {
+        Some("s") => 1,
+        Some("m") => 60,
+        Some("h") => 3_600,
+        Some("d") => 86_400,
+        Some(_) | None => return Err(invalid()),
+    };
+    let number: u64 = number
+        .and_then(|number| number.parse().ok())
+        .filter(|number| *number > 0)
+        .ok_or_else(invalid)?;
+    let seconds = number.checked_mul(seconds_per_unit).ok_or_else(invalid)?;
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, SettingsError> {
@@ -762,6 +827,17 @@ mod tests {
         }
         let strong = "glpat-root-token-for-tests-0123456789";
         assert!(Settings::resolve(ServeArgs::default(), Some(strong.to_owned())).is_ok());
+    }
+
+    #[test]
+    fn durations_take_a_unit_and_must_be_positive() {
+        assert_eq!(parse_duration("90d").unwrap().as_secs(), 90 * 86_400);
+        assert_eq!(parse_duration("12h").unwrap().as_secs(), 12 * 3_600);
+        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
+        assert_eq!(parse_duration("30s").unwrap().as_secs(), 30);
+        for invalid in ["", "d", "0d", "10", "-1d", "1w", "1.5h"] {
+            assert!(parse_duration(invalid).is_err(), "{invalid}");
+        }
     }
 
     #[test]

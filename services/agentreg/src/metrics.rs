@@ -1,8 +1,9 @@
 //! Prometheus metrics at `GET /metrics`: request counts and a latency histogram per route,
 //! protocol and status (REST and gRPC), the numbers of agents, active tokens and URL
-//! configurations, and authentication counters (argon2 verifications, cache hits, failures).
+//! configurations, and authentication counters (argon2 verifications, cache hits, failures);
+//! and the agent token lifecycle: time left before expiry, rotations and retiring tokens.
 
-use crate::app::{App, Inventory};
+use crate::app::{App, Inventory, TokenLifetimes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -42,7 +43,21 @@ struct ScrapeState {
     argon2_verifications: u64,
     cache_hits: u64,
     authentication_failures: u64,
+    token_rotations: u64,
+    token_lifetimes: TokenLifetimes,
 }
+
+/// Buckets of time left before a token expires: an hour, six hours, a day, a week, thirty, ninety
+/// and 365 days.
+const EXPIRY_BUCKETS_SECONDS: [f64; 7] = [
+    3_600.0,
+    21_600.0,
+    86_400.0,
+    604_800.0,
+    2_592_000.0,
+    7_776_000.0,
+    31_536_000.0,
+];
 
 #[derive(Debug)]
 struct AppCollector(Arc<Mutex<ScrapeState>>);
@@ -92,6 +107,7 @@ impl Metrics {
     /// The text exposition, with the app's current numbers.
     pub async fn render(&self, app: &App) -> Result<String, crate::app::Error> {
         let inventory = app.inventory().await?;
+        let token_lifetimes = app.token_lifetimes().await?;
         let counters = app.counters();
         {
             let mut state = self
@@ -103,6 +119,8 @@ impl Metrics {
                 argon2_verifications: counters.argon2_verifications.load(Ordering::Relaxed),
                 cache_hits: counters.cache_hits.load(Ordering::Relaxed),
                 authentication_failures: counters.failures.load(Ordering::Relaxed),
+                token_rotations: counters.rotations.load(Ordering::Relaxed),
+                token_lifetimes,
             };
         }
         let mut text = String::new();
@@ -141,6 +159,11 @@ impl Collector for AppCollector {
                 "URL configurations of receptive agents",
                 state.inventory.url_configurations,
             ),
+            (
+                "agentreg_agent_tokens_retiring",
+                "Agent tokens being rotated, still usable until their successor's first use",
+                state.token_lifetimes.n_retiring,
+            ),
         ];
         for (name, help, value) in gauges {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
@@ -162,11 +185,27 @@ impl Collector for AppCollector {
                 "Failed authentications",
                 state.authentication_failures,
             ),
+            (
+                "agentreg_agent_token_rotations",
+                "Agent token rotations this process performed",
+                state.token_rotations,
+            ),
         ];
         for (name, help, value) in counters {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(value).encode(metric)?;
         }
+        let expiring = Histogram::new(EXPIRY_BUCKETS_SECONDS);
+        for seconds in &state.token_lifetimes.seconds_to_expiry {
+            expiring.observe(*seconds);
+        }
+        let metric = encoder.encode_descriptor(
+            "agentreg_agent_tokens_expiring_seconds",
+            "Time left before each usable agent token with an expiry stops working",
+            None,
+            MetricType::Histogram,
+        )?;
+        expiring.encode(metric)?;
         Ok(())
     }
 }

@@ -87,6 +87,9 @@ impl Application {
                 auth_failures_per_minute: settings.auth_failures_per_minute,
                 agent_token_failures_per_minute: settings.agent_token_failures_per_minute,
                 argon2_queue_limit: settings.argon2_queue_limit,
+                agent_token_max_lifetime: settings.agent_token_max_lifetime,
+                require_agent_token_expiry: settings.require_agent_token_expiry,
+                max_rotation_overlap: settings.max_rotation_overlap,
             },
             Sealer::new(&encryption_key),
             KasVerifier::new(&kas_secret),
@@ -265,6 +268,22 @@ impl Application {
                 }
             }
         });
+        let sweep_app = self.app.clone();
+        let sweep_stop = stop.clone();
+        let ended_token_sweeper = tokio::spawn(async move {
+            let mut interval =
+                tokio::time::interval(crate::app::agent_tokens::ENDED_TOKEN_SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    () = sweep_stop.cancelled() => break,
+                    _ = interval.tick() => {
+                        if let Err(error) = sweep_app.retire_ended_agent_tokens().await {
+                            tracing::warn!(error = %crate::telemetry::error_chain(&error), "recording ended agent tokens failed");
+                        }
+                    }
+                }
+            }
+        });
         let (rest_result, grpc_result, metrics_result) = tokio::join!(
             server::serve(
                 self.http_listener,
@@ -284,6 +303,9 @@ impl Application {
         grpc_result.context("serving gRPC")?;
         metrics_result.context("serving metrics")?;
         usage_writer.await.context("stopping the last-use writer")?;
+        ended_token_sweeper
+            .await
+            .context("stopping the ended-token sweeper")?;
         health_watch.await.context("stopping the health watch")?;
         retention.await.context("stopping audit retention")?;
         invalidations.abort();
@@ -374,12 +396,13 @@ async fn watch_health(
 }
 
 /// The names gRPC health reports on; "" is the server as a whole.
-const GRPC_SERVICE_NAMES: [&str; 9] = [
+const GRPC_SERVICE_NAMES: [&str; 10] = [
     "agentreg.v1.MetaService",
     "agentreg.v1.UserService",
     "agentreg.v1.ProjectService",
     "agentreg.v1.AgentService",
     "agentreg.v1.AgentTokenService",
+    "agentreg.v1.AdminTokenService",
     "agentreg.v1.UrlConfigurationService",
     "agentreg.v1.InternalService",
     "agentreg.v1.AuditEventService",
@@ -391,6 +414,7 @@ async fn grpc_routes(
     app: &App,
     max_message_bytes: usize,
 ) -> anyhow::Result<(tonic::service::Routes, tonic_health::server::HealthReporter)> {
+    use pb::admin_token_service_server::AdminTokenServiceServer;
     use pb::agent_service_server::AgentServiceServer;
     use pb::agent_token_service_server::AgentTokenServiceServer;
     use pb::audit_event_service_server::AuditEventServiceServer;
@@ -443,6 +467,11 @@ async fn grpc_routes(
         ))
         .add_service(InterceptedService::new(
             AgentTokenServiceServer::new(grpc::AgentTokenGrpc { app: app.clone() })
+                .max_decoding_message_size(max_message_bytes),
+            intercept,
+        ))
+        .add_service(InterceptedService::new(
+            AdminTokenServiceServer::new(grpc::AdminTokenGrpc { app: app.clone() })
                 .max_decoding_message_size(max_message_bytes),
             intercept,
         ))

@@ -139,8 +139,9 @@ pub(super) async fn read_dataset(
     let agent_tokens = transaction
         .query(
             "SELECT id, agent_id, project_id, name, description, revoked, created_by_user_id, \
-             created_at_ms, handle, secret_hash, last_used_at_ms FROM agent_tokens \
-             ORDER BY list_position",
+             created_at_ms, handle, secret_hash, last_used_at_ms, expires_at_ms, revoked_at_ms, \
+             revoked_by_user_id, revoked_reason, retiring_until_ms, successor_id, \
+             pending_predecessor_id FROM agent_tokens ORDER BY list_position",
             &[],
         )
         .await
@@ -157,8 +158,21 @@ pub(super) async fn read_dataset(
             created_at_ms: get(row, 7)?,
             handle: get(row, 8)?,
             secret_hash: get(row, 9)?,
+            expires_at_ms: get(row, 11)?,
+            revoked_at_ms: get(row, 12)?,
+            revoked_by_user_id: optional_id(row, 13)?,
+            revoked_reason: get(row, 14)?,
+            retiring_until_ms: get(row, 15)?,
+            successor_id: optional_id(row, 16)?,
+            pending_predecessor_id: optional_id(row, 17)?,
         };
         let token_set = dataset.agent_token_sets.entry(token.agent_id).or_default();
+        if let Some(expires_at_ms) = token.expires_at_ms {
+            token_set.expiries.insert(token_id, expires_at_ms);
+        }
+        if let Some(retiring_until_ms) = token.retiring_until_ms {
+            token_set.retiring.insert(token_id, retiring_until_ms);
+        }
         if token.revoked {
             token_set.revoked.push(token_id);
         } else {
@@ -407,7 +421,9 @@ pub(super) async fn write_dataset(
         .prepare(
             "INSERT INTO agent_tokens (id, agent_id, project_id, name, description, revoked, \
              created_by_user_id, created_at_ms, handle, secret_hash, last_used_at_ms, \
-             list_position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             list_position, expires_at_ms, revoked_at_ms, revoked_by_user_id, revoked_reason, \
+             retiring_until_ms, successor_id, pending_predecessor_id) VALUES ($1, $2, $3, $4, $5, \
+             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         )
         .await
         .map_err(pg)?;
@@ -445,6 +461,13 @@ pub(super) async fn write_dataset(
                     &token.secret_hash,
                     &dataset.agent_token_last_used.get(token_id),
                     &position,
+                    &token.expires_at_ms,
+                    &token.revoked_at_ms,
+                    &token.revoked_by_user_id.map(key),
+                    &token.revoked_reason,
+                    &token.retiring_until_ms,
+                    &token.successor_id.map(key),
+                    &token.pending_predecessor_id.map(key),
                 ],
             )
             .await

@@ -13,10 +13,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../../migrations/0001_initial.sql"),
-}];
+/// Versions need not be contiguous: each is applied if the database lacks it, in ascending
+/// order, so changes developed side by side may take numbers out of order.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("../../migrations/0003_token_lifecycle.sql"),
+    },
+];
 
 /// The advisory lock every migrating process takes: "agentreg" in ASCII.
 const MIGRATION_LOCK_KEY: i64 = 0x6167_656e_7472_6567;
@@ -28,6 +36,15 @@ pub(super) fn newest_version() -> u32 {
         .map(|migration| migration.version)
         .max()
         .unwrap_or(0)
+}
+
+/// Every version this build knows, ascending.
+#[cfg(test)]
+pub(super) fn versions() -> Vec<u32> {
+    MIGRATIONS
+        .iter()
+        .map(|migration| migration.version)
+        .collect()
 }
 
 /// Applies the migrations the database lacks, and returns their versions (none when the schema

@@ -17,7 +17,10 @@ mod rows;
 mod tests;
 mod tls;
 
-use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
+use crate::agent_tokens::{
+    CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError, revocation_of,
+    rotated as agent_tokens_rotated,
+};
 use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
 use crate::audit::NewAuditEvent;
 use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
@@ -25,8 +28,9 @@ use crate::identity::{
     AddMemberError, CreatePersonalAccessTokenError, CreateProjectError, CreateUserError,
 };
 use crate::port::{
-    AgentTokenCredential, Audit, Counts, InvalidationFeed, NewAgentToken, NewPersonalAccessToken,
-    NewUrlConfiguration, PersonalAccessTokenCredential, Storage,
+    AgentTokenCredential, Audit, Counts, InvalidationFeed, InventoryAgent, NewAgentToken,
+    NewPersonalAccessToken, NewRotation, NewUrlConfiguration, PersonalAccessTokenCredential,
+    RevokeAgentToken, RotatedAgentToken, Storage, TokenDeadlines,
 };
 use crate::schema;
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
@@ -220,13 +224,16 @@ impl PostgresStorage {
     ) -> Result<AgentTokenSet, StoreError> {
         let rows = client
             .query(
-                "SELECT id, revoked FROM agent_tokens WHERE agent_id = $1 ORDER BY list_position",
+                "SELECT id, revoked, expires_at_ms, retiring_until_ms FROM agent_tokens \
+                 WHERE agent_id = $1 ORDER BY list_position",
                 &[&key(agent_id.get())],
             )
             .await
             .map_err(pg)?;
         let mut active = Vec::new();
         let mut revoked = Vec::new();
+        let mut expiries = std::collections::BTreeMap::new();
+        let mut retiring = std::collections::BTreeMap::new();
         for row in &rows {
             let id = unsigned(get(row, 0)?);
             if get::<bool>(row, 1)? {
@@ -234,8 +241,16 @@ impl PostgresStorage {
             } else {
                 active.push(id);
             }
+            if let Some(expires_at_ms) = get::<Option<i64>>(row, 2)? {
+                expiries.insert(id, expires_at_ms);
+            }
+            if let Some(retiring_until_ms) = get::<Option<i64>>(row, 3)? {
+                retiring.insert(id, retiring_until_ms);
+            }
         }
-        Ok(AgentTokenSet::from_parts(active, revoked))
+        Ok(AgentTokenSet::from_parts(
+            active, revoked, expiries, retiring,
+        ))
     }
 
     async fn token_where(
@@ -867,11 +882,11 @@ impl Storage for PostgresStorage {
                 .await
                 .map_err(pg)?;
             let token_id: i64 = get(&next, 0)?;
-            token_set.activate(unsigned(token_id))?;
+            token_set.activate(unsigned(token_id), new.expires_at_ms, now_ms)?;
             let sql = format!(
                 "INSERT INTO agent_tokens AS t (id, agent_id, project_id, name, description, \
-                 revoked, created_by_user_id, created_at_ms, handle, secret_hash) \
-                 VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8, $9) RETURNING {TOKEN_COLUMNS}"
+                 revoked, created_by_user_id, created_at_ms, handle, secret_hash, expires_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8, $9, $10) RETURNING {TOKEN_COLUMNS}"
             );
             let row = transaction
                 .query_one(
@@ -886,6 +901,7 @@ impl Storage for PostgresStorage {
                         &now_ms,
                         &new.handle.as_str(),
                         &new.secret_hash.as_str(),
+                        &new.expires_at_ms,
                     ],
                 )
                 .await
@@ -928,6 +944,36 @@ impl Storage for PostgresStorage {
         .await
     }
 
+    async fn all_agent_tokens(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<Vec<AgentToken>>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            if PostgresStorage::agent_in(&client, project_id, agent_id)
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS} FROM agent_tokens t WHERE t.agent_id = $1 \
+                 ORDER BY t.revoked, t.list_position"
+            );
+            let rows = client
+                .query(&sql, &[&key(agent_id.get())])
+                .await
+                .map_err(pg)?;
+            let tokens = rows
+                .iter()
+                .map(rows::agent_token)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(tokens))
+        })
+        .await
+    }
+
     async fn agent_token(
         &self,
         project_id: ProjectId,
@@ -953,18 +999,39 @@ impl Storage for PostgresStorage {
         project_id: ProjectId,
         agent_id: AgentId,
         token_id: AgentTokenId,
+        revoke: RevokeAgentToken,
         now_ms: i64,
         audit: Audit<AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError> {
         self.bounded(async {
             let mut client = self.client().await?;
             let transaction = client.transaction().await.map_err(pg)?;
+            // The row lock orders concurrent revokes, so the first one's details stick.
+            let current = transaction
+                .query_opt(
+                    "SELECT expires_at_ms, retiring_until_ms FROM agent_tokens \
+                     WHERE id = $1 AND agent_id = $2 AND project_id = $3 FOR UPDATE",
+                    &[
+                        &key(token_id.get()),
+                        &key(agent_id.get()),
+                        &key(project_id.get()),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(current) = current else {
+                return Err(RevokeAgentTokenError::NotFound);
+            };
+            let revocation = revocation_of(get(&current, 0)?, get(&current, 1)?, &revoke, now_ms);
             // Revoking twice succeeds and changes nothing the second time; the revoked token
             // moves to the end of the agent's revoked list, as in sled's token set.
             let sql = format!(
                 "UPDATE agent_tokens AS t SET revoked = true, \
                  list_position = CASE WHEN t.revoked THEN t.list_position \
-                 ELSE nextval('agent_token_list_positions') END \
+                 ELSE nextval('agent_token_list_positions') END, \
+                 revoked_at_ms = CASE WHEN t.revoked THEN t.revoked_at_ms ELSE $4 END, \
+                 revoked_by_user_id = CASE WHEN t.revoked THEN t.revoked_by_user_id ELSE $5 END, \
+                 revoked_reason = CASE WHEN t.revoked THEN t.revoked_reason ELSE $6 END \
                  WHERE t.id = $1 AND t.agent_id = $2 AND t.project_id = $3 \
                  RETURNING {TOKEN_COLUMNS}"
             );
@@ -975,6 +1042,9 @@ impl Storage for PostgresStorage {
                         &key(token_id.get()),
                         &key(agent_id.get()),
                         &key(project_id.get()),
+                        &revocation.revoked_at_ms,
+                        &revocation.revoked_by_user_id.map(|id| key(id.get())),
+                        &revocation.reason.as_str(),
                     ],
                 )
                 .await
@@ -987,6 +1057,231 @@ impl Storage for PostgresStorage {
             audit_outcome(&transaction, &audit, &token, now_ms).await?;
             transaction.commit().await.map_err(pg)?;
             Ok(token)
+        })
+        .await
+    }
+
+    async fn rotate_agent_token(
+        &self,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        rotation: NewRotation,
+        now_ms: i64,
+        audit: Audit<RotatedAgentToken>,
+    ) -> Result<RotatedAgentToken, RotateAgentTokenError> {
+        let NewRotation {
+            successor,
+            retiring_until_ms,
+        } = rotation;
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            // The same agent-row lock as creates: rotations and creates of one agent take turns,
+            // on any replica, so the limits are checked against the current tokens.
+            let locked = transaction
+                .query_opt(
+                    "SELECT id FROM agents WHERE id = $1 AND project_id = $2 FOR UPDATE",
+                    &[&key(agent_id.get()), &key(project_id.get())],
+                )
+                .await
+                .map_err(pg)?;
+            if locked.is_none() {
+                return Err(RotateAgentTokenError::AgentNotFound);
+            }
+            let mut token_set = PostgresStorage::token_set(&transaction, agent_id).await?;
+            let next = transaction
+                .query_one("SELECT nextval('agent_tokens_id_seq')", &[])
+                .await
+                .map_err(pg)?;
+            let successor_id: i64 = get(&next, 0)?;
+            token_set.rotate(
+                token_id.get(),
+                unsigned(successor_id),
+                retiring_until_ms,
+                successor.expires_at_ms,
+                now_ms,
+            )?;
+            let sql = format!(
+                "UPDATE agent_tokens AS t SET retiring_until_ms = $2, successor_id = $3 \
+                 WHERE t.id = $1 RETURNING {TOKEN_COLUMNS}"
+            );
+            let row = transaction
+                .query_one(
+                    &sql,
+                    &[&key(token_id.get()), &retiring_until_ms, &successor_id],
+                )
+                .await
+                .map_err(pg)?;
+            let predecessor = rows::agent_token(&row)?;
+            let sql = format!(
+                "INSERT INTO agent_tokens AS t (id, agent_id, project_id, name, description, \
+                 revoked, created_by_user_id, created_at_ms, handle, secret_hash, expires_at_ms, \
+                 pending_predecessor_id) \
+                 VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8, $9, $10, $11) \
+                 RETURNING {TOKEN_COLUMNS}"
+            );
+            let row = transaction
+                .query_one(
+                    &sql,
+                    &[
+                        &successor_id,
+                        &key(agent_id.get()),
+                        &key(project_id.get()),
+                        &successor.name.as_str(),
+                        &successor.description.as_ref().map(|d| d.as_str()),
+                        &successor.created_by_user_id.map(|id| key(id.get())),
+                        &now_ms,
+                        &successor.handle.as_str(),
+                        &successor.secret_hash.as_str(),
+                        &successor.expires_at_ms,
+                        &key(token_id.get()),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let rotated = RotatedAgentToken {
+                predecessor,
+                successor: rows::agent_token(&row)?,
+            };
+            // Caches on every replica hold the predecessor without its overlap deadline: they
+            // drop it, as for a revocation, and read the deadline on its next use.
+            notify_revoked(&transaction, &[token_id]).await?;
+            audit_outcome(&transaction, &audit, &rotated, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(rotated)
+        })
+        .await
+    }
+
+    async fn complete_agent_token_rotation(
+        &self,
+        successor_id: AgentTokenId,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Option<AgentToken>, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            // Locking the successor's row makes completions on several replicas take turns: the
+            // first clears the pending predecessor, the others then read it cleared.
+            let successor = transaction
+                .query_opt(
+                    "SELECT pending_predecessor_id FROM agent_tokens WHERE id = $1 FOR UPDATE",
+                    &[&key(successor_id.get())],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(predecessor_id) = successor
+                .as_ref()
+                .map(|row| get::<Option<i64>>(row, 0))
+                .transpose()?
+                .flatten()
+            else {
+                transaction.commit().await.map_err(pg)?;
+                return Ok(None);
+            };
+            transaction
+                .execute(
+                    "UPDATE agent_tokens SET pending_predecessor_id = NULL WHERE id = $1",
+                    &[&key(successor_id.get())],
+                )
+                .await
+                .map_err(pg)?;
+            let current = transaction
+                .query_opt(
+                    "SELECT expires_at_ms, retiring_until_ms FROM agent_tokens \
+                     WHERE id = $1 AND NOT revoked FOR UPDATE",
+                    &[&predecessor_id],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(current) = current else {
+                transaction.commit().await.map_err(pg)?;
+                return Ok(None);
+            };
+            let revocation = revocation_of(
+                get(&current, 0)?,
+                get(&current, 1)?,
+                &agent_tokens_rotated(),
+                now_ms,
+            );
+            let sql = format!(
+                "UPDATE agent_tokens AS t SET revoked = true, \
+                 list_position = nextval('agent_token_list_positions'), \
+                 revoked_at_ms = $2, revoked_by_user_id = NULL, revoked_reason = $3 \
+                 WHERE t.id = $1 RETURNING {TOKEN_COLUMNS}"
+            );
+            let row = transaction
+                .query_one(
+                    &sql,
+                    &[
+                        &predecessor_id,
+                        &revocation.revoked_at_ms,
+                        &revocation.reason.as_str(),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let predecessor = rows::agent_token(&row)?;
+            notify_revoked(&transaction, &[predecessor.id]).await?;
+            audit_outcome(&transaction, &audit, &predecessor, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(Some(predecessor))
+        })
+        .await
+    }
+
+    async fn retire_ended_agent_tokens(
+        &self,
+        now_ms: i64,
+        audit: Audit<AgentToken>,
+    ) -> Result<Vec<AgentToken>, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            // The row locks make sweeps on several replicas take turns: a later one re-reads
+            // `NOT revoked` after the earlier commits and finds nothing left to record.
+            let candidates = transaction
+                .query(
+                    "SELECT id, expires_at_ms, retiring_until_ms FROM agent_tokens \
+                     WHERE NOT revoked AND (expires_at_ms <= $1 OR retiring_until_ms <= $1) \
+                     ORDER BY id FOR UPDATE",
+                    &[&now_ms],
+                )
+                .await
+                .map_err(pg)?;
+            let revoke = RevokeAgentToken::default();
+            let sql = format!(
+                "UPDATE agent_tokens AS t SET revoked = true, \
+                 list_position = nextval('agent_token_list_positions'), \
+                 revoked_at_ms = $2, revoked_by_user_id = NULL, revoked_reason = $3 \
+                 WHERE t.id = $1 RETURNING {TOKEN_COLUMNS}"
+            );
+            let mut retired = Vec::with_capacity(candidates.len());
+            for candidate in &candidates {
+                let token_id: i64 = get(candidate, 0)?;
+                let revocation =
+                    revocation_of(get(candidate, 1)?, get(candidate, 2)?, &revoke, now_ms);
+                let row = transaction
+                    .query_one(
+                        &sql,
+                        &[
+                            &token_id,
+                            &revocation.revoked_at_ms,
+                            &revocation.reason.as_str(),
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                let token = rows::agent_token(&row)?;
+                audit_outcome(&transaction, &audit, &token, now_ms).await?;
+                retired.push(token);
+            }
+            let ids: Vec<AgentTokenId> = retired.iter().map(|token| token.id).collect();
+            notify_revoked(&transaction, &ids).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(retired)
         })
         .await
     }
@@ -1037,6 +1332,60 @@ impl Storage for PostgresStorage {
                     Err(error) => return Err(pg(error)),
                 }
             }
+        })
+        .await
+    }
+
+    async fn all_agents(&self) -> Result<Vec<InventoryAgent>, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            // One snapshot for the three reads, so tokens and agents agree.
+            let transaction = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(pg)?;
+            let sql = format!("{AGENT_SELECT} ORDER BY a.id");
+            let agent_rows = transaction.query(&sql, &[]).await.map_err(pg)?;
+            let sql = format!(
+                "SELECT {} FROM projects p JOIN users u ON u.id = p.owner_id",
+                rows::PROJECT_COLUMNS
+            );
+            let mut projects = std::collections::BTreeMap::new();
+            for row in &transaction.query(&sql, &[]).await.map_err(pg)? {
+                let project = rows::project(row)?;
+                projects.insert(project.id, project);
+            }
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS} FROM agent_tokens t ORDER BY t.revoked, t.list_position"
+            );
+            let mut tokens_by_agent: std::collections::BTreeMap<AgentId, Vec<AgentToken>> =
+                std::collections::BTreeMap::new();
+            for row in &transaction.query(&sql, &[]).await.map_err(pg)? {
+                let token = rows::agent_token(row)?;
+                tokens_by_agent
+                    .entry(token.agent_id)
+                    .or_default()
+                    .push(token);
+            }
+            transaction.commit().await.map_err(pg)?;
+            let mut inventory = Vec::with_capacity(agent_rows.len());
+            for row in &agent_rows {
+                let agent = rows::agent(row)?;
+                let project = projects
+                    .get(&agent.project_id)
+                    .cloned()
+                    .ok_or(StoreError::Dangling { tree: "agents" })?;
+                let tokens = tokens_by_agent.remove(&agent.id).unwrap_or_default();
+                inventory.push(InventoryAgent {
+                    agent,
+                    project,
+                    tokens,
+                });
+            }
+            Ok(inventory)
         })
         .await
     }
@@ -1327,6 +1676,29 @@ impl Storage for PostgresStorage {
                     .collect::<Result<_, _>>()?,
                 total: unsigned(get(&total, 0)?),
             })
+        })
+        .await
+    }
+
+    async fn agent_token_deadlines(&self) -> Result<Vec<TokenDeadlines>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT expires_at_ms, retiring_until_ms FROM agent_tokens WHERE NOT revoked \
+                     AND (expires_at_ms IS NOT NULL OR retiring_until_ms IS NOT NULL)",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(TokenDeadlines {
+                        expires_at_ms: get(row, 0)?,
+                        retiring_until_ms: get(row, 1)?,
+                    })
+                })
+                .collect()
         })
         .await
     }

@@ -5,7 +5,7 @@ use super::errors::pg;
 use crate::{EngineError, StoreError};
 use agentreg_domain::entities::{
     Agent, AgentToken, AuditDetails, AuditEvent, AuditScope, PersonalAccessToken, Project,
-    SealedUrlAuth, TokenStatus, UrlConfiguration, User,
+    Revocation, RevocationReason, SealedUrlAuth, TokenStatus, UrlConfiguration, User,
 };
 use agentreg_domain::ids::{
     AgentId, AgentTokenId, AuditEventId, PersonalAccessTokenId, ProjectId, UrlConfigurationId,
@@ -33,7 +33,9 @@ pub(super) const AGENT_SELECT: &str = "SELECT a.id, a.project_id, a.name, a.crea
 
 /// `agent_tokens t`, then its hash.
 pub(super) const TOKEN_COLUMNS: &str = "t.id, t.agent_id, t.project_id, t.name, t.description, \
-     t.revoked, t.created_by_user_id, t.created_at_ms, t.last_used_at_ms, t.secret_hash";
+     t.revoked, t.created_by_user_id, t.created_at_ms, t.last_used_at_ms, t.secret_hash, \
+     t.expires_at_ms, t.revoked_at_ms, t.revoked_by_user_id, t.revoked_reason, \
+     t.retiring_until_ms, t.successor_id, t.pending_predecessor_id";
 
 /// `url_configurations c`.
 pub(super) const CONFIG_COLUMNS: &str = "c.id, c.agent_id, c.project_id, c.url, c.ca_cert, \
@@ -148,6 +150,20 @@ pub(super) fn agent_token(row: &Row) -> Result<AgentToken, StoreError> {
         created_by_user_id: get_optional_id(row, 6)?.map(UserId::new),
         created_at_ms: get(row, 7)?,
         last_used_at_ms: get(row, 8)?,
+        expires_at_ms: get(row, 10)?,
+        revocation: match (revoked, get::<Option<i64>>(row, 11)?) {
+            (true, Some(revoked_at_ms)) => Some(Revocation {
+                revoked_at_ms,
+                revoked_by_user_id: get_optional_id(row, 12)?.map(UserId::new),
+                reason: RevocationReason::from_stored(
+                    get::<Option<String>>(row, 13)?.unwrap_or_else(|| "revoked".to_owned()),
+                ),
+            }),
+            (true, None) | (false, _) => None,
+        },
+        retiring_until_ms: get(row, 14)?,
+        successor_id: get_optional_id(row, 15)?.map(AgentTokenId::new),
+        pending_predecessor_id: get_optional_id(row, 16)?.map(AgentTokenId::new),
     })
 }
 

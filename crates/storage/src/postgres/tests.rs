@@ -7,7 +7,7 @@ use super::*;
 use crate::dataset::sample;
 use crate::embedded::SledStorage;
 use crate::hashing::SecretHasher;
-use crate::port::Invalidation;
+use crate::port::{Invalidation, RevokeAgentToken};
 use agentreg_domain::tokens::{TokenKind, generate_token};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -109,6 +109,7 @@ fn new_token(seed: u64) -> NewAgentToken {
             .hash(&generated.plaintext)
             .unwrap(),
         created_by_user_id: None,
+        expires_at_ms: None,
     }
 }
 
@@ -142,7 +143,7 @@ async fn concurrent_migrations_apply_each_version_once() {
         applied.extend(run.await.unwrap());
     }
 
-    assert_eq!(applied, vec![1]);
+    assert_eq!(applied, migrations::versions());
     assert_eq!(migrate(&database.options).await.unwrap(), Vec::<u32>::new());
     let storage = database.connect().await;
     let client = storage.client().await.unwrap();
@@ -150,7 +151,7 @@ async fn concurrent_migrations_apply_each_version_once() {
         .query("SELECT version FROM agentreg_schema_migrations", &[])
         .await
         .unwrap();
-    assert_eq!(rows.len(), 1);
+    assert_eq!(rows.len(), migrations::versions().len());
     drop(client);
     drop(storage);
     database.drop_database().await;
@@ -250,7 +251,14 @@ async fn deleting_an_agent_cascades_to_its_tokens_and_configuration() {
         .await
         .unwrap();
     storage
-        .revoke_agent_token(project_id, agent.id, revoked.id, 5, None)
+        .revoke_agent_token(
+            project_id,
+            agent.id,
+            revoked.id,
+            RevokeAgentToken::default(),
+            5,
+            None,
+        )
         .await
         .unwrap();
     let handle = generate_token(TokenKind::Agent, &mut StdRng::seed_from_u64(2)).handle;
@@ -351,7 +359,14 @@ async fn revocations_reach_another_replica_within_a_second() {
         .unwrap();
 
     writer
-        .revoke_agent_token(project_id, agent.id, first.id, 5, None)
+        .revoke_agent_token(
+            project_id,
+            agent.id,
+            first.id,
+            RevokeAgentToken::default(),
+            5,
+            None,
+        )
         .await
         .unwrap();
     let revoked = tokio::time::timeout(Duration::from_secs(1), feed.recv()).await;

@@ -2,11 +2,16 @@
 //! idempotent and keeps the record, lookup by handle, and last-use times that never go back.
 
 use crate::fixtures::{self, Secrets};
-use agentreg_domain::entities::{AgentToken, TokenStatus};
+use agentreg_domain::entities::{AgentToken, Revocation, RevocationReason, TokenStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId};
+use agentreg_domain::tokens::RotationRefused;
 use agentreg_domain::tokens::TokenKind;
-use agentreg_storage::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
-use agentreg_storage::port::Storage;
+use agentreg_storage::agent_tokens::{
+    CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError,
+};
+use agentreg_storage::port::{
+    NewAgentToken, NewRotation, RevokeAgentToken, Storage, TokenDeadlines,
+};
 
 pub(crate) async fn a_third_active_token_is_refused_until_one_is_revoked(storage: &dyn Storage) {
     let (_, project) = fixtures::owner_and_project(storage).await;
@@ -25,7 +30,14 @@ pub(crate) async fn a_third_active_token_is_refused_until_one_is_revoked(storage
         .create_agent_token(project.id, agent.id, secrets.agent_token(), 4, None)
         .await;
     storage
-        .revoke_agent_token(project.id, agent.id, first.id, 5, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            first.id,
+            RevokeAgentToken::default(),
+            5,
+            None,
+        )
         .await
         .unwrap();
     let fourth = storage
@@ -105,16 +117,35 @@ pub(crate) async fn revoking_is_idempotent_and_keeps_the_record(storage: &dyn St
         .unwrap();
 
     let first_revoke = storage
-        .revoke_agent_token(project.id, agent.id, token.id, 3, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            token.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await
         .unwrap();
     let second_revoke = storage
-        .revoke_agent_token(project.id, agent.id, token.id, 4, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            token.id,
+            RevokeAgentToken::default(),
+            4,
+            None,
+        )
         .await
         .unwrap();
 
     let revoked = AgentToken {
         status: TokenStatus::Revoked,
+        revocation: Some(Revocation {
+            revoked_at_ms: 3,
+            revoked_by_user_id: None,
+            reason: RevocationReason::revoked(),
+        }),
         ..token.clone()
     };
     assert_eq!(token.status, TokenStatus::Active);
@@ -163,13 +194,34 @@ pub(crate) async fn tokens_are_found_only_through_their_agent(storage: &dyn Stor
         .unwrap();
 
     let revoke_through_neighbour = storage
-        .revoke_agent_token(project.id, neighbour.id, token.id, 3, None)
+        .revoke_agent_token(
+            project.id,
+            neighbour.id,
+            token.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await;
     let revoke_through_other_project = storage
-        .revoke_agent_token(other_project.id, agent.id, token.id, 3, None)
+        .revoke_agent_token(
+            other_project.id,
+            agent.id,
+            token.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await;
     let revoke_missing = storage
-        .revoke_agent_token(project.id, agent.id, AgentTokenId::new(999_999), 3, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            AgentTokenId::new(999_999),
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await;
     let create_for_missing = storage
         .create_agent_token(
@@ -259,6 +311,11 @@ pub(crate) async fn a_token_is_found_by_its_handle_with_its_hash(storage: &dyn S
             created_by_user_id: Some(owner.id),
             created_at_ms: 2,
             last_used_at_ms: None,
+            expires_at_ms: None,
+            revocation: None,
+            retiring_until_ms: None,
+            successor_id: None,
+            pending_predecessor_id: None,
         }
     );
     assert_eq!(credential.token, created);
@@ -344,4 +401,633 @@ pub(crate) async fn recorded_token_use_never_moves_backwards(storage: &dyn Stora
         .collect();
     last_uses.sort();
     assert_eq!(last_uses, [(token.id, Some(300)), (other.id, Some(70))]);
+}
+
+pub(crate) async fn an_expired_token_frees_its_slot(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let expiring = NewAgentToken {
+        expires_at_ms: Some(100),
+        ..secrets.agent_token()
+    };
+    let expiring = storage
+        .create_agent_token(project.id, agent.id, expiring, 2, None)
+        .await
+        .unwrap();
+    storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 3, None)
+        .await
+        .unwrap();
+
+    let before_expiry = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 99, None)
+        .await;
+    let at_expiry = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 100, None)
+        .await;
+    let after_replacement = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 101, None)
+        .await;
+
+    assert!(
+        matches!(before_expiry, Err(CreateAgentTokenError::LimitReached(_))),
+        "{before_expiry:?}"
+    );
+    assert!(at_expiry.is_ok(), "{at_expiry:?}");
+    assert!(
+        matches!(
+            after_replacement,
+            Err(CreateAgentTokenError::LimitReached(_))
+        ),
+        "{after_replacement:?}"
+    );
+    assert_eq!(expiring.expires_at_ms, Some(100));
+    let stored = storage
+        .agent_token(project.id, agent.id, expiring.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.expires_at_ms, Some(100));
+    assert!(!stored.is_usable(100));
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_set.usable(100).count(), 2);
+}
+
+pub(crate) async fn concurrent_creates_after_an_expiry_never_exceed_two_usable_tokens(
+    storage: &dyn Storage,
+) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    for expires_at_ms in [Some(10), None] {
+        let new = NewAgentToken {
+            expires_at_ms,
+            ..secrets.agent_token()
+        };
+        storage
+            .create_agent_token(project.id, agent.id, new, 2, None)
+            .await
+            .unwrap();
+    }
+    let creates: Vec<_> = (0..50)
+        .map(|_| secrets.agent_token())
+        .map(|new| storage.create_agent_token(project.id, agent.id, new, 20, None))
+        .collect();
+
+    let results = futures::future::join_all(creates).await;
+
+    let n_created = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(n_created, 1, "{results:?}");
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_set.usable(20).count(), 2);
+}
+
+pub(crate) async fn revoking_keeps_the_first_reason_and_expired_tokens_revoke_as_expired(
+    storage: &dyn Storage,
+) {
+    let (owner, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let leaked = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let expiring = NewAgentToken {
+        expires_at_ms: Some(50),
+        ..secrets.agent_token()
+    };
+    let expiring = storage
+        .create_agent_token(project.id, agent.id, expiring, 2, None)
+        .await
+        .unwrap();
+    let leak = RevokeAgentToken {
+        by_user_id: Some(owner.id),
+        reason: RevocationReason::parse("found in a build log").unwrap(),
+    };
+
+    let first = storage
+        .revoke_agent_token(project.id, agent.id, leaked.id, leak, 10, None)
+        .await
+        .unwrap();
+    let second = storage
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            leaked.id,
+            RevokeAgentToken::default(),
+            11,
+            None,
+        )
+        .await
+        .unwrap();
+    let expired = storage
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            expiring.id,
+            RevokeAgentToken {
+                by_user_id: Some(owner.id),
+                reason: RevocationReason::revoked(),
+            },
+            60,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let leak_details = Revocation {
+        revoked_at_ms: 10,
+        revoked_by_user_id: Some(owner.id),
+        reason: RevocationReason::parse("found in a build log").unwrap(),
+    };
+    assert_eq!(first.revocation, Some(leak_details.clone()));
+    assert_eq!(second.revocation, Some(leak_details));
+    assert_eq!(
+        expired.revocation,
+        Some(Revocation {
+            revoked_at_ms: 50,
+            revoked_by_user_id: None,
+            reason: RevocationReason::expired(),
+        })
+    );
+    let mut all: Vec<(AgentTokenId, TokenStatus)> = storage
+        .all_agent_tokens(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|token| (token.id, token.status))
+        .collect();
+    all.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        all,
+        [
+            (leaked.id, TokenStatus::Revoked),
+            (expiring.id, TokenStatus::Revoked)
+        ]
+    );
+    let foreign = fixtures::agent(storage, project.id, "b").await;
+    assert_eq!(
+        storage
+            .all_agent_tokens(project.id, foreign.id)
+            .await
+            .unwrap(),
+        Some(Vec::new())
+    );
+    assert_eq!(
+        storage
+            .all_agent_tokens(project.id, AgentId::new(999_999))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub(crate) async fn rotating_keeps_the_slot_and_makes_the_successor_pending(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let first = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+
+    let successor = secrets.agent_token();
+    let successor_handle = successor.handle.clone();
+    let rotated = storage
+        .rotate_agent_token(
+            project.id,
+            agent.id,
+            first.id,
+            NewRotation {
+                successor,
+                retiring_until_ms: 1_000,
+            },
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+    let create = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 4, None)
+        .await;
+
+    assert_eq!(rotated.predecessor.id, first.id);
+    assert_eq!(rotated.predecessor.retiring_until_ms, Some(1_000));
+    assert_eq!(rotated.predecessor.successor_id, Some(rotated.successor.id));
+    assert_eq!(rotated.successor.pending_predecessor_id, Some(first.id));
+    assert_eq!(rotated.successor.created_at_ms, 3);
+    assert!(matches!(
+        create,
+        Err(CreateAgentTokenError::LimitReached(_))
+    ));
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_set.usable(4).count(), 3);
+    assert_eq!(token_set.retiring(4).collect::<Vec<_>>(), [first.id.get()]);
+    assert_eq!(token_set.usable(1_000).count(), 2);
+    assert_eq!(
+        storage
+            .agent_token(project.id, agent.id, first.id)
+            .await
+            .unwrap(),
+        Some(rotated.predecessor.clone())
+    );
+    let credential = storage
+        .agent_token_by_handle(&successor_handle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(credential.token, rotated.successor);
+}
+
+pub(crate) async fn concurrent_rotations_of_one_token_create_exactly_one_successor(
+    storage: &dyn Storage,
+) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let token = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let rotations: Vec<_> = (0..20)
+        .map(|_| secrets.agent_token())
+        .map(|new| {
+            storage.rotate_agent_token(
+                project.id,
+                agent.id,
+                token.id,
+                NewRotation {
+                    successor: new,
+                    retiring_until_ms: 1_000,
+                },
+                3,
+                None,
+            )
+        })
+        .collect();
+
+    let results = futures::future::join_all(rotations).await;
+
+    let successors: Vec<AgentTokenId> = results
+        .iter()
+        .filter_map(|result| result.as_ref().ok())
+        .map(|rotated| rotated.successor.id)
+        .collect();
+    assert_eq!(successors.len(), 1, "{results:?}");
+    assert!(results.iter().all(|result| matches!(
+        result,
+        Ok(_)
+            | Err(RotateAgentTokenError::Refused(
+                RotationRefused::AlreadyRotating
+            ))
+    )));
+    let stored = storage
+        .agent_token(project.id, agent.id, token.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.successor_id, Some(successors[0]));
+    assert_eq!(
+        storage
+            .all_agent_tokens(project.id, agent.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+pub(crate) async fn fifty_mixed_rotations_and_creates_leave_two_counted_tokens_and_one_retiring(
+    storage: &dyn Storage,
+) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let token = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let operations: Vec<_> = (0..50)
+        .map(|operation_idx| {
+            let new = secrets.agent_token();
+            async move {
+                if operation_idx % 2 == 0 {
+                    storage
+                        .rotate_agent_token(
+                            project.id,
+                            agent.id,
+                            token.id,
+                            NewRotation {
+                                successor: new,
+                                retiring_until_ms: 1_000,
+                            },
+                            3,
+                            None,
+                        )
+                        .await
+                        .is_ok()
+                } else {
+                    storage
+                        .create_agent_token(project.id, agent.id, new, 3, None)
+                        .await
+                        .is_ok()
+                }
+            }
+        })
+        .collect();
+
+    let outcomes = futures::future::join_all(operations).await;
+
+    let n_rotated = outcomes.iter().step_by(2).filter(|ok| **ok).count();
+    let n_created = outcomes.iter().skip(1).step_by(2).filter(|ok| **ok).count();
+    assert_eq!((n_rotated, n_created), (1, 1), "{outcomes:?}");
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_set.usable(3).count(), 3);
+    assert_eq!(token_set.retiring(3).collect::<Vec<_>>(), [token.id.get()]);
+    assert!(token_set.check_capacity(3).is_err());
+}
+
+pub(crate) async fn the_successors_first_use_retires_the_predecessor_once(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let token = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let rotated = storage
+        .rotate_agent_token(
+            project.id,
+            agent.id,
+            token.id,
+            NewRotation {
+                successor: secrets.agent_token(),
+                retiring_until_ms: 1_000,
+            },
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let completions = futures::future::join_all(
+        (0..10).map(|_| storage.complete_agent_token_rotation(rotated.successor.id, 5, None)),
+    )
+    .await;
+
+    let retired: Vec<AgentToken> = completions.into_iter().filter_map(Result::unwrap).collect();
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    assert_eq!(retired[0].id, token.id);
+    assert_eq!(retired[0].status, TokenStatus::Revoked);
+    assert_eq!(
+        retired[0].revocation,
+        Some(Revocation {
+            revoked_at_ms: 5,
+            revoked_by_user_id: None,
+            reason: RevocationReason::rotated(),
+        })
+    );
+    let successor = storage
+        .agent_token(project.id, agent.id, rotated.successor.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(successor.pending_predecessor_id, None);
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        token_set.usable(5).collect::<Vec<_>>(),
+        [rotated.successor.id.get()]
+    );
+    // The slot the predecessor held is free again, and a new rotation may start.
+    storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 6, None)
+        .await
+        .unwrap();
+    storage
+        .rotate_agent_token(
+            project.id,
+            agent.id,
+            rotated.successor.id,
+            NewRotation {
+                successor: secrets.agent_token(),
+                retiring_until_ms: 2_000,
+            },
+            7,
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+pub(crate) async fn revoked_expired_and_retired_tokens_cannot_be_rotated(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let expiring = NewAgentToken {
+        expires_at_ms: Some(10),
+        ..secrets.agent_token()
+    };
+    let expiring = storage
+        .create_agent_token(project.id, agent.id, expiring, 2, None)
+        .await
+        .unwrap();
+    let revoked = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    storage
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            revoked.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let rotate = |token_id: AgentTokenId, now_ms: i64, seed: &mut Secrets| {
+        storage.rotate_agent_token(
+            project.id,
+            agent.id,
+            token_id,
+            NewRotation {
+                successor: seed.agent_token(),
+                retiring_until_ms: now_ms + 100,
+            },
+            now_ms,
+            None,
+        )
+    };
+    let expired = rotate(expiring.id, 10, &mut secrets).await;
+    let revoked = rotate(revoked.id, 10, &mut secrets).await;
+    let unknown = rotate(AgentTokenId::new(999_999), 10, &mut secrets).await;
+
+    for result in [expired, revoked, unknown] {
+        assert!(
+            matches!(
+                result,
+                Err(RotateAgentTokenError::Refused(RotationRefused::NotFound))
+            ),
+            "{result:?}"
+        );
+    }
+}
+
+pub(crate) async fn deadlines_list_every_active_token_that_has_one(storage: &dyn Storage) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let expiring = NewAgentToken {
+        expires_at_ms: Some(500),
+        ..secrets.agent_token()
+    };
+    storage
+        .create_agent_token(project.id, agent.id, expiring, 2, None)
+        .await
+        .unwrap();
+    let rotating = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    storage
+        .rotate_agent_token(
+            project.id,
+            agent.id,
+            rotating.id,
+            NewRotation {
+                successor: secrets.agent_token(),
+                retiring_until_ms: 300,
+            },
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let mut deadlines = storage.agent_token_deadlines().await.unwrap();
+
+    deadlines.sort_by_key(|deadline| (deadline.expires_at_ms, deadline.retiring_until_ms));
+    assert_eq!(
+        deadlines,
+        [
+            TokenDeadlines {
+                expires_at_ms: None,
+                retiring_until_ms: Some(300),
+            },
+            TokenDeadlines {
+                expires_at_ms: Some(500),
+                retiring_until_ms: None,
+            },
+        ]
+    );
+}
+
+pub(crate) async fn ended_tokens_are_recorded_once_with_their_reason_and_deadline(
+    storage: &dyn Storage,
+) {
+    let (_, project) = fixtures::owner_and_project(storage).await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let mut secrets = Secrets::seeded(1);
+    let expiring = NewAgentToken {
+        expires_at_ms: Some(10),
+        ..secrets.agent_token()
+    };
+    let expiring = storage
+        .create_agent_token(project.id, agent.id, expiring, 2, None)
+        .await
+        .unwrap();
+    let rotating = storage
+        .create_agent_token(project.id, agent.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let rotated = storage
+        .rotate_agent_token(
+            project.id,
+            agent.id,
+            rotating.id,
+            NewRotation {
+                successor: secrets.agent_token(),
+                retiring_until_ms: 20,
+            },
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let early = storage.retire_ended_agent_tokens(5, None).await.unwrap();
+    let sweeps =
+        futures::future::join_all((0..10).map(|_| storage.retire_ended_agent_tokens(25, None)))
+            .await;
+
+    assert!(early.is_empty(), "{early:?}");
+    let mut retired: Vec<AgentToken> = sweeps.into_iter().flat_map(Result::unwrap).collect();
+    retired.sort_by_key(|token| token.id);
+    let details: Vec<(AgentTokenId, Option<Revocation>)> = retired
+        .iter()
+        .map(|token| (token.id, token.revocation.clone()))
+        .collect();
+    assert_eq!(
+        details,
+        [
+            (
+                expiring.id,
+                Some(Revocation {
+                    revoked_at_ms: 10,
+                    revoked_by_user_id: None,
+                    reason: RevocationReason::expired(),
+                })
+            ),
+            (
+                rotating.id,
+                Some(Revocation {
+                    revoked_at_ms: 20,
+                    revoked_by_user_id: None,
+                    reason: RevocationReason::rotated(),
+                })
+            ),
+        ]
+    );
+    let token_set = storage
+        .agent_token_set(project.id, agent.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token_set.active(), [rotated.successor.id.get()]);
+    assert!(
+        storage
+            .retire_ended_agent_tokens(30, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

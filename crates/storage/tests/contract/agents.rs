@@ -4,9 +4,9 @@
 
 use crate::fixtures::{self, Secrets};
 use agentreg_domain::entities::AuditScope;
-use agentreg_domain::ids::AgentId;
+use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId};
 use agentreg_storage::agents::{CreateAgentError, DeleteAgentError, UnmodifiedSince};
-use agentreg_storage::port::{Counts, Storage};
+use agentreg_storage::port::{Counts, RevokeAgentToken, Storage};
 
 pub(crate) async fn agent_names_are_unique_within_a_project(storage: &dyn Storage) {
     let (owner, project) = fixtures::owner_and_project(storage).await;
@@ -183,7 +183,14 @@ pub(crate) async fn deleting_an_agent_removes_its_tokens_and_url_configuration_a
         .await
         .unwrap();
     storage
-        .revoke_agent_token(project.id, agent.id, revoked.id, 3, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            revoked.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await
         .unwrap();
     let active_new = secrets.agent_token();
@@ -426,4 +433,55 @@ pub(crate) async fn ids_grow_and_are_never_reused(storage: &dyn Storage) {
     assert!(second_event.id > first_event.id);
     assert!(second_user.id > owner.id);
     assert!(second_project.id > project.id);
+}
+
+pub(crate) async fn all_agents_lists_every_agent_with_its_project_and_tokens(
+    storage: &dyn Storage,
+) {
+    let (owner, project) = fixtures::owner_and_project(storage).await;
+    let other = fixtures::project(storage, &owner, "other").await;
+    let first = fixtures::agent(storage, project.id, "first").await;
+    let second = fixtures::agent(storage, other.id, "second").await;
+    let mut secrets = Secrets::seeded(1);
+    let token = storage
+        .create_agent_token(project.id, first.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let revoked = storage
+        .create_agent_token(project.id, first.id, secrets.agent_token(), 2, None)
+        .await
+        .unwrap();
+    let revoked = storage
+        .revoke_agent_token(
+            project.id,
+            first.id,
+            revoked.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let inventory = storage.all_agents().await.unwrap();
+
+    let summary: Vec<(AgentId, ProjectId, Vec<AgentTokenId>)> = inventory
+        .iter()
+        .map(|entry| {
+            (
+                entry.agent.id,
+                entry.project.id,
+                entry.tokens.iter().map(|token| token.id).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (first.id, project.id, vec![token.id, revoked.id]),
+            (second.id, other.id, vec![]),
+        ]
+    );
+    assert_eq!(inventory[0].project, project);
+    assert_eq!(inventory[0].tokens[1], revoked);
 }

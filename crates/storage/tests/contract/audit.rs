@@ -8,7 +8,7 @@ use agentreg_domain::ids::UserId;
 use agentreg_storage::agent_tokens::CreateAgentTokenError;
 use agentreg_storage::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
 use agentreg_storage::audit::NewAuditEvent;
-use agentreg_storage::port::{Audit, Counts, Storage};
+use agentreg_storage::port::{Audit, Counts, RevokeAgentToken, Storage};
 use agentreg_storage::url_configs::CreateUrlConfigurationError;
 
 pub(crate) async fn an_audited_create_writes_its_event_with_the_change(storage: &dyn Storage) {
@@ -102,6 +102,7 @@ pub(crate) async fn every_audited_write_records_its_event(storage: &dyn Storage)
             project.id,
             agent.id,
             token.id,
+            RevokeAgentToken::default(),
             3,
             token_audit(owner.id, "token_revoked"),
         )
@@ -431,7 +432,14 @@ pub(crate) async fn counts_follow_agents_active_tokens_and_url_configurations(
         .await
         .unwrap();
     storage
-        .revoke_agent_token(project.id, agent.id, revoked.id, 3, None)
+        .revoke_agent_token(
+            project.id,
+            agent.id,
+            revoked.id,
+            RevokeAgentToken::default(),
+            3,
+            None,
+        )
         .await
         .unwrap();
     storage

@@ -4,6 +4,7 @@
 
 use crate::fixtures::{self, Secrets};
 use agentreg_domain::access::AccessLevel;
+use agentreg_domain::entities::RevocationReason;
 use agentreg_domain::entities::{
     Agent, AgentToken, AuditEvent, AuditScope, PersonalAccessToken, Project, UrlConfiguration, User,
 };
@@ -11,7 +12,7 @@ use agentreg_domain::ids::AuditEventId;
 use agentreg_domain::names::UserIdentity;
 use agentreg_domain::tokens::TokenHandle;
 use agentreg_storage::backup::RestoreError;
-use agentreg_storage::port::{Counts, Storage};
+use agentreg_storage::port::{Counts, NewAgentToken, NewRotation, RevokeAgentToken, Storage};
 use agentreg_storage::{Page, SecretHash};
 
 pub(crate) async fn a_snapshot_restores_every_record_into_an_empty_storage(
@@ -29,7 +30,8 @@ pub(crate) async fn a_snapshot_restores_every_record_into_an_empty_storage(
         original.counts,
         Counts {
             agents: 5,
-            active_agent_tokens: 3,
+            // Three active tokens plus a rotation's successor.
+            active_agent_tokens: 4,
             url_configurations: 2,
         }
     );
@@ -177,7 +179,7 @@ struct Description {
     personal_access_tokens: Vec<Option<(PersonalAccessToken, User, SecretHash)>>,
     agent_pages: Vec<Page<Agent>>,
     agents: Vec<Option<Agent>>,
-    token_sets: Vec<Option<(Vec<u64>, Vec<u64>)>>,
+    token_sets: Vec<Option<TokenSetDescription>>,
     active_agent_tokens: Vec<Option<Vec<AgentToken>>>,
     url_configurations_by_agent: Vec<Option<Vec<UrlConfiguration>>>,
     agent_tokens: Vec<Option<AgentToken>>,
@@ -248,7 +250,11 @@ async fn populate(storage: &dyn Storage) -> World {
     for (agent_idx, described) in [(0, false), (0, false), (2, true), (3, false)] {
         let agent = &agents[agent_idx];
         let new = if described {
-            secrets.described_agent_token(bob.id)
+            // Token lifecycle fields travel in snapshots too.
+            NewAgentToken {
+                expires_at_ms: Some(1_000_000),
+                ..secrets.described_agent_token(bob.id)
+            }
         } else {
             secrets.agent_token()
         };
@@ -261,9 +267,38 @@ async fn populate(storage: &dyn Storage) -> World {
     }
     let (revoked, _) = &agent_tokens[1];
     storage
-        .revoke_agent_token(revoked.project_id, revoked.agent_id, revoked.id, 7, None)
+        .revoke_agent_token(
+            revoked.project_id,
+            revoked.agent_id,
+            revoked.id,
+            RevokeAgentToken {
+                by_user_id: Some(bob.id),
+                reason: RevocationReason::parse("leaked in a build log").unwrap(),
+            },
+            7,
+            None,
+        )
         .await
         .unwrap();
+    // A rotation in progress travels in snapshots too: the retiring token and its successor.
+    let (rotating, _) = &agent_tokens[3];
+    let successor = secrets.agent_token();
+    let successor_handle = successor.handle.clone();
+    let rotated = storage
+        .rotate_agent_token(
+            rotating.project_id,
+            rotating.agent_id,
+            rotating.id,
+            NewRotation {
+                successor,
+                retiring_until_ms: 1_000_000,
+            },
+            8,
+            None,
+        )
+        .await
+        .unwrap();
+    agent_tokens.push((rotated.successor, successor_handle));
     storage
         .record_agent_token_use(vec![
             (agent_tokens[0].0.id, 500),
@@ -332,6 +367,14 @@ async fn populate(storage: &dyn Storage) -> World {
         last_audit_event_id: last_event.id,
     }
 }
+
+/// Active and revoked ids, expiries and overlap deadlines.
+type TokenSetDescription = (
+    Vec<u64>,
+    Vec<u64>,
+    std::collections::BTreeMap<u64, i64>,
+    std::collections::BTreeMap<u64, i64>,
+);
 
 async fn describe(storage: &dyn Storage, world: &World) -> Description {
     let mut description = Description {
@@ -405,10 +448,18 @@ async fn describe(storage: &dyn Storage, world: &World) -> Description {
             .agent_token_set(agent.project_id, agent.id)
             .await
             .unwrap()
-            .map(|token_set| (sorted(token_set.active()), sorted(token_set.revoked())));
+            .map(|token_set| {
+                (
+                    sorted(token_set.active()),
+                    sorted(token_set.revoked()),
+                    token_set.expiries().clone(),
+                    token_set.retiring_deadlines().clone(),
+                )
+            });
         description.token_sets.push(token_set);
+        // Every token, revoked ones with their revocation details, not just the active ones.
         let active_agent_tokens = storage
-            .active_agent_tokens(agent.project_id, agent.id)
+            .all_agent_tokens(agent.project_id, agent.id)
             .await
             .unwrap()
             .map(|mut tokens| {

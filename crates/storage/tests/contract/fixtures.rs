@@ -37,6 +37,7 @@ impl Secrets {
             handle: generated.handle,
             secret_hash: self.hasher.hash(&generated.plaintext).unwrap(),
             created_by_user_id: None,
+            expires_at_ms: None,
         }
     }
 

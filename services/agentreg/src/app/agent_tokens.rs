@@ -4,15 +4,19 @@
 
 use super::audit::{self, AuditEntry};
 use super::pagination::{PageInfo, Pagination};
-use super::{App, Caller, Error, author, now_ms};
-use agentreg_domain::entities::AgentToken;
+use super::{App, AuthCounters, Caller, Error, author, now_ms};
+use agentreg_domain::entities::{AgentToken, RevocationReason};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
 use agentreg_domain::names::{TokenDescription, TokenName};
-use agentreg_domain::tokens::{TokenKind, generate_token, sort_by_last_use};
-use agentreg_storage::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError};
-use agentreg_storage::port::NewAgentToken;
+use agentreg_domain::tokens::{RotationRefused, TokenKind, generate_token, sort_by_last_use};
+use agentreg_storage::agent_tokens::{
+    CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError,
+};
+use agentreg_storage::port::{NewAgentToken, NewRotation, RevokeAgentToken, RotatedAgentToken};
 use secrecy::SecretString;
 use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// GitLab's entity type for agent tokens in audit events.
 const TOKEN_ENTITY: &str = "Clusters::AgentToken";
@@ -28,6 +32,59 @@ pub struct CreatedAgentToken {
 pub struct NewAgentTokenInput {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// ISO 8601: a date (`2030-01-31`, the token stops working at its start, UTC) or an RFC 3339
+    /// time.
+    pub expires_at: Option<String>,
+}
+
+/// `POST .../tokens/:token_id/rotate` parameters as sent.
+#[derive(Debug, Default)]
+pub struct RotateAgentTokenInput {
+    /// The successor's name; the predecessor's when unset.
+    pub name: Option<String>,
+    /// The successor's description; the predecessor's when unset.
+    pub description: Option<String>,
+    /// The successor's expiry, as in [`NewAgentTokenInput::expires_at`]. Unset, a successor of
+    /// a token with an expiry gets the same lifetime from now.
+    pub expires_at: Option<String>,
+    /// How long the predecessor keeps working if the successor is not used:
+    /// [`DEFAULT_ROTATION_OVERLAP_SECONDS`] when unset, cut to the instance's maximum.
+    pub overlap_seconds: Option<i64>,
+}
+
+/// A rotation: the predecessor, now retiring, and its successor with the secret shown once.
+pub struct RotatedAgentTokenWithSecret {
+    pub predecessor: AgentToken,
+    pub successor: CreatedAgentToken,
+}
+
+/// How often each replica records tokens that ended on their own.
+pub const ENDED_TOKEN_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The overlap of a rotation when the caller does not choose one: a day.
+pub const DEFAULT_ROTATION_OVERLAP_SECONDS: i64 = 86_400;
+
+/// Which of an agent's tokens a list shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenListStatus {
+    /// GitLab's list: the tokens that still authenticate.
+    #[default]
+    Active,
+    /// agentreg's extension: revoked and expired tokens, with their revocation details.
+    Revoked,
+}
+
+impl TokenListStatus {
+    /// `active` or `revoked`; anything else is refused like GitLab refuses a bad enum value.
+    pub fn parse(text: &str) -> Result<TokenListStatus, Error> {
+        match text {
+            "active" => Ok(TokenListStatus::Active),
+            "revoked" => Ok(TokenListStatus::Revoked),
+            _ => Err(Error::InvalidParameter(
+                "status does not have a valid value".to_owned(),
+            )),
+        }
+    }
 }
 
 impl App {
@@ -37,6 +94,7 @@ impl App {
         caller: &Caller,
         project_ref: &ProjectRef,
         agent_id: AgentId,
+        status: TokenListStatus,
         pagination: Pagination,
     ) -> Result<(Vec<AgentToken>, PageInfo), Error> {
         let access = self.project_access(caller, project_ref).await?;
@@ -44,15 +102,37 @@ impl App {
             return Err(Error::RecordNotFound);
         }
         let agent = self.find_agent(&access, agent_id).await?;
-        let mut tokens = self
-            .storage()
-            .active_agent_tokens(access.project.id, agent.id)
-            .await?
-            .ok_or(Error::RecordNotFound)?;
+        let now = now_ms();
+        let stored = match status {
+            TokenListStatus::Active => {
+                self.storage()
+                    .active_agent_tokens(access.project.id, agent.id)
+                    .await?
+            }
+            TokenListStatus::Revoked => {
+                self.storage()
+                    .all_agent_tokens(access.project.id, agent.id)
+                    .await?
+            }
+        };
+        let mut tokens: Vec<AgentToken> = stored
+            .ok_or(Error::RecordNotFound)?
+            .into_iter()
+            .map(|token| token.as_of(now))
+            .filter(|token| match status {
+                TokenListStatus::Active => token.status.is_active(),
+                TokenListStatus::Revoked => !token.status.is_active(),
+            })
+            .collect();
         for token in &mut tokens {
             token.last_used_at_ms = self.inner.usage.overlay(token.id, token.last_used_at_ms);
         }
-        sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id.get()));
+        match status {
+            TokenListStatus::Active => {
+                sort_by_last_use(&mut tokens, |token| (token.last_used_at_ms, token.id.get()));
+            }
+            TokenListStatus::Revoked => tokens.sort_by_key(|token| token.id),
+        }
         Ok(pagination.slice(tokens))
     }
 
@@ -73,7 +153,7 @@ impl App {
             .storage()
             .agent_token(access.project.id, agent.id, token_id)
             .await?;
-        match token {
+        match token.map(|token| token.as_of(now_ms())) {
             Some(mut token) if token.status.is_active() => {
                 token.last_used_at_ms = self.inner.usage.overlay(token.id, token.last_used_at_ms);
                 Ok(token)
@@ -95,6 +175,11 @@ impl App {
         let Some(name) = input.name else {
             return Err(Error::missing("name"));
         };
+        let expires_at_ms = input
+            .expires_at
+            .as_deref()
+            .map(|text| parse_expiry(text).ok_or_else(|| Error::invalid("expires_at")))
+            .transpose()?;
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_admin_cluster() {
             return Err(Error::Forbidden);
@@ -106,21 +191,24 @@ impl App {
             .agent_token_set(project_id, agent.id)
             .await?
             .ok_or(Error::RecordNotFound)?;
+        let now = now_ms();
         token_set
-            .check_capacity()
+            .check_capacity(now)
             .map_err(|limit| Error::BadRequest(limit.to_string()))?;
         let (name, description) = validate_token_fields(&name, input.description.as_deref())?;
+        self.validate_expiry(expires_at_ms, now)?;
 
         let generated = generate_token(TokenKind::Agent, &mut rand::rng());
         let secret_hash = self.hash_secret(&generated.plaintext).await?;
-        let user_id = author(caller);
-        let now = now_ms();
+        let author = author(caller);
+        let user_id = author.user_id;
         let new = NewAgentToken {
             name,
             description,
             handle: generated.handle,
             secret_hash,
             created_by_user_id: user_id,
+            expires_at_ms,
         };
         let audit = Arc::new(move |token: &AgentToken| {
             let entry = AuditEntry {
@@ -130,7 +218,9 @@ impl App {
                 entity_id: token.id.get(),
                 target_details: &token.name,
             };
-            audit::event(project_id, user_id, entry)
+            let mut event = audit::event(project_id, author, entry);
+            event.details["expires_at_ms"] = serde_json::json!(token.expires_at_ms);
+            event
         });
         let created = self
             .storage()
@@ -149,21 +239,28 @@ impl App {
         }
     }
 
-    /// Revokes a token (idempotently); it stops authenticating at once.
+    /// Revokes a token (idempotently), with an optional reason; it stops authenticating at once.
     pub async fn revoke_agent_token(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
         agent_id: AgentId,
         token_id: AgentTokenId,
+        reason: Option<String>,
     ) -> Result<(), Error> {
+        let reason = match reason.as_deref() {
+            Some(text) => RevocationReason::parse(text)
+                .map_err(|too_long| Error::InvalidParameter(too_long.to_string()))?,
+            None => RevocationReason::revoked(),
+        };
         let access = self.project_access(caller, project_ref).await?;
         if !access.role.can_admin_cluster() {
             return Err(Error::Forbidden);
         }
         let agent = self.find_agent(&access, agent_id).await?;
         let project_id = access.project.id;
-        let user_id = author(caller);
+        let author = author(caller);
+        let user_id = author.user_id;
         let now = now_ms();
         let audit = Arc::new(move |token: &AgentToken| {
             let entry = AuditEntry {
@@ -173,11 +270,22 @@ impl App {
                 entity_id: token.id.get(),
                 target_details: &token.name,
             };
-            audit::event(project_id, user_id, entry)
+            let mut event = audit::event(project_id, author, entry);
+            event.details["revoked_reason"] = serde_json::json!(
+                token
+                    .revocation
+                    .as_ref()
+                    .map(|revocation| revocation.reason.as_str())
+            );
+            event
         });
+        let revoke = RevokeAgentToken {
+            by_user_id: user_id,
+            reason,
+        };
         let revoked = self
             .storage()
-            .revoke_agent_token(project_id, agent.id, token_id, now, Some(audit))
+            .revoke_agent_token(project_id, agent.id, token_id, revoke, now, Some(audit))
             .await;
         match revoked {
             Ok(token) => {
@@ -188,6 +296,269 @@ impl App {
             Err(RevokeAgentTokenError::Store(error)) => Err(error.into()),
         }
     }
+}
+
+impl App {
+    /// Rotates a token: creates its successor (shown once, with its secret) and marks it
+    /// retiring. It keeps working until the successor's first successful use, or until the
+    /// overlap ends, whichever comes first. Checks run in the order of a create; a token that is
+    /// not usable (revoked, expired, retired) is not found.
+    pub async fn rotate_agent_token(
+        &self,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        input: RotateAgentTokenInput,
+    ) -> Result<RotatedAgentTokenWithSecret, Error> {
+        let expires_at_ms = input
+            .expires_at
+            .as_deref()
+            .map(|text| parse_expiry(text).ok_or_else(|| Error::invalid("expires_at")))
+            .transpose()?;
+        let overlap_seconds = match input.overlap_seconds {
+            Some(seconds) if seconds <= 0 => return Err(Error::invalid("overlap_seconds")),
+            Some(seconds) => seconds,
+            None => DEFAULT_ROTATION_OVERLAP_SECONDS,
+        };
+        let access = self.project_access(caller, project_ref).await?;
+        if !access.role.can_admin_cluster() {
+            return Err(Error::Forbidden);
+        }
+        let agent = self.find_agent(&access, agent_id).await?;
+        let project_id = access.project.id;
+        let now = now_ms();
+        let predecessor = self
+            .storage()
+            .agent_token(project_id, agent.id, token_id)
+            .await?
+            .filter(|token| token.is_usable(now))
+            .ok_or(Error::RecordNotFound)?;
+        let token_set = self
+            .storage()
+            .agent_token_set(project_id, agent.id)
+            .await?
+            .ok_or(Error::RecordNotFound)?;
+        token_set
+            .check_rotation(token_id.get(), now)
+            .map_err(rotation_refused)?;
+        let name = input.name.unwrap_or_else(|| predecessor.name.clone());
+        let description = input
+            .description
+            .or_else(|| predecessor.description.clone());
+        let (name, description) = validate_token_fields(&name, description.as_deref())?;
+        let expires_at_ms = expires_at_ms.or_else(|| {
+            let lifetime = predecessor.expires_at_ms? - predecessor.created_at_ms;
+            Some(now.saturating_add(lifetime))
+        });
+        self.validate_expiry(expires_at_ms, now)?;
+        let max_overlap_seconds =
+            i64::try_from(self.inner.config.max_rotation_overlap.as_secs()).unwrap_or(i64::MAX);
+        let retiring_until_ms = now.saturating_add(
+            overlap_seconds
+                .min(max_overlap_seconds)
+                .saturating_mul(1_000),
+        );
+
+        let generated = generate_token(TokenKind::Agent, &mut rand::rng());
+        let secret_hash = self.hash_secret(&generated.plaintext).await?;
+        let author = author(caller);
+        let user_id = author.user_id;
+        let successor = NewAgentToken {
+            name,
+            description,
+            handle: generated.handle,
+            secret_hash,
+            created_by_user_id: user_id,
+            expires_at_ms,
+        };
+        let audit = Arc::new(move |rotated: &RotatedAgentToken| {
+            let predecessor = &rotated.predecessor;
+            let entry = AuditEntry {
+                event_name: "cluster_agent_token_rotated",
+                message: format!(
+                    "Rotated cluster agent token '{}': successor {} created, the token retires \
+                     on the successor's first use",
+                    predecessor.name, rotated.successor.id
+                ),
+                entity_type: TOKEN_ENTITY,
+                entity_id: predecessor.id.get(),
+                target_details: &predecessor.name,
+            };
+            let mut event = audit::event(project_id, author, entry);
+            event.details["successor_id"] = serde_json::json!(rotated.successor.id.get());
+            event.details["retiring_until_ms"] = serde_json::json!(predecessor.retiring_until_ms);
+            event
+        });
+        let rotated = self
+            .storage()
+            .rotate_agent_token(
+                project_id,
+                agent.id,
+                token_id,
+                NewRotation {
+                    successor,
+                    retiring_until_ms,
+                },
+                now,
+                Some(audit),
+            )
+            .await;
+        match rotated {
+            Ok(rotated) => {
+                // A cached predecessor does not know its overlap deadline yet.
+                self.inner.agent_tokens.invalidate(&[token_id]);
+                AuthCounters::bump(&self.inner.counters.rotations);
+                Ok(RotatedAgentTokenWithSecret {
+                    predecessor: rotated.predecessor,
+                    successor: CreatedAgentToken {
+                        token: rotated.successor,
+                        plaintext: generated.plaintext,
+                    },
+                })
+            }
+            Err(RotateAgentTokenError::Refused(refused)) => Err(rotation_refused(refused)),
+            Err(RotateAgentTokenError::AgentNotFound) => Err(Error::RecordNotFound),
+            Err(RotateAgentTokenError::Store(error)) => Err(error.into()),
+        }
+    }
+
+    /// Ends a rotation on the successor's first successful use (on whichever replica sees it):
+    /// the predecessor is revoked with the reason `rotated`, leaves every cache, and its audit
+    /// trail records the first use. A failure here does not fail the agent's request: the
+    /// overlap deadline retires the predecessor anyway.
+    pub(crate) async fn complete_rotation(&self, successor_id: AgentTokenId, now: i64) {
+        let audit = Arc::new(move |predecessor: &AgentToken| {
+            let entry = AuditEntry {
+                event_name: "cluster_agent_token_revoked",
+                message: format!(
+                    "Revoked cluster agent token '{}': its successor {successor_id} was used",
+                    predecessor.name
+                ),
+                entity_type: TOKEN_ENTITY,
+                entity_id: predecessor.id.get(),
+                target_details: &predecessor.name,
+            };
+            let mut event = audit::event(predecessor.project_id, audit::Author::service(), entry);
+            event.details["revoked_reason"] = serde_json::json!("rotated");
+            event.details["successor_id"] = serde_json::json!(successor_id.get());
+            event.details["successor_first_used_at_ms"] = serde_json::json!(now);
+            event
+        });
+        let completed = self
+            .storage()
+            .complete_agent_token_rotation(successor_id, now, Some(audit))
+            .await;
+        match completed {
+            Ok(Some(predecessor)) => {
+                self.inner
+                    .agent_tokens
+                    .invalidate(&[predecessor.id, successor_id]);
+            }
+            // Another process completed it; forget the cached successor so that its pending
+            // predecessor is read again.
+            Ok(None) => self.inner.agent_tokens.invalidate(&[successor_id]),
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    successor_id = successor_id.get(),
+                    "completing an agent token rotation failed; the overlap deadline still applies"
+                );
+            }
+        }
+    }
+
+    /// Records the tokens that ended on their own (expired, or retiring past their overlap) as
+    /// revoked, each with an audit event. Reads and authentication already treat them as
+    /// revoked at their deadline; this makes the change durable and audited. Runs in the
+    /// background on every replica; the store records each token once.
+    pub async fn retire_ended_agent_tokens(&self) -> Result<usize, Error> {
+        let audit = Arc::new(|token: &AgentToken| {
+            let reason = token
+                .revocation
+                .as_ref()
+                .map_or("expired", |revocation| revocation.reason.as_str());
+            let (event_name, message) = if reason == "expired" {
+                (
+                    "cluster_agent_token_expired",
+                    format!("Cluster agent token '{}' expired", token.name),
+                )
+            } else {
+                (
+                    "cluster_agent_token_revoked",
+                    format!(
+                        "Revoked cluster agent token '{}': its rotation overlap ended",
+                        token.name
+                    ),
+                )
+            };
+            let entry = AuditEntry {
+                event_name,
+                message,
+                entity_type: TOKEN_ENTITY,
+                entity_id: token.id.get(),
+                target_details: &token.name,
+            };
+            let mut event = audit::event(token.project_id, audit::Author::service(), entry);
+            event.details["revoked_reason"] = serde_json::json!(reason);
+            event
+        });
+        let retired = self
+            .storage()
+            .retire_ended_agent_tokens(now_ms(), Some(audit))
+            .await?;
+        let ids: Vec<AgentTokenId> = retired.iter().map(|token| token.id).collect();
+        self.inner.agent_tokens.invalidate(&ids);
+        Ok(retired.len())
+    }
+
+    /// Checks an expiry against the clock and the instance's policy: in the future, within the
+    /// maximum lifetime, and present when required.
+    fn validate_expiry(&self, expires_at_ms: Option<i64>, now: i64) -> Result<(), Error> {
+        let config = &self.inner.config;
+        let Some(expires_at_ms) = expires_at_ms else {
+            if config.require_agent_token_expiry {
+                return Err(Error::Invalid(vec!["Expires at can't be blank".to_owned()]));
+            }
+            return Ok(());
+        };
+        if expires_at_ms <= now {
+            return Err(Error::Invalid(vec![
+                "Expires at must be in the future".to_owned(),
+            ]));
+        }
+        if let Some(max_lifetime) = config.agent_token_max_lifetime {
+            let max_ms = i64::try_from(max_lifetime.as_millis()).unwrap_or(i64::MAX);
+            if expires_at_ms > now.saturating_add(max_ms) {
+                return Err(Error::Invalid(vec![format!(
+                    "Expires at must be at most {} seconds ahead",
+                    max_lifetime.as_secs()
+                )]));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The app error of a refused rotation: a token that cannot be rotated is not found, one that
+/// is rotating or whose agent has a rotation in progress is a bad request.
+fn rotation_refused(refused: RotationRefused) -> Error {
+    match refused {
+        RotationRefused::NotFound => Error::RecordNotFound,
+        RotationRefused::AlreadyRotating | RotationRefused::RotationInProgress => {
+            Error::BadRequest(refused.to_string())
+        }
+    }
+}
+
+/// An ISO 8601 date (the token stops working at its start, UTC) or RFC 3339 time, in unix
+/// milliseconds.
+pub(crate) fn parse_expiry(text: &str) -> Option<i64> {
+    let moment = match super::auth::parse_date(text) {
+        Some(date) => date.midnight().assume_utc(),
+        None => OffsetDateTime::parse(text, &Rfc3339).ok()?,
+    };
+    i64::try_from(moment.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// Validates name and description together so that every failure is reported.
@@ -209,5 +580,19 @@ fn validate_token_fields(
             }
             Err(Error::Invalid(messages))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiries_are_iso_dates_or_rfc3339_times() {
+        assert_eq!(parse_expiry("1970-01-02"), Some(86_400_000));
+        assert_eq!(parse_expiry("1970-01-01T00:00:01Z"), Some(1_000));
+        assert_eq!(parse_expiry("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_expiry("tomorrow"), None);
+        assert_eq!(parse_expiry("1970-13-01"), None);
     }
 }

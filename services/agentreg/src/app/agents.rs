@@ -94,7 +94,8 @@ impl App {
         }
         let name = AgentName::parse(&name)?;
         let project_id = access.project.id;
-        let user_id = author(caller);
+        let author = author(caller);
+        let user_id = author.user_id;
         let now = now_ms();
         let audit = Arc::new(move |agent: &Agent| {
             let entry = AuditEntry {
@@ -104,7 +105,7 @@ impl App {
                 entity_id: agent.id.get(),
                 target_details: &agent.name,
             };
-            audit::event(project_id, user_id, entry)
+            audit::event(project_id, author, entry)
         });
         let created = self
             .storage()
@@ -137,7 +138,7 @@ impl App {
         }
         let project_id = access.project.id;
         let precondition = unmodified_since.map(UnmodifiedSinceSeconds::precondition);
-        let user_id = author(caller);
+        let author = author(caller);
         let now = now_ms();
         let audit = Arc::new(move |deleted: &DeletedAgent| {
             let entry = AuditEntry {
@@ -147,7 +148,7 @@ impl App {
                 entity_id: deleted.agent.id.get(),
                 target_details: &deleted.agent.name,
             };
-            audit::event(project_id, user_id, entry)
+            audit::event(project_id, author, entry)
         });
         let deleted = self
             .storage()

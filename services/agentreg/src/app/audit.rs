@@ -17,46 +17,51 @@ pub(crate) struct AuditEntry<'a> {
     pub(crate) target_details: &'a str,
 }
 
-/// The audit event of a successful change, which the store writes in the change's own
-/// transaction.
-pub(crate) fn event(
-    project_id: ProjectId,
-    author_id: Option<UserId>,
-    entry: AuditEntry<'_>,
-) -> NewAuditEvent {
-    NewAuditEvent {
-        scope: AuditScope::Project(project_id),
-        author_id,
-        entity_id: entry.entity_id,
-        entity_type: entry.entity_type,
-        details: serde_json::json!({
-            "event_name": entry.event_name,
-            "custom_message": entry.message,
-            "author_id": author_id.map(UserId::get),
-            "target_id": entry.entity_id,
-            "target_type": entry.entity_type,
-            "target_details": entry.target_details,
-            "outcome": "success",
-        }),
+/// Who made a change: the user the request acted as (`None` for the service itself), and the
+/// administrator who acted as them with `Sudo`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Author {
+    pub(crate) user_id: Option<UserId>,
+    pub(crate) sudo_by: Option<UserId>,
+}
+
+impl Author {
+    /// The service itself (an expiry, a rotation completed by an agent's first use).
+    pub(crate) fn service() -> Author {
+        Author::default()
     }
 }
 
+/// The audit event of a successful change, which the store writes in the change's own
+/// transaction. A change made with `Sudo` also records the real administrator.
+pub(crate) fn event(project_id: ProjectId, author: Author, entry: AuditEntry<'_>) -> NewAuditEvent {
+    event_in(AuditScope::Project(project_id), author, entry)
+}
+
 /// An instance-wide administrative action (a user or token created, a snapshot downloaded).
-pub(crate) fn instance_event(author_id: Option<UserId>, entry: AuditEntry<'_>) -> NewAuditEvent {
+pub(crate) fn instance_event(author: Author, entry: AuditEntry<'_>) -> NewAuditEvent {
+    event_in(AuditScope::Instance, author, entry)
+}
+
+fn event_in(scope: AuditScope, author: Author, entry: AuditEntry<'_>) -> NewAuditEvent {
+    let mut details = serde_json::json!({
+        "event_name": entry.event_name,
+        "custom_message": entry.message,
+        "author_id": author.user_id.map(UserId::get),
+        "target_id": entry.entity_id,
+        "target_type": entry.entity_type,
+        "target_details": entry.target_details,
+        "outcome": "success",
+    });
+    if let Some(admin_id) = author.sudo_by {
+        details["impersonated_by_user_id"] = serde_json::json!(admin_id.get());
+    }
     NewAuditEvent {
-        scope: AuditScope::Instance,
-        author_id,
+        scope,
+        author_id: author.user_id,
         entity_id: entry.entity_id,
         entity_type: entry.entity_type,
-        details: serde_json::json!({
-            "event_name": entry.event_name,
-            "custom_message": entry.message,
-            "author_id": author_id.map(UserId::get),
-            "target_id": entry.entity_id,
-            "target_type": entry.entity_type,
-            "target_details": entry.target_details,
-            "outcome": "success",
-        }),
+        details,
     }
 }
 

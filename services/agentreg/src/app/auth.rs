@@ -7,6 +7,7 @@ use super::limiter::{ThrottleKey, address_key};
 use super::{App, AuthCounters, Error};
 use agentreg_domain::access::Scope;
 use agentreg_domain::entities::User;
+use agentreg_domain::ids::UserId;
 use agentreg_domain::tokens::{
     TokenHandle, TokenKind, keyed_personal_access_token_handle, personal_access_token_handle,
     token_handle,
@@ -23,6 +24,8 @@ use time::macros::format_description;
 pub struct Credentials {
     pub token: Option<SecretString>,
     pub client: Option<IpAddr>,
+    /// GitLab's `Sudo` header or `sudo` parameter: a user id or username to act as.
+    pub sudo: Option<String>,
 }
 
 impl fmt::Debug for Credentials {
@@ -44,8 +47,11 @@ pub enum Intent {
 /// An authenticated user and the scopes of the token they used.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// Who the request acts as: the token's owner, or the user named by `Sudo`.
     pub user: User,
     pub scopes: Vec<Scope>,
+    /// The administrator whose token used `Sudo`, recorded in audit events.
+    pub sudo_by: Option<UserId>,
     /// The first day on which the token no longer works, if it expires.
     expires_on: Option<Date>,
 }
@@ -53,6 +59,10 @@ pub struct Caller {
 impl Caller {
     pub(crate) fn can_write(&self) -> bool {
         self.scopes.iter().any(|scope| scope.allows_write())
+    }
+
+    fn can_read(&self) -> bool {
+        self.scopes.iter().any(|scope| scope.allows_read())
     }
 
     fn expired(&self, today: Date) -> bool {
@@ -83,10 +93,44 @@ impl App {
                 .await;
         }
         let caller = caller?;
-        if intent == Intent::Write && !caller.can_write() {
+        let allowed = match intent {
+            Intent::Write => caller.can_write(),
+            Intent::Read => caller.can_read(),
+        };
+        if !allowed {
             return Err(Error::InsufficientScope);
         }
-        Ok(caller)
+        match credentials.sudo {
+            Some(identifier) => self.sudo(caller, &identifier).await,
+            None => Ok(caller),
+        }
+    }
+
+    /// GitLab's `sudo!`: only an administrator, only with a token that has the `sudo` scope,
+    /// acts as the user named by id or (case-insensitive) username.
+    async fn sudo(&self, caller: Caller, identifier: &str) -> Result<Caller, Error> {
+        if !caller.user.is_admin {
+            return Err(Error::SudoForbidden);
+        }
+        if !caller.scopes.contains(&Scope::Sudo) {
+            return Err(Error::SudoScopeMissing);
+        }
+        let by_id = match identifier.parse::<u64>() {
+            Ok(user_id) => self.storage().user(UserId::new(user_id)).await?,
+            Err(_) => None,
+        };
+        let found = match by_id {
+            Some(user) => Some(user),
+            None => self.storage().user_by_username(identifier).await?,
+        };
+        let Some(user) = found else {
+            return Err(Error::SudoUserNotFound(identifier.to_owned()));
+        };
+        Ok(Caller {
+            sudo_by: Some(caller.user.id),
+            user,
+            ..caller
+        })
     }
 
     /// A cached token answers at once and is never throttled. Anything else that could be a
@@ -199,6 +243,7 @@ impl App {
         let caller = Caller {
             user,
             scopes,
+            sudo_by: None,
             expires_on,
         };
         if caller.expired(today) {
@@ -346,6 +391,9 @@ mod tests {
                 auth_failures_per_minute: 30,
                 agent_token_failures_per_minute: 600,
                 argon2_queue_limit: 64,
+                agent_token_max_lifetime: None,
+                require_agent_token_expiry: false,
+                max_rotation_overlap: crate::config::DEFAULT_MAX_ROTATION_OVERLAP,
             },
             super::super::crypto::Sealer::new(&secrecy::SecretBox::new(Box::new([9; 32]))),
             super::super::internal::KasVerifier::new(&secrecy::SecretBox::new(Box::new(vec![
@@ -359,6 +407,7 @@ mod tests {
                 Credentials {
                     token: Some(chosen),
                     client: None,
+                    sudo: None,
                 },
                 Intent::Write,
             )
@@ -373,6 +422,7 @@ mod tests {
         let credentials = Credentials {
             token: Some(SecretString::from("glpat-secret")),
             client: None,
+            sudo: None,
         };
         assert!(!format!("{credentials:?}").contains("glpat-secret"));
     }

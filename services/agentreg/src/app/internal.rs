@@ -88,6 +88,12 @@ pub struct AuthenticatedAgent {
     pub project_id: ProjectId,
     pub agent_id: AgentId,
     pub agent_name: String,
+    /// When the token stops working on its own (its expiry, or the end of a rotation's
+    /// overlap), checked on every use, cached or not.
+    pub usable_until_ms: Option<i64>,
+    /// The token this one replaced, while it is still retiring: this token's first use retires
+    /// it.
+    pub pending_predecessor_id: Option<AgentTokenId>,
 }
 
 /// How the agent server authenticates to a receptive agent, with the key in clear.
@@ -131,19 +137,30 @@ impl App {
             self.authentication_failed(client, "kas_jwt").await;
             return Err(error);
         }
+        let now = now_ms();
         let result = match (cached, agent_token, digest) {
             (Some(agent), _, _) => {
                 AuthCounters::bump(&self.inner.counters.cache_hits);
                 Ok(agent)
             }
-            (None, Some(token), Some(digest)) => self.throttled_agent_token(token, digest).await,
+            (None, Some(token), Some(digest)) => {
+                self.throttled_agent_token(token, digest, now).await
+            }
             (None, None, _) | (None, Some(_), None) => Err(Error::Unauthorized),
         };
+        // An expired token fails exactly like a revoked one, even from the cache.
+        let result = result.and_then(|agent| match agent.usable_until_ms {
+            Some(until_ms) if until_ms <= now => Err(Error::Unauthorized),
+            Some(_) | None => Ok(agent),
+        });
         if let Err(Error::Unauthorized) = &result {
             self.authentication_failed(client, "agent_token").await;
         }
         let agent = result?;
-        self.inner.usage.record(agent.token_id, now_ms());
+        self.inner.usage.record(agent.token_id, now);
+        if agent.pending_predecessor_id.is_some() {
+            self.complete_rotation(agent.token_id, now).await;
+        }
         Ok(agent)
     }
 
@@ -153,6 +170,7 @@ impl App {
         &self,
         token: SecretString,
         digest: TokenDigest,
+        now_ms: i64,
     ) -> Result<AuthenticatedAgent, Error> {
         // A string that cannot be an agent token never reaches storage or argon2.
         let Some(handle) = token_handle(TokenKind::Agent, token.expose_secret()) else {
@@ -173,7 +191,7 @@ impl App {
             limiter.release(&per_handle);
             return Err(Error::TooManyRequests { retry_after_secs });
         }
-        let result = self.verify_agent_token(token, digest, handle).await;
+        let result = self.verify_agent_token(token, digest, handle, now_ms).await;
         if !matches!(result, Err(Error::Unauthorized)) {
             limiter.release(&per_handle);
             limiter.release(&ThrottleKey::AllAgentTokens);
@@ -187,11 +205,12 @@ impl App {
         token: SecretString,
         digest: TokenDigest,
         handle: TokenHandle,
+        now: i64,
     ) -> Result<AuthenticatedAgent, Error> {
         let cache = &self.inner.agent_tokens;
         let generation = cache.generation();
         let found = self.storage().agent_token_by_handle(&handle).await?;
-        let Some(stored) = found.filter(|stored| stored.token.status.is_active()) else {
+        let Some(stored) = found.filter(|stored| stored.token.is_usable(now)) else {
             return Err(Error::Unauthorized);
         };
         if !self.verify_secret(&token, stored.secret_hash).await? {
@@ -210,6 +229,8 @@ impl App {
             project_id: stored.project_id,
             agent_id: found_agent.id,
             agent_name: found_agent.name,
+            usable_until_ms: stored.usable_until_ms(),
+            pending_predecessor_id: stored.pending_predecessor_id,
         };
         cache.insert(generation, digest, agent.token_id, agent.clone());
         Ok(agent)
@@ -404,6 +425,9 @@ mod tests {
                 auth_failures_per_minute: 30,
                 agent_token_failures_per_minute: 600,
                 argon2_queue_limit: 64,
+                agent_token_max_lifetime: None,
+                require_agent_token_expiry: false,
+                max_rotation_overlap: crate::config::DEFAULT_MAX_ROTATION_OVERLAP,
             },
             sealer.clone(),
             KasVerifier::new(&SecretBox::new(Box::new(vec![7; 32]))),

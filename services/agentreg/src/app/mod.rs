@@ -3,6 +3,7 @@
 //! domain types, talks to storage only through the port (`Arc<dyn Storage>`), and runs argon2 on
 //! the blocking pool.
 
+pub mod admin_tokens;
 pub mod agent_tokens;
 pub mod agents;
 pub mod audit;
@@ -12,6 +13,7 @@ pub mod crypto;
 mod failure_audit;
 pub mod identity;
 pub mod internal;
+pub mod inventory;
 mod limiter;
 pub mod pagination;
 mod snapshot;
@@ -21,7 +23,7 @@ pub mod usage;
 use agentreg_domain::access::ProjectRole;
 use agentreg_domain::entities::Project;
 use agentreg_domain::ids::ProjectRef;
-use agentreg_domain::ids::{AgentTokenId, PersonalAccessTokenId, UserId};
+use agentreg_domain::ids::{AgentTokenId, PersonalAccessTokenId};
 use agentreg_domain::validation::ValidationErrors;
 use agentreg_storage::port::Invalidation;
 use agentreg_storage::port::Storage;
@@ -72,6 +74,26 @@ pub enum Error {
     /// Validation of a user or project failed: messages keyed by attribute.
     #[error("{0}")]
     InvalidAttributes(ValidationErrors),
+    /// `Sudo` from a caller who is not an administrator.
+    #[error("403 Forbidden - Must be admin to use sudo")]
+    SudoForbidden,
+    /// `Sudo` with a token that lacks the `sudo` scope (GitLab's `insufficient_scope`).
+    #[error("insufficient_scope")]
+    SudoScopeMissing,
+    /// `Sudo` names no user.
+    #[error("404 User with ID or username '{0}' Not Found")]
+    SudoUserNotFound(String),
+    /// The admin token API found no token with this value (GitLab's
+    /// `{"message":{"error":"Not found"}}`).
+    #[error("Not found")]
+    AdminTokenNotFound,
+    /// The admin token API does not know the value's kind (GitLab's 422).
+    #[error("Token type not supported.")]
+    TokenTypeNotSupported,
+    /// The admin token API found the token but cannot act on it (a 422, as for an unsupported
+    /// kind).
+    #[error("{0}")]
+    AdminTokenRefused(String),
     /// A unique value is taken (user create, member add).
     #[error("{0}")]
     Conflict(&'static str),
@@ -149,6 +171,12 @@ pub struct AppConfig {
     pub agent_token_failures_per_minute: u32,
     /// Callers waiting for argon2 beyond which new verifications are refused at once.
     pub argon2_queue_limit: usize,
+    /// How far ahead an agent token's `expires_at` may be; `None` for no limit.
+    pub agent_token_max_lifetime: Option<std::time::Duration>,
+    /// Refuse agent tokens without an `expires_at`.
+    pub require_agent_token_expiry: bool,
+    /// The longest overlap a rotation may ask for; longer requests are cut to it.
+    pub max_rotation_overlap: std::time::Duration,
 }
 
 /// Counters that metrics report.
@@ -157,6 +185,8 @@ pub struct AuthCounters {
     pub argon2_verifications: AtomicU64,
     pub cache_hits: AtomicU64,
     pub failures: AtomicU64,
+    /// Agent token rotations this process performed.
+    pub rotations: AtomicU64,
 }
 
 impl AuthCounters {
@@ -167,6 +197,15 @@ impl AuthCounters {
 
 /// How many of each record exist, for metrics.
 pub use agentreg_storage::port::Counts as Inventory;
+
+/// Agent token deadlines as metrics report them.
+#[derive(Debug, Clone, Default)]
+pub struct TokenLifetimes {
+    /// Time left on each usable token with an expiry.
+    pub seconds_to_expiry: Vec<f64>,
+    /// Usable tokens being rotated.
+    pub n_retiring: u64,
+}
 
 /// The application: cheap to clone, shared by every request.
 #[derive(Clone)]
@@ -239,6 +278,36 @@ impl App {
     /// The numbers of agents, active tokens and URL configurations.
     pub async fn inventory(&self) -> Result<Inventory, Error> {
         Ok(self.inner.storage.counts().await?)
+    }
+
+    /// The time left on every usable agent token with an expiry, in seconds, and the number of
+    /// usable tokens being rotated.
+    pub async fn token_lifetimes(&self) -> Result<TokenLifetimes, Error> {
+        let deadlines = self.inner.storage.agent_token_deadlines().await?;
+        let now = now_ms();
+        let mut lifetimes = TokenLifetimes::default();
+        for deadline in deadlines {
+            let retiring = deadline.retiring_until_ms.filter(|until| *until > now);
+            let expiry = deadline.expires_at_ms;
+            if expiry.is_some_and(|expires| expires <= now)
+                || deadline.retiring_until_ms.is_some_and(|until| until <= now)
+            {
+                continue;
+            }
+            if retiring.is_some() {
+                lifetimes.n_retiring += 1;
+            }
+            if let Some(expires) = expiry {
+                #[expect(
+                    clippy::cast_precision_loss,
+                    reason = "milliseconds to seconds for a histogram"
+                )]
+                lifetimes
+                    .seconds_to_expiry
+                    .push((expires - now) as f64 / 1_000.0);
+            }
+        }
+        Ok(lifetimes)
     }
 
     /// Whether storage can serve requests (readiness and gRPC health).
@@ -411,9 +480,13 @@ pub(crate) fn now_ms() -> i64 {
     i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// The user an operation acts for, when recorded as an author.
-pub(crate) fn author(caller: &Caller) -> Option<UserId> {
-    Some(caller.user.id)
+/// Who an operation acts for, when recorded as an author: the caller, or the user `Sudo` named,
+/// with the administrator who used it.
+pub(crate) fn author(caller: &Caller) -> audit::Author {
+    audit::Author {
+        user_id: Some(caller.user.id),
+        sudo_by: caller.sudo_by,
+    }
 }
 
 #[cfg(test)]

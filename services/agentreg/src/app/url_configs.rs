@@ -11,7 +11,9 @@ use super::crypto::{SealedFor, SealedMode};
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
 use agentreg_domain::entities::{SealedUrlAuth, UrlConfiguration};
 use agentreg_domain::ids::{AgentId, ProjectRef, UrlConfigurationId};
-use agentreg_domain::url_config::{Ed25519KeyPair, UrlAuthSpec, UrlConfigInput, UrlConfigSpec};
+use agentreg_domain::url_config::{
+    Ed25519KeyPair, UrlAuthSpec, UrlConfigInput, UrlConfigSpec, pem_from_pem_or_base64,
+};
 use agentreg_storage::port::NewUrlConfiguration;
 use agentreg_storage::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use secrecy::ExposeSecret;
@@ -120,11 +122,17 @@ impl App {
         if agent.is_receptive() {
             return Err(Error::BadRequest(ALREADY_EXISTS.to_owned()));
         }
+        let client_cert = input.client_cert.as_deref().map(pem_from_pem_or_base64);
+        let client_key = input
+            .client_key
+            .as_ref()
+            .map(|key| pem_from_pem_or_base64(key.expose_secret()));
+        let ca_cert = input.ca_cert.as_deref().map(pem_from_pem_or_base64);
         let spec = UrlConfigSpec::parse(&UrlConfigInput {
             url,
-            client_cert: input.client_cert.as_deref(),
-            client_key: input.client_key.as_ref().map(|key| key.expose_secret()),
-            ca_cert: input.ca_cert.as_deref(),
+            client_cert: client_cert.as_ref().map(|pem| pem.as_str()),
+            client_key: client_key.as_ref().map(|pem| pem.as_str()),
+            ca_cert: ca_cert.as_ref().map(|pem| pem.as_str()),
             tls_host: input.tls_host.as_deref(),
         })
         .map_err(|errors| Error::Invalid(errors.messages().to_vec()))?;
@@ -161,10 +169,10 @@ impl App {
             ca_cert: spec.ca_cert().map(str::to_owned),
             tls_host: spec.tls_host().map(str::to_owned),
             auth,
-            created_by_user_id: author(&access.caller),
+            created_by_user_id: author(&access.caller).user_id,
         };
         let project_id = access.project.id;
-        let user_id = author(&access.caller);
+        let author = author(&access.caller);
         let now = now_ms();
         let agent_name = agent.name.clone();
         let audit = Arc::new(move |config: &UrlConfiguration| {
@@ -175,7 +183,7 @@ impl App {
                 entity_id: config.id.get(),
                 target_details: &config.url,
             };
-            audit::event(project_id, user_id, entry)
+            audit::event(project_id, author, entry)
         });
         let created = self
             .storage()
@@ -205,7 +213,7 @@ impl App {
         }
         let agent = self.find_agent(access, agent_id).await?;
         let project_id = access.project.id;
-        let user_id = author(&access.caller);
+        let author = author(&access.caller);
         let precondition = unmodified_since.map(UnmodifiedSinceSeconds::precondition);
         let now = now_ms();
         let agent_name = agent.name.clone();
@@ -217,7 +225,7 @@ impl App {
                 entity_id: config.id.get(),
                 target_details: &config.url,
             };
-            audit::event(project_id, user_id, entry)
+            audit::event(project_id, author, entry)
         });
         let deleted = self
             .storage()

@@ -1,14 +1,17 @@
-//! `AgentService` and `AgentTokenService`.
+//! `AgentService`, `AgentTokenService` and `AdminTokenService`.
 
+use super::pb::admin_token_service_server::AdminTokenService;
 use super::pb::agent_service_server::AgentService;
 use super::pb::agent_token_service_server::AgentTokenService;
 use super::{caller, id, page_info, pagination, pb, status, timestamp, unmodified_since};
-use crate::app::agent_tokens::NewAgentTokenInput;
+use crate::app::admin_tokens::IdentifiedToken;
+use crate::app::agent_tokens::{NewAgentTokenInput, RotateAgentTokenInput, TokenListStatus};
 use crate::app::agents::AgentDetails;
+use crate::app::inventory::InventoryFilters;
 use crate::app::{App, Intent};
 use agentreg_domain::entities::AgentToken;
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 
 pub struct AgentGrpc {
@@ -21,6 +24,42 @@ pub struct AgentTokenGrpc {
 
 #[tonic::async_trait]
 impl AgentService for AgentGrpc {
+    async fn list_instance_agents(
+        &self,
+        request: Request<pb::ListInstanceAgentsRequest>,
+    ) -> Result<Response<pb::ListInstanceAgentsResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Read).await?;
+        let request = request.into_inner();
+        let pagination = pagination(request.page)?;
+        let filters = InventoryFilters {
+            unused_since: request.unused_since,
+            token_expires_before: request.token_expires_before,
+            project: request.project,
+        };
+        let (entries, info) = self
+            .app
+            .agent_inventory(&caller, filters, pagination)
+            .await
+            .map_err(status)?;
+        let agents = entries
+            .iter()
+            .map(|entry| pb::InventoryAgent {
+                agent: Some(agent(&AgentDetails {
+                    agent: entry.agent.clone(),
+                    project: entry.project.clone(),
+                })),
+                project_path: entry.project.path_with_namespace(),
+                active_tokens: i64::try_from(entry.n_active_tokens).unwrap_or(i64::MAX),
+                last_used_at: entry.last_used_at_ms.map(timestamp),
+                earliest_expires_at: entry.earliest_expires_at_ms.map(timestamp),
+            })
+            .collect();
+        Ok(Response::new(pb::ListInstanceAgentsResponse {
+            agents,
+            page_info: Some(page_info(&info)),
+        }))
+    }
+
     async fn list_agents(
         &self,
         request: Request<pb::ListAgentsRequest>,
@@ -100,12 +139,20 @@ impl AgentTokenService for AgentTokenGrpc {
         let caller = caller(&self.app, &request, Intent::Read).await?;
         let request = request.into_inner();
         let pagination = pagination(request.page)?;
+        let token_status = request
+            .status
+            .as_deref()
+            .map(TokenListStatus::parse)
+            .transpose()
+            .map_err(status)?
+            .unwrap_or_default();
         let (tokens, info) = self
             .app
             .list_agent_tokens(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
+                token_status,
                 pagination,
             )
             .await
@@ -144,6 +191,7 @@ impl AgentTokenService for AgentTokenGrpc {
         let input = NewAgentTokenInput {
             name: request.name,
             description: request.description,
+            expires_at: request.expires_at,
         };
         let created = self
             .app
@@ -172,10 +220,95 @@ impl AgentTokenService for AgentTokenGrpc {
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
                 AgentTokenId::from_wire(request.token_id),
+                request.reason,
             )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RevokeAgentTokenResponse {}))
+    }
+
+    async fn rotate_agent_token(
+        &self,
+        request: Request<pb::RotateAgentTokenRequest>,
+    ) -> Result<Response<pb::RotateAgentTokenResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let request = request.into_inner();
+        let input = RotateAgentTokenInput {
+            name: request.name,
+            description: request.description,
+            expires_at: request.expires_at,
+            overlap_seconds: request.overlap_seconds,
+        };
+        let rotated = self
+            .app
+            .rotate_agent_token(
+                &caller,
+                &ProjectRef::parse(&request.project),
+                AgentId::from_wire(request.agent_id),
+                AgentTokenId::from_wire(request.token_id),
+                input,
+            )
+            .await
+            .map_err(status)?;
+        let mut successor = token(&rotated.successor.token, true);
+        successor.token = Some(rotated.successor.plaintext.expose_secret().to_owned());
+        Ok(Response::new(pb::RotateAgentTokenResponse {
+            successor: Some(successor),
+            predecessor: Some(token(&rotated.predecessor, true)),
+        }))
+    }
+}
+
+/// `AdminTokenService`.
+pub struct AdminTokenGrpc {
+    pub app: App,
+}
+
+#[tonic::async_trait]
+impl AdminTokenService for AdminTokenGrpc {
+    async fn identify_token(
+        &self,
+        request: Request<pb::IdentifyTokenRequest>,
+    ) -> Result<Response<pb::IdentifiedToken>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let value = request.into_inner().token.map(SecretString::from);
+        let identified = self
+            .app
+            .identify_token(&caller, value)
+            .await
+            .map_err(status)?;
+        let found = match &identified {
+            IdentifiedToken::Agent(agent_token) => {
+                pb::identified_token::Token::AgentToken(token(agent_token, true))
+            }
+            IdentifiedToken::PersonalAccess(pat) => {
+                pb::identified_token::Token::PersonalAccessToken(pb::PersonalAccessToken {
+                    id: id(pat.id),
+                    name: pat.name.clone(),
+                    revoked: pat.revoked,
+                    created_at: Some(timestamp(pat.created_at_ms)),
+                    scopes: pat.scopes.clone(),
+                    user_id: id(pat.user_id),
+                    active: !pat.revoked,
+                    expires_at: pat.expires_at.clone(),
+                    token: String::new(),
+                })
+            }
+        };
+        Ok(Response::new(pb::IdentifiedToken { token: Some(found) }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let caller = caller(&self.app, &request, Intent::Write).await?;
+        let value = request.into_inner().token.map(SecretString::from);
+        self.app
+            .revoke_identified_token(&caller, value)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 }
 
@@ -206,5 +339,20 @@ fn token(token: &AgentToken, with_last_used: bool) -> pb::AgentToken {
             None
         },
         token: None,
+        expires_at: token.expires_at_ms.map(timestamp),
+        revoked_at: token
+            .revocation
+            .as_ref()
+            .map(|revocation| timestamp(revocation.revoked_at_ms)),
+        revoked_by_user_id: token
+            .revocation
+            .as_ref()
+            .and_then(|revocation| revocation.revoked_by_user_id.map(id)),
+        revoked_reason: token
+            .revocation
+            .as_ref()
+            .map(|revocation| revocation.reason.as_str().to_owned()),
+        retiring_until: token.retiring_until_ms.map(timestamp),
+        successor_id: token.successor_id.map(id),
     }
 }

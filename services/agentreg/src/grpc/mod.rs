@@ -8,7 +8,7 @@ mod identity;
 mod internal;
 mod url_configs;
 
-pub use agents::{AgentGrpc, AgentTokenGrpc};
+pub use agents::{AdminTokenGrpc, AgentGrpc, AgentTokenGrpc};
 pub use audit::AuditEventGrpc;
 pub use identity::{MetaGrpc, ProjectGrpc, UserGrpc};
 pub use internal::InternalGrpc;
@@ -95,9 +95,22 @@ async fn caller<T>(app: &App, request: &Request<T>, intent: Intent) -> Result<Ca
         .get::<PresentedToken>()
         .and_then(|presented| presented.0.clone());
     let client = client_address(request);
-    app.authenticate(Credentials { token, client }, intent)
-        .await
-        .map_err(status)
+    let sudo = request
+        .metadata()
+        .get("sudo")
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.trim().to_owned())
+        .filter(|identifier| !identifier.is_empty());
+    app.authenticate(
+        Credentials {
+            token,
+            client,
+            sudo,
+        },
+        intent,
+    )
+    .await
+    .map_err(status)
 }
 
 /// The one mapping from app errors to gRPC statuses. Messages are REST's texts.
@@ -107,12 +120,20 @@ pub fn status(error: Error) -> Status {
         Error::InsufficientScope => Status::permission_denied(
             "insufficient_scope: The request requires higher privileges than provided by the access token.",
         ),
-        Error::Forbidden => Status::permission_denied(error.to_string()),
+        Error::Forbidden | Error::SudoForbidden => Status::permission_denied(error.to_string()),
+        Error::SudoScopeMissing => Status::permission_denied(
+            "insufficient_scope: The request requires higher privileges than provided by the access token.",
+        ),
+        Error::SudoUserNotFound(_) => Status::not_found(error.to_string()),
         Error::ProjectNotFound
         | Error::ClusterAgentsNotFound
         | Error::RecordNotFound
         | Error::NotFound
-        | Error::UserNotFound => Status::not_found(error.to_string()),
+        | Error::UserNotFound
+        | Error::AdminTokenNotFound => Status::not_found(error.to_string()),
+        Error::TokenTypeNotSupported | Error::AdminTokenRefused(_) => {
+            Status::invalid_argument(error.to_string())
+        }
         Error::InvalidParameter(_) | Error::BadRequest(_) | Error::Invalid(_) => {
             Status::invalid_argument(error.to_string())
         }

@@ -2,13 +2,14 @@
 
 use super::dto::{AgentTokenBasicJson, AgentTokenJson, AgentTokenWithTokenJson};
 use super::extract::{Authenticated, Ids, Params, RequestTarget};
-use super::openapi::bodies::NewAgentTokenBody;
+use super::openapi::bodies::{NewAgentTokenBody, RotateAgentTokenBody};
 use super::openapi::{
     AgentPath, AgentTokenPage, AgentTokenPath, BadRequest, InvalidParameter, NotFound, PageQuery,
-    PayloadTooLarge, TooManyRequests, Unauthorized, UnsupportedMediaType, WriteForbidden,
+    PayloadTooLarge, RevocationReasonQuery, TokenStatusQuery, TooManyRequests, Unauthorized,
+    UnsupportedMediaType, WriteForbidden,
 };
 use super::{ApiError, RestState, paginated};
-use crate::app::agent_tokens::NewAgentTokenInput;
+use crate::app::agent_tokens::{NewAgentTokenInput, RotateAgentTokenInput, TokenListStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId};
 use axum::Json;
 use axum::extract::State;
@@ -21,7 +22,7 @@ use axum::response::{IntoResponse, Response};
     path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens",
     operation_id = "list_agent_tokens",
     tag = "agent_tokens",
-    params(AgentPath, PageQuery),
+    params(AgentPath, PageQuery, TokenStatusQuery),
     responses(
         (status = 200, response = AgentTokenPage),
         (status = 400, response = InvalidParameter),
@@ -41,9 +42,14 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let pagination = params.pagination()?;
+    let status = params
+        .optional_text("status")?
+        .map(|text| TokenListStatus::parse(&text))
+        .transpose()?
+        .unwrap_or_default();
     let (tokens, info) = state
         .app
-        .list_agent_tokens(&caller, &ids.project(), agent_id, pagination)
+        .list_agent_tokens(&caller, &ids.project(), agent_id, status, pagination)
         .await?;
     let body: Vec<AgentTokenBasicJson> = tokens.iter().map(AgentTokenBasicJson::from).collect();
     Ok(paginated(&state, &target, &ids, &params, &info, body))
@@ -135,6 +141,7 @@ pub(super) async fn create(
     let input = NewAgentTokenInput {
         name: params.required_text("name")?,
         description: params.optional_text("description")?,
+        expires_at: params.optional_text("expires_at")?,
     };
     let created = state
         .app
@@ -150,7 +157,7 @@ pub(super) async fn create(
     path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}",
     operation_id = "revoke_agent_token",
     tag = "agent_tokens",
-    params(AgentTokenPath),
+    params(AgentTokenPath, RevocationReasonQuery),
     responses(
         (status = 204, description = "Revoked."),
         (status = 400, response = InvalidParameter),
@@ -166,13 +173,65 @@ pub(super) async fn revoke(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
     ids: Ids,
-    _params: Params,
+    params: Params,
 ) -> Result<Response, ApiError> {
     let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let token_id = AgentTokenId::from_wire(ids.integer("token_id")?);
+    let reason = params.optional_text("reason")?;
     state
         .app
-        .revoke_agent_token(&caller, &ids.project(), agent_id, token_id)
+        .revoke_agent_token(&caller, &ids.project(), agent_id, token_id, reason)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Rotates a token (Maintainer and above; agentreg extension): creates its successor, shown
+/// once with its secret, and marks the token retiring. The token keeps working until the
+/// successor's first use by an agent, or until `overlap_seconds` pass.
+#[utoipa::path(
+    post,
+    path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}/rotate",
+    operation_id = "rotate_agent_token",
+    tag = "agent_tokens",
+    params(AgentTokenPath),
+    request_body(content(
+        (RotateAgentTokenBody = "application/json"),
+        (RotateAgentTokenBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (
+            status = 201,
+            description = "The successor, with its secret shown this once.",
+            body = AgentTokenWithTokenJson,
+        ),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WriteForbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+    ),
+)]
+pub(super) async fn rotate(
+    State(state): State<RestState>,
+    Authenticated(caller): Authenticated,
+    ids: Ids,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
+    let token_id = AgentTokenId::from_wire(ids.integer("token_id")?);
+    let input = RotateAgentTokenInput {
+        name: params.optional_text("name")?,
+        description: params.optional_text("description")?,
+        expires_at: params.optional_text("expires_at")?,
+        overlap_seconds: params.integer("overlap_seconds")?,
+    };
+    let rotated = state
+        .app
+        .rotate_agent_token(&caller, &ids.project(), agent_id, token_id, input)
+        .await?;
+    let successor = &rotated.successor;
+    let body = AgentTokenWithTokenJson::new(&successor.token, &successor.plaintext);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }

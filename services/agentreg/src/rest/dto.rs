@@ -119,6 +119,26 @@ pub(crate) struct AgentTokenBasicJson {
     created_at: String,
     #[schema(required = true)]
     created_by_user_id: Option<u64>,
+    /// When the token stops working on its own (agentreg extension); `null` when it never does.
+    #[schema(required = true, format = DateTime)]
+    expires_at: Option<String>,
+    /// When a revoked or expired token stopped working (agentreg extension).
+    #[schema(required = true, format = DateTime)]
+    revoked_at: Option<String>,
+    /// Who revoked the token (agentreg extension); `null` for an expired token.
+    #[schema(required = true)]
+    revoked_by_user_id: Option<u64>,
+    /// `revoked`, `rotated`, `expired`, `agent_deleted`, or the revoker's text (agentreg
+    /// extension).
+    #[schema(required = true)]
+    revoked_reason: Option<String>,
+    /// Set once the token is rotated (agentreg extension): it keeps working until its successor
+    /// is first used, or until this time.
+    #[schema(required = true, format = DateTime)]
+    retiring_until: Option<String>,
+    /// The token that replaced this one in a rotation (agentreg extension).
+    #[schema(required = true)]
+    successor_id: Option<u64>,
 }
 
 impl From<&AgentToken> for AgentTokenBasicJson {
@@ -131,6 +151,21 @@ impl From<&AgentToken> for AgentTokenBasicJson {
             status: TokenStatus::of(token),
             created_at: timestamp(token.created_at_ms),
             created_by_user_id: token.created_by_user_id.map(u64::from),
+            expires_at: token.expires_at_ms.map(timestamp),
+            revoked_at: token
+                .revocation
+                .as_ref()
+                .map(|r| timestamp(r.revoked_at_ms)),
+            revoked_by_user_id: token
+                .revocation
+                .as_ref()
+                .and_then(|r| r.revoked_by_user_id.map(u64::from)),
+            revoked_reason: token
+                .revocation
+                .as_ref()
+                .map(|r| r.reason.as_str().to_owned()),
+            retiring_until: token.retiring_until_ms.map(timestamp),
+            successor_id: token.successor_id.map(u64::from),
         }
     }
 }
@@ -153,6 +188,26 @@ pub(crate) struct AgentTokenJson {
     created_by_user_id: Option<u64>,
     #[schema(required = true, format = DateTime)]
     last_used_at: Option<String>,
+    /// When the token stops working on its own (agentreg extension); `null` when it never does.
+    #[schema(required = true, format = DateTime)]
+    expires_at: Option<String>,
+    /// When a revoked or expired token stopped working (agentreg extension).
+    #[schema(required = true, format = DateTime)]
+    revoked_at: Option<String>,
+    /// Who revoked the token (agentreg extension); `null` for an expired token.
+    #[schema(required = true)]
+    revoked_by_user_id: Option<u64>,
+    /// `revoked`, `rotated`, `expired`, `agent_deleted`, or the revoker's text (agentreg
+    /// extension).
+    #[schema(required = true)]
+    revoked_reason: Option<String>,
+    /// Set once the token is rotated (agentreg extension): it keeps working until its successor
+    /// is first used, or until this time.
+    #[schema(required = true, format = DateTime)]
+    retiring_until: Option<String>,
+    /// The token that replaced this one in a rotation (agentreg extension).
+    #[schema(required = true)]
+    successor_id: Option<u64>,
 }
 
 impl From<&AgentToken> for AgentTokenJson {
@@ -166,6 +221,21 @@ impl From<&AgentToken> for AgentTokenJson {
             created_at: timestamp(token.created_at_ms),
             created_by_user_id: token.created_by_user_id.map(u64::from),
             last_used_at: token.last_used_at_ms.map(timestamp),
+            expires_at: token.expires_at_ms.map(timestamp),
+            revoked_at: token
+                .revocation
+                .as_ref()
+                .map(|r| timestamp(r.revoked_at_ms)),
+            revoked_by_user_id: token
+                .revocation
+                .as_ref()
+                .and_then(|r| r.revoked_by_user_id.map(u64::from)),
+            revoked_reason: token
+                .revocation
+                .as_ref()
+                .map(|r| r.reason.as_str().to_owned()),
+            retiring_until: token.retiring_until_ms.map(timestamp),
+            successor_id: token.successor_id.map(u64::from),
         }
     }
 }
@@ -192,6 +262,26 @@ pub(crate) struct AgentTokenWithTokenJson<'a> {
     #[serde(serialize_with = "expose")]
     #[schema(value_type = String)]
     token: &'a SecretString,
+    /// When the token stops working on its own (agentreg extension); `null` when it never does.
+    #[schema(required = true, format = DateTime)]
+    expires_at: Option<String>,
+    /// When a revoked or expired token stopped working (agentreg extension).
+    #[schema(required = true, format = DateTime)]
+    revoked_at: Option<String>,
+    /// Who revoked the token (agentreg extension); `null` for an expired token.
+    #[schema(required = true)]
+    revoked_by_user_id: Option<u64>,
+    /// `revoked`, `rotated`, `expired`, `agent_deleted`, or the revoker's text (agentreg
+    /// extension).
+    #[schema(required = true)]
+    revoked_reason: Option<String>,
+    /// Set once the token is rotated (agentreg extension): it keeps working until its successor
+    /// is first used, or until this time.
+    #[schema(required = true, format = DateTime)]
+    retiring_until: Option<String>,
+    /// The token that replaced this one in a rotation (agentreg extension).
+    #[schema(required = true)]
+    successor_id: Option<u64>,
 }
 
 impl<'a> AgentTokenWithTokenJson<'a> {
@@ -209,6 +299,12 @@ impl<'a> AgentTokenWithTokenJson<'a> {
             created_at: shown.created_at,
             created_by_user_id: shown.created_by_user_id,
             last_used_at: shown.last_used_at,
+            expires_at: shown.expires_at,
+            revoked_at: shown.revoked_at,
+            revoked_by_user_id: shown.revoked_by_user_id,
+            revoked_reason: shown.revoked_reason,
+            retiring_until: shown.retiring_until,
+            successor_id: shown.successor_id,
             token: plaintext,
         }
     }
@@ -662,17 +758,17 @@ pub(crate) struct InsufficientScopeJson {
     error: &'static str,
     #[schema(value_type = String)]
     error_description: &'static str,
-    /// The scope the route needs: `api`.
+    /// The scope the request needs: `api`, or `sudo` for a request with `Sudo`.
     #[schema(value_type = String)]
     scope: &'static str,
 }
 
 impl InsufficientScopeJson {
-    pub(crate) fn new() -> InsufficientScopeJson {
+    pub(crate) fn for_scope(scope: &'static str) -> InsufficientScopeJson {
         InsufficientScopeJson {
             error: "insufficient_scope",
             error_description: "The request requires higher privileges than provided by the access token.",
-            scope: "api",
+            scope,
         }
     }
 }
@@ -754,5 +850,132 @@ mod tests {
             value.to_string(),
             r#"{"agents":[{"id":1,"url":"grpc://a.example","ca_cert":null,"tls_host":null,"jwt":{"private_key":"c2VlZA=="},"mtls":null},{"id":2,"url":"grpc://b.example","ca_cert":"ca","tls_host":"b","jwt":null,"mtls":{"client_key":"-----BEGIN PRIVATE KEY-----","client_cert":"cert"}}]}"#
         );
+    }
+}
+
+/// GitLab's error with a nested message: `{"message": {"error": "Not found"}}` (the admin token
+/// API's 404).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NestedError)]
+pub(crate) struct NestedErrorJson {
+    message: NestedErrorMessageJson,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NestedErrorMessage)]
+pub(crate) struct NestedErrorMessageJson {
+    error: String,
+}
+
+impl NestedErrorJson {
+    pub(crate) fn new(error: &str) -> NestedErrorJson {
+        NestedErrorJson {
+            message: NestedErrorMessageJson {
+                error: error.to_owned(),
+            },
+        }
+    }
+}
+
+/// GitLab's `PersonalAccessToken`: everything but the secret.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PersonalAccessToken)]
+pub(crate) struct PersonalAccessTokenInfoJson {
+    id: u64,
+    name: String,
+    revoked: bool,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Always `null`: agentreg stores no token descriptions.
+    #[schema(required = true)]
+    description: Option<String>,
+    scopes: Vec<String>,
+    user_id: u64,
+    /// Always `null`: agentreg does not track personal access token use.
+    #[schema(required = true, format = DateTime)]
+    last_used_at: Option<String>,
+    active: bool,
+    #[schema(required = true, format = Date)]
+    expires_at: Option<String>,
+}
+
+impl From<&agentreg_domain::entities::PersonalAccessToken> for PersonalAccessTokenInfoJson {
+    fn from(token: &agentreg_domain::entities::PersonalAccessToken) -> PersonalAccessTokenInfoJson {
+        PersonalAccessTokenInfoJson {
+            id: token.id.get(),
+            name: token.name.clone(),
+            revoked: token.revoked,
+            created_at: timestamp(token.created_at_ms),
+            description: None,
+            scopes: token.scopes.clone(),
+            user_id: token.user_id.get(),
+            last_used_at: None,
+            active: !token.revoked,
+            expires_at: token.expires_at.clone(),
+        }
+    }
+}
+
+/// A token found by its value: an agent token or a personal access token, in its own shape.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = IdentifiedToken)]
+pub(crate) enum IdentifiedTokenJson {
+    Agent(AgentTokenJson),
+    PersonalAccess(PersonalAccessTokenInfoJson),
+}
+
+/// One agent of the instance inventory (agentreg extension).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = InventoryAgent)]
+pub(crate) struct InventoryAgentJson {
+    id: u64,
+    name: String,
+    project_id: u64,
+    /// The project's full path, `owner/path`.
+    project_path: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(required = true)]
+    created_by_user_id: Option<u64>,
+    is_receptive: bool,
+    token_summary: TokenSummaryJson,
+}
+
+/// An agent's tokens at a glance.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = TokenSummary)]
+pub(crate) struct TokenSummaryJson {
+    /// Tokens that authenticate now (retiring ones included).
+    active: u64,
+    /// The most recent use of any of the agent's tokens.
+    #[schema(required = true, format = DateTime)]
+    last_used_at: Option<String>,
+    /// The earliest expiry among the tokens that authenticate now.
+    #[schema(required = true, format = DateTime)]
+    earliest_expires_at: Option<String>,
+}
+
+impl From<&crate::app::inventory::InventoryEntry> for InventoryAgentJson {
+    fn from(entry: &crate::app::inventory::InventoryEntry) -> InventoryAgentJson {
+        InventoryAgentJson {
+            id: entry.agent.id.get(),
+            name: entry.agent.name.clone(),
+            project_id: entry.project.id.get(),
+            project_path: entry.project.path_with_namespace(),
+            created_at: timestamp(entry.agent.created_at_ms),
+            created_by_user_id: entry.agent.created_by_user_id.map(u64::from),
+            is_receptive: entry.agent.is_receptive(),
+            token_summary: TokenSummaryJson {
+                active: entry.n_active_tokens,
+                last_used_at: entry.last_used_at_ms.map(timestamp),
+                earliest_expires_at: entry.earliest_expires_at_ms.map(timestamp),
+            },
+        }
     }
 }

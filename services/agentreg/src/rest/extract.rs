@@ -29,6 +29,7 @@ impl FromRequestParts<RestState> for Authenticated {
         let credentials = Credentials {
             token: personal_token(&parts.headers, parts.uri.query()),
             client: client_address(parts),
+            sudo: sudo_identifier(&parts.headers, parts.uri.query()),
         };
         Ok(Authenticated(
             state.app.authenticate(credentials, intent).await?,
@@ -55,6 +56,25 @@ fn client_address(parts: &Parts) -> Option<std::net::IpAddr> {
 }
 
 /// The token from `PRIVATE-TOKEN`, `Authorization: Bearer`, or `private_token` in the query.
+/// GitLab's `sudo` parameter, or else its `Sudo` header.
+fn sudo_identifier(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let from_query = query.and_then(|query| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find(|(key, _)| key == "sudo")
+            .map(|(_, value)| value)
+    });
+    from_query
+        .or_else(|| {
+            headers
+                .get("sudo")
+                .and_then(|value| value.to_str().ok())
+                .map(|value| value.trim().to_owned())
+        })
+        .filter(|identifier| !identifier.is_empty())
+}
+
 fn personal_token(headers: &HeaderMap, query: Option<&str>) -> Option<SecretString> {
     if let Some(value) = headers.get("private-token").and_then(|v| v.to_str().ok()) {
         return Some(SecretString::from(value.trim().to_owned()));

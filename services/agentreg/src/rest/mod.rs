@@ -101,6 +101,8 @@ fn routes() -> Vec<Route> {
     const AGENT: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}";
     const TOKENS: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens";
     const TOKEN: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}";
+    const TOKEN_ROTATE: &str =
+        "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}/rotate";
     const URL_CONFIGS: &str = "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations";
     const URL_CONFIG: &str =
         "/api/v4/projects/{id}/cluster_agents/{agent_id}/url_configurations/{url_configuration_id}";
@@ -108,6 +110,9 @@ fn routes() -> Vec<Route> {
         Route::get("/api/v4/openapi.json", openapi::document),
         Route::get("/api/v4/version", identity::version),
         Route::get("/api/v4/admin/snapshot", admin::snapshot),
+        Route::post("/api/v4/admin/token", admin::identify_token),
+        Route::get("/api/v4/admin/cluster_agents", admin::agent_inventory),
+        Route::delete("/api/v4/admin/token", admin::revoke_token),
         Route::get("/api/v4/user", identity::current_user),
         Route::post("/api/v4/users", identity::create_user),
         Route::post(
@@ -127,6 +132,7 @@ fn routes() -> Vec<Route> {
         Route::post(TOKENS, agent_tokens::create),
         Route::get(TOKEN, agent_tokens::show),
         Route::delete(TOKEN, agent_tokens::revoke),
+        Route::post(TOKEN_ROTATE, agent_tokens::rotate),
         Route::get(URL_CONFIGS, url_configs::list),
         Route::post(URL_CONFIGS, url_configs::create),
         Route::get(URL_CONFIG, url_configs::show),
@@ -216,20 +222,10 @@ fn app_error_response(error: Error) -> Response {
     };
     match &error {
         Error::Unauthorized => message(StatusCode::UNAUTHORIZED, "401 Unauthorized"),
-        Error::InsufficientScope => {
-            let mut response = (
-                StatusCode::FORBIDDEN,
-                axum::Json(InsufficientScopeJson::new()),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(
-                    "Bearer realm=\"\", error=\"insufficient_scope\", error_description=\"The request requires higher privileges than provided by the access token.\", scope=\"api\"",
-                ),
-            );
-            response
-        }
+        Error::InsufficientScope => insufficient_scope("api"),
+        Error::SudoScopeMissing => insufficient_scope("sudo"),
+        Error::SudoForbidden => message(StatusCode::FORBIDDEN, &error.to_string()),
+        Error::SudoUserNotFound(_) => message(StatusCode::NOT_FOUND, &error.to_string()),
         Error::Forbidden => message(StatusCode::FORBIDDEN, "403 Forbidden"),
         Error::ProjectNotFound => message(StatusCode::NOT_FOUND, "404 Project Not Found"),
         Error::ClusterAgentsNotFound => {
@@ -238,6 +234,14 @@ fn app_error_response(error: Error) -> Response {
         Error::RecordNotFound => message(StatusCode::NOT_FOUND, "404 Not found"),
         Error::NotFound => message(StatusCode::NOT_FOUND, "404 Not Found"),
         Error::UserNotFound => message(StatusCode::NOT_FOUND, "404 User Not Found"),
+        Error::AdminTokenNotFound => (
+            StatusCode::NOT_FOUND,
+            axum::Json(dto::NestedErrorJson::new("Not found")),
+        )
+            .into_response(),
+        Error::TokenTypeNotSupported | Error::AdminTokenRefused(_) => {
+            message(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string())
+        }
         Error::InvalidParameter(text) => (
             StatusCode::BAD_REQUEST,
             axum::Json(ParameterErrorJson::new(text.as_str())),
@@ -277,6 +281,25 @@ fn app_error_response(error: Error) -> Response {
             )
         }
     }
+}
+
+/// GitLab's `insufficient_scope` 403, with its `WWW-Authenticate` challenge, for `scope`.
+fn insufficient_scope(scope: &'static str) -> Response {
+    let mut response = (
+        StatusCode::FORBIDDEN,
+        axum::Json(InsufficientScopeJson::for_scope(scope)),
+    )
+        .into_response();
+    let challenge = format!(
+        "Bearer realm=\"\", error=\"insufficient_scope\", error_description=\"The request \
+         requires higher privileges than provided by the access token.\", scope=\"{scope}\""
+    );
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 /// A JSON array with GitLab's pagination headers.

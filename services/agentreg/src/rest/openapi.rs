@@ -6,7 +6,7 @@
 
 use super::dto::{
     AgentJson, AgentTokenBasicJson, AttributeErrorsJson, AuditEventJson, InsufficientScopeJson,
-    MessageErrorJson, ParameterErrorJson,
+    InventoryAgentJson, MessageErrorJson, ParameterErrorJson,
 };
 use super::{admin, agent_tokens, agents, identity, internal, url_configs};
 use axum::Json;
@@ -30,7 +30,11 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
             `Authorization: Bearer`, or the `private_token` query parameter); the agent-server \
             routes under `/internal` use the KAS JWT instead. Errors use GitLab's shapes. A \
             client that fails to authenticate too often in a minute gets `429` with \
-            `Retry-After`.",
+            `Retry-After`. As in GitLab, an administrator whose token has the `sudo` scope may \
+            act as another user with the `Sudo` header or `sudo` query parameter (a user id or \
+            username); a non-administrator gets `403 Forbidden - Must be admin to use sudo`, a \
+            token without the scope `insufficient_scope` with `scope: sudo`, and an unknown user \
+            `404 User with ID or username '...' Not Found`.",
     ),
     paths(
         document,
@@ -52,6 +56,10 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
         agent_tokens::create,
         agent_tokens::show,
         agent_tokens::revoke,
+        agent_tokens::rotate,
+        admin::identify_token,
+        admin::agent_inventory,
+        admin::revoke_token,
         url_configs::list,
         url_configs::create,
         url_configs::show,
@@ -70,6 +78,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
             AgentJson,
             AgentTokenBasicJson,
             AuditEventJson,
+            InventoryAgentJson,
         ),
         responses(
             Unauthorized,
@@ -88,6 +97,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
             TooManyRequests,
             Snapshot,
             AgentPage,
+            InventoryPage,
             AgentTokenPage,
             AuditEventPage,
         ),
@@ -306,6 +316,13 @@ reusable_response!(
 );
 
 reusable_response!(
+    /// A page of the instance inventory.
+    InventoryPage => paginated_response::<InventoryAgentJson>(
+        "A page of the instance's agents, ordered by id.",
+    )
+);
+
+reusable_response!(
     /// A page of agent tokens.
     AgentTokenPage => paginated_response::<AgentTokenBasicJson>(
         "A page of the agent's active tokens.",
@@ -337,6 +354,89 @@ pub(super) enum PageQuery {}
 
 /// The optimistic-concurrency header of the delete routes.
 pub(super) enum UnmodifiedSinceHeader {}
+
+/// `status` of the token list (agentreg extension).
+pub(super) enum TokenStatusQuery {}
+
+/// The filters of the instance inventory (agentreg extension).
+pub(super) enum InventoryQuery {}
+
+impl IntoParams for InventoryQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let query = |name: &str, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
+                .build()
+        };
+        vec![
+            query(
+                "unused_since",
+                "Only agents none of whose tokens was used since this time (ISO 8601 date or \
+                 RFC 3339 time), never-used ones included: dead agents.",
+            ),
+            query(
+                "token_expires_before",
+                "Only agents with a usable token that expires before this time: what needs \
+                 rotating.",
+            ),
+            query(
+                "project",
+                "Only agents of projects whose full path starts with this, case-insensitively.",
+            ),
+        ]
+    }
+}
+
+/// `reason` of a token revocation (agentreg extension).
+pub(super) enum RevocationReasonQuery {}
+
+impl IntoParams for TokenStatusQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("status")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "`active` (the default, GitLab's list) or `revoked`: revoked and expired \
+                     tokens with `revoked_at`, `revoked_by_user_id` and `revoked_reason`.",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["active", "revoked"]))
+                        .build(),
+                ))
+                .build(),
+        ]
+    }
+}
+
+impl IntoParams for RevocationReasonQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("reason")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "Why the token is revoked, kept as its `revoked_reason` (at most 255 \
+                     characters; blank means `revoked`). May also be sent in the body.",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .max_length(Some(255))
+                        .build(),
+                ))
+                .build(),
+        ]
+    }
+}
 
 impl IntoParams for ProjectPath {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
@@ -540,6 +640,39 @@ pub(super) mod bodies {
         name: String,
         #[schema(max_length = 1024, examples("Used by the deploy pipeline"))]
         description: Option<String>,
+        /// When the token stops working (agentreg extension): an ISO 8601 date (its start, UTC)
+        /// or an RFC 3339 time, in the future and within `--agent-token-max-lifetime`; required
+        /// with `--require-agent-token-expiry`.
+        #[schema(examples("2030-01-31", "2030-01-31T12:00:00Z"))]
+        expires_at: Option<String>,
+    }
+
+    /// `POST` and `DELETE /admin/token`: the value of the token to find or revoke.
+    #[derive(ToSchema)]
+    #[schema(as = AdminToken)]
+    pub(in crate::rest) struct AdminTokenBody {
+        /// The token's value: `glagent-...` or `glpat-...`.
+        token: String,
+    }
+
+    /// `POST /projects/:id/cluster_agents/:agent_id/tokens/:token_id/rotate` (agentreg
+    /// extension): every field is optional.
+    #[derive(ToSchema)]
+    #[schema(as = RotateAgentToken)]
+    pub(in crate::rest) struct RotateAgentTokenBody {
+        /// The successor's name; the rotated token's when unset.
+        #[schema(pattern = r"\S", max_length = 255)]
+        name: Option<String>,
+        /// The successor's description; the rotated token's when unset.
+        #[schema(max_length = 1024)]
+        description: Option<String>,
+        /// The successor's expiry, as on create. Unset, a successor of a token with an expiry
+        /// gets the same lifetime from now.
+        expires_at: Option<String>,
+        /// How long the rotated token keeps working if the successor is not used: a day by
+        /// default, cut to `--max-rotation-overlap`.
+        #[schema(minimum = 1, examples(86400))]
+        overlap_seconds: Option<i64>,
     }
 
     /// `POST /projects/:id/cluster_agents/:agent_id/url_configurations`: JWT mode without a
@@ -555,13 +688,14 @@ pub(super) mod bodies {
             examples("grpcs://agent.example.com:443")
         )]
         url: String,
-        /// PEM certificate; only with `client_key`.
+        /// PEM certificate, or the standard base64 of one (as GitLab's parameter docs have it);
+        /// only with `client_key`. Responses give PEM.
         #[schema(max_length = 16384)]
         client_cert: Option<String>,
-        /// PEM private key matching `client_cert`.
+        /// PEM private key matching `client_cert`, or its base64.
         #[schema(max_length = 16384)]
         client_key: Option<String>,
-        /// PEM certificates the agent's server certificate must chain to.
+        /// PEM certificates the agent's server certificate must chain to, or their base64.
         #[schema(max_length = 16384)]
         ca_cert: Option<String>,
         /// The host name to verify in the agent's certificate.
