@@ -875,10 +875,36 @@ async fn a_missing_or_wrong_encryption_key_stops_the_start_with_a_clear_error() 
     assert!(!generated_a_key);
     assert_eq!(restarted.get("/user", ROOT_TOKEN).await.0, StatusCode::OK);
     assert!(
-        wrong.contains("does not open the stored private keys"),
+        wrong.contains("is not the key that sealed this data"),
         "{wrong}"
     );
     assert!(wrong.contains(&other_key.display().to_string()), "{wrong}");
+}
+
+#[tokio::test]
+async fn another_key_is_refused_even_before_any_private_key_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let app = TestApp::start(&data_dir, |_| {}).await;
+    let project_id = app.project(ROOT_TOKEN, "no-keys-yet").await;
+    app.agent(project_id, "plain").await;
+    app.stop().await;
+    let other_key = dir.path().join("other_key");
+    std::fs::write(
+        &other_key,
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [4u8; 32]),
+    )
+    .unwrap();
+
+    let wrong = start_error(&data_dir, Some(other_key.clone())).await;
+    let restarted = TestApp::start(&data_dir, |_| {}).await;
+
+    assert!(
+        wrong.contains("is not the key that sealed this data"),
+        "{wrong}"
+    );
+    assert!(wrong.contains(&other_key.display().to_string()), "{wrong}");
+    assert_eq!(restarted.get("/user", ROOT_TOKEN).await.0, StatusCode::OK);
 }
 
 #[tokio::test]

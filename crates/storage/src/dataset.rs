@@ -31,6 +31,8 @@ pub(crate) struct Dataset {
     /// The last id issued per kind, keyed by the sled counter key; a kind that never issued an
     /// id has no entry.
     pub(crate) counters: BTreeMap<&'static [u8], u64>,
+    /// The fingerprint of the instance key that sealed the data, once recorded.
+    pub(crate) key_fingerprint: Option<String>,
     pub(crate) users: BTreeMap<u64, v1::User>,
     pub(crate) personal_access_tokens: BTreeMap<u64, v1::PersonalAccessToken>,
     pub(crate) projects: BTreeMap<u64, v1::Project>,
@@ -74,6 +76,13 @@ impl Dataset {
         };
         for (key, counter) in &self.counters {
             put(schema::META, key.to_vec(), counter.to_be_bytes().to_vec());
+        }
+        if let Some(fingerprint) = &self.key_fingerprint {
+            put(
+                schema::META,
+                schema::KEY_FINGERPRINT.to_vec(),
+                fingerprint.as_bytes().to_vec(),
+            );
         }
         for (id, user) in &self.users {
             let id_bytes = schema::id_key(*id).to_vec();
@@ -189,6 +198,10 @@ impl Dataset {
 
     fn insert(&mut self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), RestoreError> {
         match tree {
+            schema::META if key == schema::KEY_FINGERPRINT => {
+                let fingerprint = std::str::from_utf8(value).map_err(|_| RestoreError::Corrupt)?;
+                self.key_fingerprint = Some(fingerprint.to_owned());
+            }
             schema::META => {
                 let counter_key = ID_KINDS
                     .iter()

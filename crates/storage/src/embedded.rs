@@ -80,6 +80,12 @@ impl Storage for SledStorage {
         None
     }
 
+    async fn record_key_fingerprint(&self, fingerprint: &str) -> Result<String, StoreError> {
+        let fingerprint = fingerprint.to_owned();
+        self.blocking(move |store| store.record_key_fingerprint(&fingerprint))
+            .await
+    }
+
     async fn has_users(&self) -> Result<bool, StoreError> {
         self.store.has_users()
     }

@@ -17,6 +17,7 @@ mod dataset;
 pub mod embedded;
 pub mod hashing;
 pub mod identity;
+mod instance;
 pub mod port;
 pub mod postgres;
 mod records;

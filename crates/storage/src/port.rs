@@ -173,6 +173,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Makes every acknowledged write durable; called at shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
 
+    /// Records the fingerprint of the instance key unless one is recorded, and returns the one
+    /// recorded: a different one means this process holds another key than the one that sealed
+    /// the data. Snapshots carry it.
+    async fn record_key_fingerprint(&self, fingerprint: &str) -> Result<String, StoreError>;
+
     /// Changes made by other processes that caches must follow; `None` for a backend that only
     /// this process writes. Called once, at start.
     fn invalidations(&self) -> Option<InvalidationFeed>;

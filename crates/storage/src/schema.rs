@@ -1,8 +1,10 @@
 //! Every sled tree agentreg uses and how its keys are encoded. Integers are big-endian so that a
 //! range scan returns items in numeric order; composite keys concatenate their parts.
 
-/// Monotonic id counters, one key per kind (`next_id/agent`).
+/// Monotonic id counters, one key per kind (`next_id/agent`), and [`KEY_FINGERPRINT`].
 pub(crate) const META: &str = "meta";
+/// The `meta` key of the fingerprint of the instance key that sealed the stored private keys.
+pub(crate) const KEY_FINGERPRINT: &[u8] = b"instance_key_fingerprint";
 /// user id → `records::v1::User`.
 pub(crate) const USERS: &str = "users";
 /// lower-cased username → user id.

@@ -98,6 +98,16 @@ impl Application {
             .encryption_key_file
             .clone()
             .unwrap_or_else(|| data_dir.join("encryption_key"));
+        let key_matches = app
+            .instance_key_matches()
+            .await
+            .context("recording the instance key's fingerprint")?;
+        if !key_matches {
+            anyhow::bail!(
+                "the encryption key {} is not the key that sealed this data: start with the encryption_key of the instance that wrote it (copy it beside a restored snapshot, or point --encryption-key-file at it)",
+                key_path.display()
+            );
+        }
         app.check_sealing_key().await.with_context(|| {
             format!(
                 "the encryption key {} does not open the stored private keys: use the key of the instance that wrote this data",

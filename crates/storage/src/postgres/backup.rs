@@ -258,6 +258,14 @@ pub(super) async fn read_dataset(
                 .insert(kind.counter_key(), unsigned(get(&row, 0)?));
         }
     }
+    let fingerprint = transaction
+        .query_opt(
+            "SELECT value FROM instance_settings WHERE name = $1",
+            &[&super::KEY_FINGERPRINT_SETTING],
+        )
+        .await
+        .map_err(pg)?;
+    dataset.key_fingerprint = fingerprint.map(|row| get(&row, 0)).transpose()?;
     transaction.commit().await.map_err(pg)?;
     Ok(dataset)
 }
@@ -570,6 +578,16 @@ pub(super) async fn write_dataset(
                      (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {sequence})))"
                 ),
                 &[&key(last_id)],
+            )
+            .await
+            .map_err(pg)?;
+    }
+    if let Some(fingerprint) = &dataset.key_fingerprint {
+        transaction
+            .execute(
+                "INSERT INTO instance_settings (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                &[&super::KEY_FINGERPRINT_SETTING, fingerprint],
             )
             .await
             .map_err(pg)?;

@@ -21,6 +21,10 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0001_initial.sql"),
     },
     Migration {
+        version: 2,
+        sql: include_str!("../../migrations/0002_instance_settings.sql"),
+    },
+    Migration {
         version: 3,
         sql: include_str!("../../migrations/0003_token_lifecycle.sql"),
     },

@@ -50,6 +50,9 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The `instance_settings` row of the instance key's fingerprint (migration 0002).
+pub(crate) const KEY_FINGERPRINT_SETTING: &str = "instance_key_fingerprint";
+
 /// How to reach the database.
 #[derive(Clone)]
 pub struct PostgresOptions {
@@ -388,6 +391,31 @@ impl Storage for PostgresStorage {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
+    }
+
+    async fn record_key_fingerprint(&self, fingerprint: &str) -> Result<String, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            // Replicas starting together may race: the first insert wins, and every replica
+            // reads back what won.
+            client
+                .execute(
+                    "INSERT INTO instance_settings (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                    &[&KEY_FINGERPRINT_SETTING, &fingerprint],
+                )
+                .await
+                .map_err(pg)?;
+            let row = client
+                .query_one(
+                    "SELECT value FROM instance_settings WHERE name = $1",
+                    &[&KEY_FINGERPRINT_SETTING],
+                )
+                .await
+                .map_err(pg)?;
+            get(&row, 0)
+        })
+        .await
     }
 
     async fn has_users(&self) -> Result<bool, StoreError> {

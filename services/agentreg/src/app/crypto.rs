@@ -51,6 +51,8 @@ impl SealedFor {
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// Names the instance key without revealing it: hex of an HMAC of a fixed label under it.
+    fingerprint: String,
     /// Keys the handles of chosen tokens; derived from the instance key, so never stored.
     handle_key: std::sync::Arc<SecretBox<[u8; 32]>>,
     snapshots: SnapshotAuthenticator,
@@ -159,13 +161,25 @@ pub struct OpenError;
 impl Sealer {
     pub fn new(key: &SecretBox<[u8; 32]>) -> Sealer {
         let handle_key = derive_key(key, b"agentreg/v1/token-handle-key");
+        let fingerprint = derive_key(key, b"agentreg/v1/key-fingerprint")
+            .expose_secret()
+            .iter()
+            .take(16)
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
         let snapshots = SnapshotAuthenticator::new(key);
         let key = Key::<Aes256Gcm>::from_slice(key.expose_secret());
         Sealer {
             cipher: Aes256Gcm::new(key),
+            fingerprint,
             handle_key: std::sync::Arc::new(handle_key),
             snapshots,
         }
+    }
+
+    /// The instance key's fingerprint, which storage records beside the data it sealed.
+    pub(crate) fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Authenticates snapshots with the instance key.

@@ -236,6 +236,15 @@ impl App {
         Ok(agent)
     }
 
+    /// Records the instance key's fingerprint with the data on first start, and tells whether
+    /// the data was sealed under this key: `false` means this process holds another key (a
+    /// restore whose key file was not copied), and must not serve.
+    pub async fn instance_key_matches(&self) -> Result<bool, Error> {
+        let ours = self.inner.sealer.fingerprint();
+        let recorded = self.storage().record_key_fingerprint(ours).await?;
+        Ok(recorded == ours)
+    }
+
     /// Checks that the instance key opens a stored private key, if any is stored, so that a
     /// service started with the wrong key refuses to start instead of answering 500 later.
     pub async fn check_sealing_key(&self) -> Result<(), Error> {
