@@ -157,6 +157,7 @@ contract_cases! {
             restore_refuses_a_storage_that_holds_data,
             restore_refuses_a_damaged_snapshot_and_writes_nothing,
             restore_refuses_a_record_that_does_not_decode_and_writes_nothing,
+            the_key_fingerprint_is_recorded_once_and_travels_with_a_snapshot,
         }
     }
 }

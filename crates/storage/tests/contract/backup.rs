@@ -559,3 +559,23 @@ fn sorted(ids: &[u64]) -> Vec<u64> {
     ids.sort_unstable();
     ids
 }
+
+pub(crate) async fn the_key_fingerprint_is_recorded_once_and_travels_with_a_snapshot(
+    storage: &dyn Storage,
+    empty: &dyn Storage,
+) {
+    let first = storage.record_key_fingerprint("0123abcd").await.unwrap();
+    let second = storage.record_key_fingerprint("ffffffff").await.unwrap();
+    populate(storage).await;
+
+    let snapshot = storage.snapshot().await.unwrap();
+    empty.restore(snapshot).await.unwrap();
+    let restored = empty.record_key_fingerprint("ffffffff").await.unwrap();
+
+    assert_eq!(first, "0123abcd");
+    assert_eq!(second, "0123abcd", "the first fingerprint recorded stays");
+    assert_eq!(
+        restored, "0123abcd",
+        "a restore brings the fingerprint along"
+    );
+}
