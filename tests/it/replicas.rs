@@ -209,6 +209,41 @@ async fn a_rotation_on_one_replica_completes_on_another_and_every_cache_drops_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_personal_access_token_revoked_by_value_on_one_replica_is_refused_on_another() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+    let replicas = Replicas::start(&database_url, 2).await;
+    let (a, b) = (&replicas.apps[0], &replicas.apps[1]);
+    let (_, user_token) = a.user_with_scopes("leaky", &["api"]).await;
+    // B verifies the token once, so that it sits in B's cache.
+    let (status, _) = b.get("/user", &user_token).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _) = a
+        .call(
+            reqwest::Method::DELETE,
+            "/admin/token",
+            Some(ROOT_TOKEN),
+            Some(json!({"token": user_token})),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let revoked_at = Instant::now();
+    loop {
+        let (status, _) = b.get("/user", &user_token).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(3),
+            "replica B still accepts a personal access token revoked on A"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_deleted_on_one_replica_stops_its_tokens_on_another() {
     let Some(admin_url) = postgres() else { return };
     let database_url = create_database(&admin_url).await;
