@@ -260,11 +260,19 @@ async fn revoking_by_value_stops_the_agent_token_at_once_and_is_audited() {
         "revoked by an administrator through the admin token API"
     );
     assert_eq!(identified["status"], "revoked");
+    assert_eq!(pat_revoke.0, StatusCode::NO_CONTENT, "{}", pat_revoke.1);
+    let (pat_status, _) = setup.app.get("/user", &user_token).await;
     assert_eq!(
-        pat_revoke.0,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        pat_revoke.1
+        pat_status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked personal access token"
+    );
+    let (_, instance_events) = setup.app.get("/audit_events", ROOT_TOKEN).await;
+    assert!(
+        instance_events
+            .to_string()
+            .contains("personal_access_token_revoked"),
+        "{instance_events}"
     );
     let audit_text = audit_events.to_string();
     assert!(

@@ -143,6 +143,107 @@ async fn a_token_revoked_on_one_replica_is_refused_on_another_within_a_second() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotation_on_one_replica_completes_on_another_and_every_cache_drops_the_old_token() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+    let replicas = Replicas::start(&database_url, 3).await;
+    let (a, b, c) = (&replicas.apps[0], &replicas.apps[1], &replicas.apps[2]);
+    let project_id = a.project(ROOT_TOKEN, "shared").await;
+    let agent_id = a.agent(project_id, "agent-1").await;
+    let (old_id, old_secret) = a.agent_token(project_id, agent_id, "t").await;
+    // Every replica verifies the old token once, so that it sits in every cache.
+    for replica in [a, b, c] {
+        let (status, _) = replica.agent_info(&old_secret).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let tokens_path = format!("/projects/{project_id}/cluster_agents/{agent_id}/tokens");
+
+    // A rotates; the old token still works everywhere during the overlap.
+    let (status, successor) = a
+        .post(
+            &format!("{tokens_path}/{old_id}/rotate"),
+            ROOT_TOKEN,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{successor}");
+    let successor_secret = successor["token"].as_str().unwrap().to_owned();
+    for replica in [a, b, c] {
+        let (status, _) = replica.agent_info(&old_secret).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the old token works during the overlap"
+        );
+    }
+    // B sees the successor's first use; A and C must stop accepting the old token.
+    let (status, _) = b.agent_info(&successor_secret).await;
+    assert_eq!(status, StatusCode::OK);
+    let first_used = Instant::now();
+    for replica in [a, c, b] {
+        loop {
+            let (status, _) = replica.agent_info(&old_secret).await;
+            if status == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            assert!(
+                first_used.elapsed() < Duration::from_secs(3),
+                "a replica still accepts the rotated token"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    let (_, revoked) = c
+        .get(&format!("{tokens_path}?status=revoked"), ROOT_TOKEN)
+        .await;
+    assert_eq!(revoked[0]["id"], old_id, "{revoked}");
+    assert_eq!(revoked[0]["revoked_reason"], "rotated");
+    let (status, _) = c.agent_info(&successor_secret).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        first_used.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        first_used.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_personal_access_token_revoked_by_value_on_one_replica_is_refused_on_another() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+    let replicas = Replicas::start(&database_url, 2).await;
+    let (a, b) = (&replicas.apps[0], &replicas.apps[1]);
+    let (_, user_token) = a.user_with_scopes("leaky", &["api"]).await;
+    // B verifies the token once, so that it sits in B's cache.
+    let (status, _) = b.get("/user", &user_token).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _) = a
+        .call(
+            reqwest::Method::DELETE,
+            "/admin/token",
+            Some(ROOT_TOKEN),
+            Some(json!({"token": user_token})),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let revoked_at = Instant::now();
+    loop {
+        let (status, _) = b.get("/user", &user_token).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(3),
+            "replica B still accepts a personal access token revoked on A"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_deleted_on_one_replica_stops_its_tokens_on_another() {
     let Some(admin_url) = postgres() else { return };
     let database_url = create_database(&admin_url).await;

@@ -21,7 +21,9 @@ use agentreg_domain::entities::{
     Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project,
     UrlConfiguration, User,
 };
-use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
+use agentreg_domain::ids::{
+    AgentId, AgentTokenId, PersonalAccessTokenId, ProjectId, UrlConfigurationId, UserId,
+};
 use agentreg_domain::names::{AgentName, ProjectNaming, UserIdentity};
 use agentreg_domain::tokens::{AgentTokenSet, TokenHandle};
 use std::path::Path;
@@ -122,6 +124,22 @@ impl Storage for SledStorage {
         handle: &TokenHandle,
     ) -> Result<Option<PersonalAccessTokenCredential>, StoreError> {
         self.store.personal_access_token_by_handle(handle)
+    }
+
+    async fn revoke_personal_access_token(
+        &self,
+        token_id: PersonalAccessTokenId,
+        now_ms: i64,
+        audit: Audit<PersonalAccessToken>,
+    ) -> Result<Option<PersonalAccessToken>, StoreError> {
+        self.blocking(move |store| {
+            store.revoke_personal_access_token(
+                token_id.get(),
+                now_ms,
+                audit.as_deref().map(|audit| audit as _),
+            )
+        })
+        .await
     }
 
     async fn create_project(

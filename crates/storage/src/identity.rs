@@ -1,5 +1,6 @@
 //! Users, personal access tokens, projects and project members.
 
+use crate::audit::{Audit, audit_entry};
 use crate::hashing::SecretHash;
 use crate::port::{NewPersonalAccessToken, PersonalAccessTokenCredential};
 use crate::records::{encode, v1};
@@ -149,6 +150,36 @@ impl Store {
         ))?;
         self.flush()?;
         Ok(pat_from_record(id, record).0)
+    }
+
+    /// Revokes a personal access token (idempotently), with its audit event.
+    pub fn revoke_personal_access_token(
+        &self,
+        token_id: u64,
+        now_ms: i64,
+        audit: Audit<'_, PersonalAccessToken>,
+    ) -> Result<Option<PersonalAccessToken>, StoreError> {
+        let audit_id = self.audit_id(audit)?;
+        let _writing = self.writing();
+        let trees = &self.trees;
+        let revoked = finish_tx::<_, StoreError>((&trees.pats, &trees.audit_events).transaction(
+            |(pats, audit_events)| {
+                let Some(bytes) = pats.get(id_key(token_id))? else {
+                    return Ok(None);
+                };
+                let mut record: v1::PersonalAccessToken = decode_in_tx(schema::PATS, &bytes)?;
+                record.revoked = true;
+                pats.insert(&id_key(token_id), encode(&record))?;
+                let (revoked, _) = pat_from_record(token_id, record);
+                if let Some((audit_id, audit)) = audit_id.zip(audit) {
+                    let (key, value) = audit_entry(audit(&revoked), audit_id, now_ms);
+                    audit_events.insert(&key, value)?;
+                }
+                Ok(Some(revoked))
+            },
+        ))?;
+        self.flush()?;
+        Ok(revoked)
     }
 
     /// The personal access token a handle names, with its owner, if any. The caller verifies

@@ -23,7 +23,9 @@ use agentreg_domain::entities::{
     Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project,
     RevocationReason, SealedUrlAuth, UrlConfiguration, User,
 };
-use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
+use agentreg_domain::ids::{
+    AgentId, AgentTokenId, PersonalAccessTokenId, ProjectId, UrlConfigurationId, UserId,
+};
 use agentreg_domain::names::{AgentName, ProjectNaming, TokenDescription, TokenName, UserIdentity};
 use agentreg_domain::tokens::{AgentTokenSet, TokenHandle};
 use std::sync::Arc;
@@ -148,6 +150,8 @@ pub enum Invalidation {
     /// These agent tokens were revoked (directly, or with their agent) and must stop
     /// authenticating, or were rotated and must be read again for their overlap deadline.
     AgentTokens(Vec<AgentTokenId>),
+    /// These personal access tokens were revoked and must stop authenticating.
+    PersonalAccessTokens(Vec<PersonalAccessTokenId>),
     /// The feed lost its connection: changes may be missed until [`Invalidation::Resumed`], so
     /// caches must be dropped and bypassed meanwhile.
     Interrupted,
@@ -204,6 +208,14 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         handle: &TokenHandle,
     ) -> Result<Option<PersonalAccessTokenCredential>, StoreError>;
+    /// Revokes a personal access token (idempotently), and tells every process to drop it;
+    /// `None` when it does not exist.
+    async fn revoke_personal_access_token(
+        &self,
+        token_id: PersonalAccessTokenId,
+        now_ms: i64,
+        audit: Audit<PersonalAccessToken>,
+    ) -> Result<Option<PersonalAccessToken>, StoreError>;
     async fn create_project(
         &self,
         owner_id: UserId,

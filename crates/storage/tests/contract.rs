@@ -98,6 +98,7 @@ mod postgres_backend;
 contract_cases! {
     one_storage {
         identity {
+            a_revoked_personal_access_token_stays_revoked_and_unknown_ones_are_none,
             a_fresh_storage_is_empty_and_ready,
             usernames_and_emails_are_unique_case_insensitively,
             project_paths_are_unique_case_insensitively_per_namespace,

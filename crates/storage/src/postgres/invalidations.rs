@@ -7,7 +7,7 @@ use super::errors::{pg, timed_out};
 use super::tls::ConnectionSettings;
 use crate::StoreError;
 use crate::port::{Invalidation, InvalidationFeed};
-use agentreg_domain::ids::AgentTokenId;
+use agentreg_domain::ids::{AgentTokenId, PersonalAccessTokenId};
 use futures::StreamExt;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -119,9 +119,12 @@ async fn run(
                 () = feed.sender.closed() => return,
                 notification = listening.notifications.recv() => {
                     let Some(notification) = notification else { break };
-                    let token_ids = parse_payload(notification.payload());
+                    let (token_ids, pat_ids) = parse_payload(notification.payload());
                     if !token_ids.is_empty() {
                         feed.send(Invalidation::AgentTokens(token_ids), true);
+                    }
+                    if !pat_ids.is_empty() {
+                        feed.send(Invalidation::PersonalAccessTokens(pat_ids), true);
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -199,12 +202,31 @@ async fn listen(settings: &ConnectionSettings) -> Result<Listening, StoreError> 
     })
 }
 
-fn parse_payload(payload: &str) -> Vec<AgentTokenId> {
-    payload
-        .split(',')
-        .filter_map(|part| part.trim().parse::<u64>().ok())
-        .map(AgentTokenId::new)
-        .collect()
+/// The payload that revokes personal access tokens: `pat:<id>` entries, which older builds
+/// skip as garbage.
+pub(super) fn personal_access_token_payload(token_ids: &[PersonalAccessTokenId]) -> String {
+    token_ids
+        .iter()
+        .map(|id| format!("pat:{}", id.get()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Agent token ids (bare numbers) and personal access token ids (`pat:<id>`); anything else is
+/// skipped.
+fn parse_payload(payload: &str) -> (Vec<AgentTokenId>, Vec<PersonalAccessTokenId>) {
+    let mut agent_tokens = Vec::new();
+    let mut personal_tokens = Vec::new();
+    for part in payload.split(',').map(str::trim) {
+        if let Some(id) = part.strip_prefix("pat:") {
+            if let Ok(id) = id.parse::<u64>() {
+                personal_tokens.push(PersonalAccessTokenId::new(id));
+            }
+        } else if let Ok(id) = part.parse::<u64>() {
+            agent_tokens.push(AgentTokenId::new(id));
+        }
+    }
+    (agent_tokens, personal_tokens)
 }
 
 #[cfg(test)]
@@ -215,8 +237,17 @@ mod tests {
     fn payloads_round_trip_and_garbage_is_skipped() {
         let ids = vec![AgentTokenId::new(3), AgentTokenId::new(41)];
         assert_eq!(payload(&ids), "3,41");
-        assert_eq!(parse_payload("3,41"), ids);
-        assert_eq!(parse_payload("x,,7"), vec![AgentTokenId::new(7)]);
+        assert_eq!(parse_payload("3,41"), (ids, Vec::new()));
+        assert_eq!(
+            parse_payload("x,,7"),
+            (vec![AgentTokenId::new(7)], Vec::new())
+        );
+        let pats = vec![PersonalAccessTokenId::new(5)];
+        assert_eq!(personal_access_token_payload(&pats), "pat:5");
+        assert_eq!(
+            parse_payload("pat:5,9,pat:x"),
+            (vec![AgentTokenId::new(9)], pats)
+        );
     }
 
     #[tokio::test]

@@ -40,7 +40,9 @@ use agentreg_domain::entities::{
     Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project, SealedUrlAuth,
     UrlConfiguration, User,
 };
-use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
+use agentreg_domain::ids::{
+    AgentId, AgentTokenId, PersonalAccessTokenId, ProjectId, UrlConfigurationId, UserId,
+};
 use agentreg_domain::names::{AgentName, ProjectNaming, UserIdentity};
 use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, sort_by_last_use};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -573,6 +575,45 @@ impl Storage for PostgresStorage {
                 secret_hash: SecretHash::from_stored(get(&row, rows::PAT_WIDTH - 1)?),
                 user: rows::user(&row, rows::PAT_WIDTH)?,
             }))
+        })
+        .await
+    }
+
+    async fn revoke_personal_access_token(
+        &self,
+        token_id: PersonalAccessTokenId,
+        now_ms: i64,
+        audit: Audit<PersonalAccessToken>,
+    ) -> Result<Option<PersonalAccessToken>, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            let sql = format!(
+                "UPDATE personal_access_tokens AS k SET revoked = true WHERE k.id = $1 \
+                 RETURNING {}",
+                rows::PAT_COLUMNS
+            );
+            let row = transaction
+                .query_opt(&sql, &[&key(token_id.get())])
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let token = rows::personal_access_token(&row)?;
+            transaction
+                .execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[
+                        &invalidations::CHANNEL,
+                        &invalidations::personal_access_token_payload(&[token.id]),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            audit_outcome(&transaction, &audit, &token, now_ms).await?;
+            transaction.commit().await.map_err(pg)?;
+            Ok(Some(token))
         })
         .await
     }

@@ -225,3 +225,40 @@ pub(crate) async fn a_personal_access_token_is_found_by_its_handle_with_its_user
             .is_none()
     );
 }
+
+pub(crate) async fn a_revoked_personal_access_token_stays_revoked_and_unknown_ones_are_none(
+    storage: &dyn Storage,
+) {
+    let (owner, _) = fixtures::owner_and_project(storage).await;
+    let mut secrets = fixtures::Secrets::seeded(1);
+    let new = secrets.personal_access_token(owner.id);
+    let handle = new.handle.clone();
+    let token = storage.create_personal_access_token(new, 2).await.unwrap();
+
+    let revoked = storage
+        .revoke_personal_access_token(token.id, 3, None)
+        .await
+        .unwrap();
+    let again = storage
+        .revoke_personal_access_token(token.id, 4, None)
+        .await
+        .unwrap();
+    let unknown = storage
+        .revoke_personal_access_token(
+            agentreg_domain::ids::PersonalAccessTokenId::new(999_999),
+            4,
+            None,
+        )
+        .await
+        .unwrap();
+
+    assert!(revoked.is_some_and(|token| token.revoked));
+    assert!(again.is_some_and(|token| token.revoked));
+    assert_eq!(unknown, None);
+    let credential = storage
+        .personal_access_token_by_handle(&handle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(credential.token.revoked);
+}

@@ -52,8 +52,7 @@ impl App {
         Ok(identified)
     }
 
-    /// `DELETE /admin/token`: revokes the token whose value this is. Agent tokens are revoked
-    /// at once on every replica; personal access tokens cannot be revoked here yet.
+    /// `DELETE /admin/token`: revokes the token whose value this is, at once on every replica.
     pub async fn revoke_identified_token(
         &self,
         caller: &Caller,
@@ -62,11 +61,7 @@ impl App {
         let token = self.admin_token_parameter(caller, token)?;
         match self.find_token(&token).await? {
             IdentifiedToken::Agent(agent_token) => self.admin_revoke(caller, agent_token).await,
-            // FIXME(#11): revoking personal access tokens needs a port operation and a
-            // cross-replica invalidation for the personal-token cache.
-            IdentifiedToken::PersonalAccess(_) => Err(Error::AdminTokenRefused(
-                "Revoking personal access tokens through this API is not supported".to_owned(),
-            )),
+            IdentifiedToken::PersonalAccess(pat) => self.admin_revoke_pat(caller, pat).await,
         }
     }
 
@@ -167,6 +162,44 @@ impl App {
             Err(RevokeAgentTokenError::NotFound) => Err(Error::AdminTokenNotFound),
             Err(RevokeAgentTokenError::Store(error)) => Err(error.into()),
         }
+    }
+}
+
+impl App {
+    async fn admin_revoke_pat(
+        &self,
+        caller: &Caller,
+        token: PersonalAccessToken,
+    ) -> Result<(), Error> {
+        let author = author(caller);
+        let audit = Arc::new(move |revoked: &PersonalAccessToken| NewAuditEvent {
+            scope: AuditScope::Instance,
+            author_id: author.user_id,
+            entity_id: revoked.id.get(),
+            entity_type: "PersonalAccessToken",
+            details: serde_json::json!({
+                "event_name": "personal_access_token_revoked",
+                "custom_message": format!(
+                    "Revoked personal access token '{}' through the admin token API",
+                    revoked.name
+                ),
+                "author_id": author.user_id.map(|id| id.get()),
+                "impersonated_by_user_id": author.sudo_by.map(|id| id.get()),
+                "target_id": revoked.id.get(),
+                "target_type": "PersonalAccessToken",
+                "target_details": revoked.name,
+                "outcome": "success",
+            }),
+        });
+        let revoked = self
+            .storage()
+            .revoke_personal_access_token(token.id, now_ms(), Some(audit))
+            .await?;
+        let Some(revoked) = revoked else {
+            return Err(Error::AdminTokenNotFound);
+        };
+        self.inner.personal_tokens.invalidate(&[revoked.id]);
+        Ok(())
     }
 }
 

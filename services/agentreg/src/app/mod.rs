@@ -90,10 +90,6 @@ pub enum Error {
     /// The admin token API does not know the value's kind (GitLab's 422).
     #[error("Token type not supported.")]
     TokenTypeNotSupported,
-    /// The admin token API found the token but cannot act on it (a 422, as for an unsupported
-    /// kind).
-    #[error("{0}")]
-    AdminTokenRefused(String),
     /// A unique value is taken (user create, member add).
     #[error("{0}")]
     Conflict(&'static str),
@@ -330,6 +326,9 @@ impl App {
         };
         while let Some(invalidation) = feed.recv().await {
             match invalidation {
+                Invalidation::PersonalAccessTokens(token_ids) => {
+                    self.inner.personal_tokens.invalidate(&token_ids);
+                }
                 Invalidation::AgentTokens(token_ids) => {
                     self.inner.agent_tokens.invalidate(&token_ids);
                 }

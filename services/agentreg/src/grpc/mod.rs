@@ -131,9 +131,7 @@ pub fn status(error: Error) -> Status {
         | Error::NotFound
         | Error::UserNotFound
         | Error::AdminTokenNotFound => Status::not_found(error.to_string()),
-        Error::TokenTypeNotSupported | Error::AdminTokenRefused(_) => {
-            Status::invalid_argument(error.to_string())
-        }
+        Error::TokenTypeNotSupported => Status::invalid_argument(error.to_string()),
         Error::InvalidParameter(_) | Error::BadRequest(_) | Error::Invalid(_) => {
             Status::invalid_argument(error.to_string())
         }

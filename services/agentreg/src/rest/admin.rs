@@ -97,8 +97,8 @@ pub(super) async fn identify_token(
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
-/// Revokes the token whose value is given (administrators with the `api` scope; audited).
-/// Agent tokens stop working at once on every replica.
+/// Revokes the token whose value is given, an agent token or a personal access token
+/// (administrators with the `api` scope; audited). It stops working at once on every replica.
 #[utoipa::path(
     delete,
     path = "/api/v4/admin/token",
@@ -118,8 +118,7 @@ pub(super) async fn identify_token(
         (status = 415, response = UnsupportedMediaType),
         (
             status = 422,
-            description = "The value is of no known kind (`Token type not supported.`), or a \
-                           personal access token, which this API does not revoke yet.",
+            description = "The value is of no known kind: `Token type not supported.`",
             body = MessageErrorJson,
         ),
         (status = 429, response = TooManyRequests),

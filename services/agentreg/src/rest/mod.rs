@@ -239,7 +239,7 @@ fn app_error_response(error: Error) -> Response {
             axum::Json(dto::NestedErrorJson::new("Not found")),
         )
             .into_response(),
-        Error::TokenTypeNotSupported | Error::AdminTokenRefused(_) => {
+        Error::TokenTypeNotSupported => {
             message(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string())
         }
         Error::InvalidParameter(text) => (
