@@ -707,3 +707,133 @@ async fn metrics_report_time_to_expiry_rotations_and_retiring_tokens() {
         "{text}"
     );
 }
+
+impl Agent {
+    /// A REST rotation with an `Idempotency-Key`, as `token` (the caller who rotates).
+    async fn rotate_with_key(&self, token: &str, token_id: i64, key: &str) -> (StatusCode, Value) {
+        let response = self
+            .app
+            .request(
+                reqwest::Method::POST,
+                &format!("{}/rotate", self.token_path(token_id)),
+                Some(token),
+            )
+            .header("Idempotency-Key", key)
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("request sent");
+        crate::helpers::read(response).await
+    }
+
+    async fn grpc_rotate_with_key(
+        &self,
+        token_id: i64,
+        key: &str,
+    ) -> Result<pb::RotateAgentTokenResponse, tonic::Status> {
+        let mut request = tonic::Request::new(pb::RotateAgentTokenRequest {
+            project: self.project_id.to_string(),
+            agent_id: self.agent_id,
+            token_id,
+            name: None,
+            description: None,
+            expires_at: None,
+            overlap_seconds: None,
+        });
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().expect("ascii key"));
+        self.app
+            .grpc_tokens(ROOT_TOKEN)
+            .rotate_agent_token(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+#[tokio::test]
+async fn a_lost_rotation_response_is_fetched_once_more_with_the_same_key_on_both_protocols() {
+    let agent = Agent::spawn_with(|settings| {
+        settings.rotation_retrieve_window = Some(Duration::from_secs(60));
+    })
+    .await;
+    let (_, rest_token) = agent.create(json!({"name": "rest"})).await;
+    let rest_id = rest_token["id"].as_i64().expect("id");
+    let (_, grpc_token) = agent.create(json!({"name": "grpc"})).await;
+    let grpc_id = grpc_token["id"].as_i64().expect("id");
+    let maintainer = agent.app.member(agent.project_id, "maintainer", 40).await;
+
+    let (status, first) = agent
+        .rotate_with_key(ROOT_TOKEN, rest_id, "deploy-42")
+        .await;
+    let other_caller = agent
+        .rotate_with_key(&maintainer, rest_id, "deploy-42")
+        .await;
+    let (again_status, again) = agent
+        .rotate_with_key(ROOT_TOKEN, rest_id, "deploy-42")
+        .await;
+    let third = agent
+        .rotate_with_key(ROOT_TOKEN, rest_id, "deploy-42")
+        .await;
+
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(
+        other_caller.0,
+        StatusCode::BAD_REQUEST,
+        "only the caller who rotated may fetch the secret: {}",
+        other_caller.1
+    );
+    assert_eq!(again_status, StatusCode::CREATED, "{again}");
+    assert_eq!(again["id"], first["id"], "the same successor");
+    assert_eq!(again["token"], first["token"], "the same secret");
+    assert_eq!(
+        third,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"message": "400 Bad request - Token is already being rotated"})
+        ),
+        "the secret is fetched once more, not again"
+    );
+    let secret = first["token"].as_str().expect("secret");
+    assert_eq!(agent.app.agent_info(secret).await.0, StatusCode::OK);
+    let (_, revoked) = agent
+        .app
+        .delete(&agent.token_path(rest_id), ROOT_TOKEN)
+        .await;
+    assert!(revoked.is_null());
+
+    let grpc_first = agent
+        .grpc_rotate_with_key(grpc_id, "deploy-43")
+        .await
+        .expect("rotated");
+    let grpc_again = agent
+        .grpc_rotate_with_key(grpc_id, "deploy-43")
+        .await
+        .expect("fetched again");
+    let grpc_third = grpc_error(agent.grpc_rotate_with_key(grpc_id, "deploy-43").await);
+    let first_successor = grpc_first.successor.expect("successor");
+    let again_successor = grpc_again.successor.expect("successor");
+    assert_eq!(again_successor.id, first_successor.id);
+    assert_eq!(again_successor.token, first_successor.token);
+    assert!(first_successor.token.is_some());
+    assert_eq!(grpc_third.0, tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn without_a_retrieve_window_a_repeated_key_is_an_ordinary_second_rotation() {
+    let agent = Agent::spawn().await;
+    let (_, token) = agent.create(json!({"name": "deploy"})).await;
+    let token_id = token["id"].as_i64().expect("id");
+
+    let (status, _) = agent.rotate_with_key(ROOT_TOKEN, token_id, "k").await;
+    let again = agent.rotate_with_key(ROOT_TOKEN, token_id, "k").await;
+
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        again,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"message": "400 Bad request - Token is already being rotated"})
+        )
+    );
+}

@@ -12,7 +12,7 @@ use crate::identity::{
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, InventoryAgent, NewAgentToken,
     NewPersonalAccessToken, NewRotation, NewUrlConfiguration, PersonalAccessTokenCredential,
-    RevokeAgentToken, RotatedAgentToken, Storage, TokenDeadlines,
+    RevokeAgentToken, RotatedAgentToken, RotationRetrieval, Storage, TokenDeadlines,
 };
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use crate::{EngineError, OpenError, Page, PageWindow, Store, StoreError};
@@ -80,6 +80,30 @@ impl Storage for SledStorage {
 
     fn invalidations(&self) -> Option<InvalidationFeed> {
         None
+    }
+
+    async fn hold_rotation_secret(&self, retrieval: RotationRetrieval) -> Result<(), StoreError> {
+        self.blocking(move |store| store.hold_rotation_secret(retrieval))
+            .await
+    }
+
+    async fn take_rotation_secret(
+        &self,
+        predecessor_id: AgentTokenId,
+        idempotency_key: &str,
+        user_id: UserId,
+        now_ms: i64,
+    ) -> Result<Option<(AgentTokenId, Vec<u8>)>, StoreError> {
+        let idempotency_key = idempotency_key.to_owned();
+        self.blocking(move |store| {
+            store.take_rotation_secret(predecessor_id, &idempotency_key, user_id, now_ms)
+        })
+        .await
+    }
+
+    async fn purge_rotation_secrets(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.blocking(move |store| store.purge_rotation_secrets(now_ms))
+            .await
     }
 
     async fn record_key_fingerprint(&self, fingerprint: &str) -> Result<String, StoreError> {

@@ -21,6 +21,7 @@ mod instance;
 pub mod port;
 pub mod postgres;
 mod records;
+mod retrievals;
 mod schema;
 pub mod url_configs;
 
@@ -138,6 +139,7 @@ struct Trees {
     agent_token_last_used: sled::Tree,
     url_configurations: sled::Tree,
     audit_events: sled::Tree,
+    rotation_retrievals: sled::Tree,
 }
 
 impl Store {
@@ -217,6 +219,7 @@ impl Store {
             agent_token_last_used: db.open_tree(schema::AGENT_TOKEN_LAST_USED)?,
             url_configurations: db.open_tree(schema::URL_CONFIGURATIONS)?,
             audit_events: db.open_tree(schema::AUDIT_EVENTS)?,
+            rotation_retrievals: db.open_tree(schema::ROTATION_RETRIEVALS)?,
         };
         Ok(Store {
             db,

@@ -108,6 +108,28 @@ pub struct AgentTokenCredential {
     pub secret_hash: SecretHash,
 }
 
+/// A rotated successor's secret, sealed by the app under the instance key, that the caller who
+/// rotated may fetch once more with the same idempotency key until `expires_at_ms`.
+#[derive(Clone)]
+pub struct RotationRetrieval {
+    pub predecessor_id: AgentTokenId,
+    pub idempotency_key: String,
+    pub user_id: UserId,
+    pub successor_id: AgentTokenId,
+    pub sealed_secret: Vec<u8>,
+    pub expires_at_ms: i64,
+}
+
+impl std::fmt::Debug for RotationRetrieval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotationRetrieval")
+            .field("predecessor_id", &self.predecessor_id)
+            .field("successor_id", &self.successor_id)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A URL configuration to create; private keys arrive sealed.
 #[derive(Debug, Clone)]
 pub struct NewUrlConfiguration {
@@ -176,6 +198,24 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Makes every acknowledged write durable; called at shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Holds a rotated successor's sealed secret for the retrieve window. Held secrets are never
+    /// part of a snapshot.
+    async fn hold_rotation_secret(&self, retrieval: RotationRetrieval) -> Result<(), StoreError>;
+
+    /// Takes a held secret, at most once under any concurrency: only for the user who rotated,
+    /// with the same idempotency key, before the window ends. Returns the successor's id and the
+    /// sealed secret.
+    async fn take_rotation_secret(
+        &self,
+        predecessor_id: AgentTokenId,
+        idempotency_key: &str,
+        user_id: UserId,
+        now_ms: i64,
+    ) -> Result<Option<(AgentTokenId, Vec<u8>)>, StoreError>;
+
+    /// Deletes held secrets whose window has ended; returns how many went.
+    async fn purge_rotation_secrets(&self, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Records the fingerprint of the instance key unless one is recorded, and returns the one
     /// recorded: a different one means this process holds another key than the one that sealed

@@ -160,6 +160,15 @@ pub(crate) mod v1 {
         pub(crate) details: serde_json::Value,
         pub(crate) created_at_ms: i64,
     }
+
+    /// A rotated successor's secret, sealed by the app, for one more fetch by its rotator.
+    #[derive(Clone, Serialize, Deserialize)]
+    pub(crate) struct RotationRetrieval {
+        pub(crate) user_id: u64,
+        pub(crate) successor_id: u64,
+        pub(crate) sealed_secret: Vec<u8>,
+        pub(crate) expires_at_ms: i64,
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ pub(crate) const AGENT_TOKEN_LAST_USED: &str = "agent_token_last_used";
 pub(crate) const URL_CONFIGURATIONS: &str = "url_configurations";
 /// project id ++ audit event id → `records::v1::AuditEvent`.
 pub(crate) const AUDIT_EVENTS: &str = "audit_events";
+/// predecessor token id ++ idempotency key → `records::v1::RotationRetrieval`: a rotated
+/// successor's sealed secret, held only for the retrieve window. Never part of a snapshot.
+pub(crate) const ROTATION_RETRIEVALS: &str = "rotation_retrievals";
 
 /// Every tree, in snapshot order.
 pub(crate) const ALL_TREES: [&str; 18] = [

@@ -116,6 +116,7 @@ contract_cases! {
             ids_grow_and_are_never_reused,
         }
         agent_tokens {
+            a_held_rotation_secret_is_taken_once_by_its_rotator_within_the_window,
             a_third_active_token_is_refused_until_one_is_revoked,
             concurrent_token_creates_never_exceed_two_active_tokens,
             revoking_is_idempotent_and_keeps_the_record,

@@ -236,6 +236,11 @@ pub struct ServeArgs {
     /// cut to it [default: 7d]
     #[arg(long, env = "AGENTREG_MAX_ROTATION_OVERLAP")]
     pub max_rotation_overlap: Option<String>,
+    /// How long the caller who rotated a token may fetch the successor's secret once more, by
+    /// repeating the rotation with the same Idempotency-Key; 0 turns it off, and the secret is
+    /// then never held [default: 0]
+    #[arg(long, env = "AGENTREG_ROTATION_RETRIEVE_WINDOW")]
+    pub rotation_retrieve_window: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -282,6 +287,8 @@ pub struct Settings {
     pub require_agent_token_expiry: bool,
     /// The longest overlap of a token rotation.
     pub max_rotation_overlap: std::time::Duration,
+    /// How long a rotated successor's secret is held for one more fetch; `None` when off.
+    pub rotation_retrieve_window: Option<std::time::Duration>,
     /// PostgreSQL; `None` means embedded sled in `<data_dir>/db`.
     pub database: Option<DatabaseSettings>,
 }
@@ -433,6 +440,7 @@ struct FileSettings {
     agent_token_max_lifetime: Option<String>,
     require_agent_token_expiry: Option<bool>,
     max_rotation_overlap: Option<String>,
+    rotation_retrieve_window: Option<String>,
     database_url: Option<String>,
     database_password_file: Option<PathBuf>,
     database_pool_size: Option<usize>,
@@ -643,6 +651,14 @@ impl Settings {
                 .require_agent_token_expiry
                 .or(file.require_agent_token_expiry)
                 .unwrap_or(false),
+            rotation_retrieve_window: match args
+                .rotation_retrieve_window
+                .or(file.rotation_retrieve_window)
+                .as_deref()
+            {
+                None | Some("0") => None,
+                Some(text) => Some(parse_duration(text)?),
+            },
             max_rotation_overlap: args
                 .max_rotation_overlap
                 .or(file.max_rotation_overlap)
@@ -684,6 +700,7 @@ impl Settings {
             agent_token_max_lifetime: None,
             require_agent_token_expiry: false,
             max_rotation_overlap: DEFAULT_MAX_ROTATION_OVERLAP,
+            rotation_retrieve_window: None,
             database: None,
         }
     }

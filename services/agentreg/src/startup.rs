@@ -90,6 +90,7 @@ impl Application {
                 agent_token_max_lifetime: settings.agent_token_max_lifetime,
                 require_agent_token_expiry: settings.require_agent_token_expiry,
                 max_rotation_overlap: settings.max_rotation_overlap,
+                rotation_retrieve_window: settings.rotation_retrieve_window,
             },
             Sealer::new(&encryption_key),
             KasVerifier::new(&kas_secret),
@@ -289,6 +290,9 @@ impl Application {
                     _ = interval.tick() => {
                         if let Err(error) = sweep_app.retire_ended_agent_tokens().await {
                             tracing::warn!(error = %crate::telemetry::error_chain(&error), "recording ended agent tokens failed");
+                        }
+                        if let Err(error) = sweep_app.purge_rotation_secrets().await {
+                            tracing::warn!(error = %crate::telemetry::error_chain(&error), "deleting held rotation secrets failed");
                         }
                     }
                 }

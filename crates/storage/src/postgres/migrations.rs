@@ -28,6 +28,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: include_str!("../../migrations/0003_token_lifecycle.sql"),
     },
+    Migration {
+        version: 4,
+        sql: include_str!("../../migrations/0004_rotation_retrievals.sql"),
+    },
 ];
 
 /// The advisory lock every migrating process takes: "agentreg" in ASCII.

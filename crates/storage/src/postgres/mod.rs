@@ -30,7 +30,7 @@ use crate::identity::{
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, InventoryAgent, NewAgentToken,
     NewPersonalAccessToken, NewRotation, NewUrlConfiguration, PersonalAccessTokenCredential,
-    RevokeAgentToken, RotatedAgentToken, Storage, TokenDeadlines,
+    RevokeAgentToken, RotatedAgentToken, RotationRetrieval, Storage, TokenDeadlines,
 };
 use crate::schema;
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
@@ -393,6 +393,82 @@ impl Storage for PostgresStorage {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
+    }
+
+    async fn hold_rotation_secret(&self, retrieval: RotationRetrieval) -> Result<(), StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO rotation_retrievals (predecessor_id, idempotency_key, user_id, \
+                     successor_id, sealed_secret, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (predecessor_id, idempotency_key) DO UPDATE SET \
+                     user_id = EXCLUDED.user_id, successor_id = EXCLUDED.successor_id, \
+                     sealed_secret = EXCLUDED.sealed_secret, expires_at_ms = EXCLUDED.expires_at_ms",
+                    &[
+                        &key(retrieval.predecessor_id.get()),
+                        &retrieval.idempotency_key,
+                        &key(retrieval.user_id.get()),
+                        &key(retrieval.successor_id.get()),
+                        &retrieval.sealed_secret,
+                        &retrieval.expires_at_ms,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_rotation_secret(
+        &self,
+        predecessor_id: AgentTokenId,
+        idempotency_key: &str,
+        user_id: UserId,
+        now_ms: i64,
+    ) -> Result<Option<(AgentTokenId, Vec<u8>)>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            // The DELETE decides who takes it: a concurrent second take finds no row.
+            let row = client
+                .query_opt(
+                    "DELETE FROM rotation_retrievals WHERE predecessor_id = $1 \
+                     AND idempotency_key = $2 AND user_id = $3 AND expires_at_ms > $4 \
+                     RETURNING successor_id, sealed_secret",
+                    &[
+                        &key(predecessor_id.get()),
+                        &idempotency_key,
+                        &key(user_id.get()),
+                        &now_ms,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let successor_id: i64 = get(&row, 0)?;
+            Ok(Some((
+                AgentTokenId::new(unsigned(successor_id)),
+                get(&row, 1)?,
+            )))
+        })
+        .await
+    }
+
+    async fn purge_rotation_secrets(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM rotation_retrievals WHERE expires_at_ms <= $1",
+                    &[&now_ms],
+                )
+                .await
+                .map_err(pg)
+        })
+        .await
     }
 
     async fn record_key_fingerprint(&self, fingerprint: &str) -> Result<String, StoreError> {

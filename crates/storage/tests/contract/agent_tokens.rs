@@ -1031,3 +1031,57 @@ pub(crate) async fn ended_tokens_are_recorded_once_with_their_reason_and_deadlin
             .is_empty()
     );
 }
+
+pub(crate) async fn a_held_rotation_secret_is_taken_once_by_its_rotator_within_the_window(
+    storage: &dyn Storage,
+) {
+    let predecessor = AgentTokenId::new(7);
+    let rotator = agentreg_domain::ids::UserId::new(3);
+    let held = |key: &str, expires_at_ms| agentreg_storage::port::RotationRetrieval {
+        predecessor_id: predecessor,
+        idempotency_key: key.to_owned(),
+        user_id: rotator,
+        successor_id: AgentTokenId::new(8),
+        sealed_secret: vec![1, 2, 3],
+        expires_at_ms,
+    };
+    storage
+        .hold_rotation_secret(held("k1", 1_000))
+        .await
+        .unwrap();
+    storage
+        .hold_rotation_secret(held("old", 500))
+        .await
+        .unwrap();
+
+    let other_user = storage
+        .take_rotation_secret(predecessor, "k1", agentreg_domain::ids::UserId::new(4), 100)
+        .await
+        .unwrap();
+    let other_key = storage
+        .take_rotation_secret(predecessor, "k2", rotator, 100)
+        .await
+        .unwrap();
+    let takes = (0..10).map(|_| storage.take_rotation_secret(predecessor, "k1", rotator, 100));
+    let taken: Vec<_> = futures::future::join_all(takes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let purged = storage.purge_rotation_secrets(600).await.unwrap();
+    let after_window = storage
+        .take_rotation_secret(predecessor, "old", rotator, 100)
+        .await
+        .unwrap();
+
+    assert_eq!(other_user, None, "only the rotator may take it");
+    assert_eq!(other_key, None, "only with the same key");
+    let winners: Vec<_> = taken.iter().flatten().collect();
+    assert_eq!(
+        winners,
+        vec![&(AgentTokenId::new(8), vec![1, 2, 3])],
+        "taken once"
+    );
+    assert_eq!(purged, 1);
+    assert_eq!(after_window, None, "gone once its window ended");
+}

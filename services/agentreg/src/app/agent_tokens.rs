@@ -3,17 +3,20 @@
 //! once.
 
 use super::audit::{self, AuditEntry};
+use super::crypto::{SealedFor, SealedMode};
 use super::pagination::{PageInfo, Pagination};
 use super::{App, AuthCounters, Caller, Error, author, now_ms};
 use agentreg_domain::entities::{AgentToken, RevocationReason};
-use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
+use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, ProjectRef};
 use agentreg_domain::names::{TokenDescription, TokenName};
 use agentreg_domain::tokens::{RotationRefused, TokenKind, generate_token, sort_by_last_use};
 use agentreg_storage::agent_tokens::{
     CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError,
 };
-use agentreg_storage::port::{NewAgentToken, NewRotation, RevokeAgentToken, RotatedAgentToken};
-use secrecy::SecretString;
+use agentreg_storage::port::{
+    NewAgentToken, NewRotation, RevokeAgentToken, RotatedAgentToken, RotationRetrieval,
+};
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -40,6 +43,9 @@ pub struct NewAgentTokenInput {
 /// `POST .../tokens/:token_id/rotate` parameters as sent.
 #[derive(Debug, Default)]
 pub struct RotateAgentTokenInput {
+    /// GitLab-style `Idempotency-Key`: with `--rotation-retrieve-window`, repeating the rotation
+    /// with the same key fetches the same successor and secret once more.
+    pub idempotency_key: Option<String>,
     /// The successor's name; the predecessor's when unset.
     pub name: Option<String>,
     /// The successor's description; the predecessor's when unset.
@@ -328,6 +334,18 @@ impl App {
         let agent = self.find_agent(&access, agent_id).await?;
         let project_id = access.project.id;
         let now = now_ms();
+        let retrieve_window = self.inner.config.rotation_retrieve_window;
+        let idempotency_key = input
+            .idempotency_key
+            .clone()
+            .filter(|key| !key.is_empty() && retrieve_window.is_some());
+        if let Some(key) = &idempotency_key
+            && let Some(retrieved) = self
+                .retrieve_rotation(caller, project_id, agent.id, token_id, key, now)
+                .await?
+        {
+            return Ok(retrieved);
+        }
         let predecessor = self
             .storage()
             .agent_token(project_id, agent.id, token_id)
@@ -409,6 +427,17 @@ impl App {
                 // A cached predecessor does not know its overlap deadline yet.
                 self.inner.agent_tokens.invalidate(&[token_id]);
                 AuthCounters::bump(&self.inner.counters.rotations);
+                if let (Some(key), Some(window)) = (idempotency_key, retrieve_window) {
+                    self.hold_rotation_secret(
+                        caller,
+                        &rotated,
+                        key,
+                        &generated.plaintext,
+                        now,
+                        window,
+                    )
+                    .await;
+                }
                 Ok(RotatedAgentTokenWithSecret {
                     predecessor: rotated.predecessor,
                     successor: CreatedAgentToken {
@@ -421,6 +450,89 @@ impl App {
             Err(RotateAgentTokenError::AgentNotFound) => Err(Error::RecordNotFound),
             Err(RotateAgentTokenError::Store(error)) => Err(error.into()),
         }
+    }
+
+    /// Holds the successor's secret, sealed under the instance key, so that the caller who
+    /// rotated may fetch it once more within `window` with the same idempotency key. A failure
+    /// only loses that second chance; the rotation and its response stand.
+    async fn hold_rotation_secret(
+        &self,
+        caller: &Caller,
+        rotated: &RotatedAgentToken,
+        idempotency_key: String,
+        plaintext: &SecretString,
+        now: i64,
+        window: std::time::Duration,
+    ) {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let sealed_for = SealedFor {
+            agent_id: rotated.successor.agent_id.get(),
+            mode: SealedMode::RotationSecret,
+        };
+        let retrieval = RotationRetrieval {
+            predecessor_id: rotated.predecessor.id,
+            idempotency_key,
+            user_id: caller.user.id,
+            successor_id: rotated.successor.id,
+            sealed_secret: self
+                .inner
+                .sealer
+                .seal(plaintext.expose_secret().as_bytes(), sealed_for),
+            expires_at_ms: now.saturating_add(window_ms),
+        };
+        if let Err(error) = self.storage().hold_rotation_secret(retrieval).await {
+            tracing::warn!(error = %crate::telemetry::error_chain(&error), "holding a rotated secret for its retrieve window failed");
+        }
+    }
+
+    /// The successor and secret of a rotation this caller made with this idempotency key, once,
+    /// within the retrieve window; `None` sends the request down the ordinary rotation path.
+    async fn retrieve_rotation(
+        &self,
+        caller: &Caller,
+        project_id: ProjectId,
+        agent_id: AgentId,
+        token_id: AgentTokenId,
+        idempotency_key: &str,
+        now: i64,
+    ) -> Result<Option<RotatedAgentTokenWithSecret>, Error> {
+        let Some((successor_id, sealed)) = self
+            .storage()
+            .take_rotation_secret(token_id, idempotency_key, caller.user.id, now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let sealed_for = SealedFor {
+            agent_id: agent_id.get(),
+            mode: SealedMode::RotationSecret,
+        };
+        let secret = self
+            .inner
+            .sealer
+            .open(&sealed, sealed_for)
+            .map_err(|error| Error::internal("opening a held rotation secret failed", error))?;
+        let plaintext = String::from_utf8(secret.expose_secret().clone())
+            .map_err(|error| Error::internal("a held rotation secret is not text", error))?;
+        let predecessor = self.storage().agent_token(project_id, agent_id, token_id);
+        let successor = self
+            .storage()
+            .agent_token(project_id, agent_id, successor_id);
+        let (Some(predecessor), Some(successor)) = (predecessor.await?, successor.await?) else {
+            return Ok(None);
+        };
+        Ok(Some(RotatedAgentTokenWithSecret {
+            predecessor,
+            successor: CreatedAgentToken {
+                token: successor,
+                plaintext: SecretString::from(plaintext),
+            },
+        }))
+    }
+
+    /// Deletes held rotation secrets whose window has ended.
+    pub async fn purge_rotation_secrets(&self) -> Result<u64, Error> {
+        Ok(self.storage().purge_rotation_secrets(now_ms()).await?)
     }
 
     /// Ends a rotation on the successor's first successful use (on whichever replica sees it):

@@ -394,6 +394,7 @@ mod tests {
                 agent_token_max_lifetime: None,
                 require_agent_token_expiry: false,
                 max_rotation_overlap: crate::config::DEFAULT_MAX_ROTATION_OVERLAP,
+                rotation_retrieve_window: None,
             },
             super::super::crypto::Sealer::new(&secrecy::SecretBox::new(Box::new([9; 32]))),
             super::super::internal::KasVerifier::new(&secrecy::SecretBox::new(Box::new(vec![

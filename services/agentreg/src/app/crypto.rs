@@ -31,6 +31,9 @@ pub enum SealedMode {
     Jwt,
     /// mTLS mode's client key.
     Mtls,
+    /// Not a URL configuration's key: a rotated agent token's secret, held for the rotation
+    /// retrieve window (bound to the agent it belongs to).
+    RotationSecret,
 }
 
 impl SealedFor {
@@ -38,6 +41,9 @@ impl SealedFor {
         let mode = match self.mode {
             SealedMode::Jwt => "jwt",
             SealedMode::Mtls => "mtls",
+            SealedMode::RotationSecret => {
+                return format!("agentreg/v2/rotation-secret/agent/{}", self.agent_id).into_bytes();
+            }
         };
         format!(
             "agentreg/v2/url-configuration-private-key/agent/{}/{mode}",

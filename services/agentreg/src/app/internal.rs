@@ -437,6 +437,7 @@ mod tests {
                 agent_token_max_lifetime: None,
                 require_agent_token_expiry: false,
                 max_rotation_overlap: crate::config::DEFAULT_MAX_ROTATION_OVERLAP,
+                rotation_retrieve_window: None,
             },
             sealer.clone(),
             KasVerifier::new(&SecretBox::new(Box::new(vec![7; 32]))),

@@ -173,6 +173,8 @@ pub struct AppConfig {
     pub require_agent_token_expiry: bool,
     /// The longest overlap a rotation may ask for; longer requests are cut to it.
     pub max_rotation_overlap: std::time::Duration,
+    /// How long a rotated successor's secret is held for one more fetch; `None` when off.
+    pub rotation_retrieve_window: Option<std::time::Duration>,
 }
 
 /// Counters that metrics report.

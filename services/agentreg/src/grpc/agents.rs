@@ -232,8 +232,14 @@ impl AgentTokenService for AgentTokenGrpc {
         request: Request<pb::RotateAgentTokenRequest>,
     ) -> Result<Response<pb::RotateAgentTokenResponse>, Status> {
         let caller = caller(&self.app, &request, Intent::Write).await?;
+        let idempotency_key = request
+            .metadata()
+            .get("idempotency-key")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let request = request.into_inner();
         let input = RotateAgentTokenInput {
+            idempotency_key,
             name: request.name,
             description: request.description,
             expires_at: request.expires_at,

@@ -187,13 +187,22 @@ pub(super) async fn revoke(
 
 /// Rotates a token (Maintainer and above; agentreg extension): creates its successor, shown
 /// once with its secret, and marks the token retiring. The token keeps working until the
-/// successor's first use by an agent, or until `overlap_seconds` pass.
+/// successor's first use by an agent, or until `overlap_seconds` pass. With
+/// `--rotation-retrieve-window`, repeating the call with the same `Idempotency-Key` fetches the
+/// same successor and secret once more, for the caller who rotated, within the window.
 #[utoipa::path(
     post,
     path = "/api/v4/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}/rotate",
     operation_id = "rotate_agent_token",
     tag = "agent_tokens",
-    params(AgentTokenPath),
+    params(
+        AgentTokenPath,
+        (
+            "Idempotency-Key" = Option<String>,
+            Header,
+            description = "With --rotation-retrieve-window: repeat the rotation with the same key to fetch the same successor and secret once more.",
+        ),
+    ),
     request_body(content(
         (RotateAgentTokenBody = "application/json"),
         (RotateAgentTokenBody = "application/x-www-form-urlencoded"),
@@ -217,11 +226,16 @@ pub(super) async fn rotate(
     State(state): State<RestState>,
     Authenticated(caller): Authenticated,
     ids: Ids,
+    headers: axum::http::HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
     let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let token_id = AgentTokenId::from_wire(ids.integer("token_id")?);
     let input = RotateAgentTokenInput {
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
         name: params.optional_text("name")?,
         description: params.optional_text("description")?,
         expires_at: params.optional_text("expires_at")?,
