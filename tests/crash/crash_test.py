@@ -2,10 +2,12 @@
 """Crash test: acknowledged writes survive kill -9, and the invariants hold after every restart.
 
 Starts the real binary, runs concurrent writers that register and delete agents, create and
-revoke tokens, and create and delete URL configurations, recording every request that got a 2xx.
+revoke and rotate tokens, and create and delete URL configurations, recording every request that
+got a 2xx.
 Kills the process with SIGKILL at random moments, restarts it, and checks after each restart:
 - every acknowledged write is present and intact, and every acknowledged delete is gone;
-- no agent has more than two active tokens or more than one URL configuration;
+- no agent has more than two counted tokens plus one retiring (rotated) token, no revoked token is
+  still usable, and no agent has more than one URL configuration;
 - ids stay monotonic: a new agent gets an id above every id seen before.
 A request that was in flight when the process died has an unknown outcome and is only checked
 against the invariants.
@@ -160,7 +162,7 @@ def writer(server, project_id, ledger, stop, rng, prefix, tolerate_outage=False)
     mine = []
     while not stop.is_set():
         counter += 1
-        op = rng.choice(["agent", "agent", "token", "token", "revoke", "config", "unconfig", "delete"])
+        op = rng.choice(["agent", "agent", "token", "token", "revoke", "rotate", "config", "unconfig", "delete"])
         current = None
         try:
             if op == "agent" or not mine:
@@ -191,6 +193,17 @@ def writer(server, project_id, ledger, stop, rng, prefix, tolerate_outage=False)
                     if status == 204:
                         with ledger.lock:
                             ledger.tokens[token_id] = (agent_id, "revoked")
+                            ledger.ack()
+            elif op == "rotate":
+                with ledger.lock:
+                    active = [t for t, (a, s) in ledger.tokens.items() if a == agent_id and s == "active"]
+                if active:
+                    token_id = rng.choice(active)
+                    status, body = call("POST", f"{agent_path}/tokens/{token_id}/rotate", {"overlap_seconds": 3600})
+                    if status == 201:
+                        # The predecessor stays listed as active (retiring) for the overlap.
+                        with ledger.lock:
+                            ledger.tokens[body["id"]] = (agent_id, "active")
                             ledger.ack()
             elif op == "config":
                 status, body = call("POST", f"{agent_path}/url_configurations", {"url": f"grpc://a{counter}.example.com"})
@@ -263,8 +276,15 @@ def verify(server, project_id, ledger):
             lost.append(f"deleted agent {agent_id} is back")
     for agent_id, agent in listed.items():
         tokens = list_all(f"{base}/{agent_id}/tokens")
-        if len(tokens) > 2:
-            violations.append(f"agent {agent_id} has {len(tokens)} active tokens")
+        retiring = [t for t in tokens if t.get("retiring_until")]
+        if len(tokens) - len(retiring) > 2 or len(retiring) > 1:
+            violations.append(
+                f"agent {agent_id} has {len(tokens) - len(retiring)} counted and {len(retiring)} retiring usable tokens")
+        revoked = list_all(f"{base}/{agent_id}/tokens?status=revoked")
+        usable_ids = {t["id"] for t in tokens}
+        for token in revoked:
+            if token["id"] in usable_ids or not token.get("revoked_at"):
+                violations.append(f"token {token['id']} of agent {agent_id} is usable after its revocation: {token}")
         status, configs = request("GET", f"{base}/{agent_id}/url_configurations")
         if status != 200 or len(configs) > 1:
             violations.append(f"agent {agent_id} has configurations {configs}")
