@@ -16,6 +16,7 @@ use agentreg_domain::tokens::{
     AgentTokenSet, RotationRefused, TokenHandle, TokenLimitReached, sort_by_last_use,
 };
 use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateAgentTokenError {
@@ -242,16 +243,7 @@ impl Store {
                     }
                     token_sets.insert(&id_key(agent_id), encode(&token_set_record(&token_set)))?;
                     if !record.revoked {
-                        record.revoked = true;
-                        let revocation = revocation_of(
-                            record.expires_at_ms,
-                            record.retiring_until_ms,
-                            revoke,
-                            now_ms,
-                        );
-                        record.revoked_at_ms = Some(revocation.revoked_at_ms);
-                        record.revoked_by_user_id = revocation.revoked_by_user_id.map(UserId::get);
-                        record.revoked_reason = Some(revocation.reason.as_str().to_owned());
+                        mark_revoked(&mut record, revoke, now_ms);
                     }
                     tokens.insert(&id_key(token_id), encode(&record))?;
                     if let Some((audit_id, audit)) = audit_id.zip(audit) {
@@ -405,27 +397,14 @@ impl Store {
                     if record.revoked {
                         return Ok(None);
                     }
-                    if let Some(set_bytes) = token_sets.get(id_key(record.agent_id))? {
-                        let stored: v1::AgentTokenSet =
-                            decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
-                        let mut token_set = token_set_from_record(stored);
-                        token_set.revoke(predecessor_id);
-                        token_sets.insert(
-                            &id_key(record.agent_id),
-                            encode(&token_set_record(&token_set)),
-                        )?;
-                    }
-                    let revocation = revocation_of(
-                        record.expires_at_ms,
-                        record.retiring_until_ms,
+                    end_in_tx(
+                        token_sets,
+                        tokens,
+                        predecessor_id,
+                        &mut record,
                         &revoke,
                         now_ms,
-                    );
-                    record.revoked = true;
-                    record.revoked_at_ms = Some(revocation.revoked_at_ms);
-                    record.revoked_by_user_id = None;
-                    record.revoked_reason = Some(revocation.reason.as_str().to_owned());
-                    tokens.insert(&id_key(predecessor_id), encode(&record))?;
+                    )?;
                     let revoked = token_from_record(predecessor_id, record, None).token;
                     if let Some((audit_id, audit)) = audit_id.zip(audit) {
                         let (key, value) = audit_entry(audit(&revoked), audit_id, now_ms);
@@ -495,27 +474,7 @@ impl Store {
                     if record.revoked || current.is_usable(now_ms) {
                         return Ok(None);
                     }
-                    if let Some(set_bytes) = token_sets.get(id_key(record.agent_id))? {
-                        let stored: v1::AgentTokenSet =
-                            decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
-                        let mut token_set = token_set_from_record(stored);
-                        token_set.revoke(token_id);
-                        token_sets.insert(
-                            &id_key(record.agent_id),
-                            encode(&token_set_record(&token_set)),
-                        )?;
-                    }
-                    let revocation = revocation_of(
-                        record.expires_at_ms,
-                        record.retiring_until_ms,
-                        &revoke,
-                        now_ms,
-                    );
-                    record.revoked = true;
-                    record.revoked_at_ms = Some(revocation.revoked_at_ms);
-                    record.revoked_by_user_id = None;
-                    record.revoked_reason = Some(revocation.reason.as_str().to_owned());
-                    tokens.insert(&id_key(token_id), encode(&record))?;
+                    end_in_tx(token_sets, tokens, token_id, &mut record, &revoke, now_ms)?;
                     let retired = token_from_record(token_id, record, None).token;
                     if let Some((audit_id, audit)) = audit_id.zip(audit) {
                         let (key, value) = audit_entry(audit(&retired), audit_id, now_ms);
@@ -682,6 +641,45 @@ pub(crate) fn revocation_of(
 }
 
 /// What a rotation's completion does to the predecessor.
+/// Records on a token that it ended now, by whom and why; a token that had already ended on its
+/// own (expired, or retired by its rotation's deadline) keeps that moment and reason.
+fn mark_revoked(record: &mut v1::AgentToken, revoke: &RevokeAgentToken, now_ms: i64) {
+    let revocation = revocation_of(
+        record.expires_at_ms,
+        record.retiring_until_ms,
+        revoke,
+        now_ms,
+    );
+    record.revoked = true;
+    record.revoked_at_ms = Some(revocation.revoked_at_ms);
+    record.revoked_by_user_id = revocation.revoked_by_user_id.map(UserId::get);
+    record.revoked_reason = Some(revocation.reason.as_str().to_owned());
+}
+
+/// Ends a token inside a transaction that the service starts on its own (a rotation completed,
+/// a token past its deadline): it leaves its agent's active set, and its record is marked.
+fn end_in_tx(
+    token_sets: &sled::transaction::TransactionalTree,
+    tokens: &sled::transaction::TransactionalTree,
+    token_id: u64,
+    record: &mut v1::AgentToken,
+    revoke: &RevokeAgentToken,
+    now_ms: i64,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    if let Some(set_bytes) = token_sets.get(id_key(record.agent_id))? {
+        let stored: v1::AgentTokenSet = decode_in_tx(schema::AGENT_TOKEN_SETS, &set_bytes)?;
+        let mut token_set = token_set_from_record(stored);
+        token_set.revoke(token_id);
+        token_sets.insert(
+            &id_key(record.agent_id),
+            encode(&token_set_record(&token_set)),
+        )?;
+    }
+    mark_revoked(record, revoke, now_ms);
+    tokens.insert(&id_key(token_id), encode(&*record))?;
+    Ok(())
+}
+
 pub(crate) fn rotated() -> RevokeAgentToken {
     RevokeAgentToken {
         by_user_id: None,
