@@ -221,6 +221,33 @@ impl PostgresStorage {
         row.as_ref().map(rows::project).transpose()
     }
 
+    /// Locks the agent's row for a new token (a create or a rotation's successor), then reads
+    /// its token set and takes the new token's id; `None` when the agent is not in the project.
+    /// The token limits span rows, so they hold under concurrency only because every create and
+    /// rotation (on any replica) takes this lock before counting: they take turns per agent.
+    async fn lock_for_new_token(
+        transaction: &deadpool_postgres::Transaction<'_>,
+        project_id: ProjectId,
+        agent_id: AgentId,
+    ) -> Result<Option<(AgentTokenSet, i64)>, StoreError> {
+        let locked = transaction
+            .query_opt(
+                "SELECT id FROM agents WHERE id = $1 AND project_id = $2 FOR UPDATE",
+                &[&key(agent_id.get()), &key(project_id.get())],
+            )
+            .await
+            .map_err(pg)?;
+        if locked.is_none() {
+            return Ok(None);
+        }
+        let token_set = PostgresStorage::token_set(transaction, agent_id).await?;
+        let next = transaction
+            .query_one("SELECT nextval('agent_tokens_id_seq')", &[])
+            .await
+            .map_err(pg)?;
+        Ok(Some((token_set, get(&next, 0)?)))
+    }
+
     /// The agent's tokens in sled's token-set order: active, then revoked, each in the order
     /// they took that status.
     async fn token_set(
@@ -1009,24 +1036,11 @@ impl Storage for PostgresStorage {
         self.bounded(async {
             let mut client = self.client().await?;
             let transaction = client.transaction().await.map_err(pg)?;
-            // The active-token limit spans rows, so it holds under concurrency only because
-            // every create (on any replica) locks the agent's row before counting.
-            let locked = transaction
-                .query_opt(
-                    "SELECT id FROM agents WHERE id = $1 AND project_id = $2 FOR UPDATE",
-                    &[&key(agent_id.get()), &key(project_id.get())],
-                )
-                .await
-                .map_err(pg)?;
-            if locked.is_none() {
+            let Some((mut token_set, token_id)) =
+                PostgresStorage::lock_for_new_token(&transaction, project_id, agent_id).await?
+            else {
                 return Err(CreateAgentTokenError::AgentNotFound);
-            }
-            let mut token_set = PostgresStorage::token_set(&transaction, agent_id).await?;
-            let next = transaction
-                .query_one("SELECT nextval('agent_tokens_id_seq')", &[])
-                .await
-                .map_err(pg)?;
-            let token_id: i64 = get(&next, 0)?;
+            };
             token_set.activate(unsigned(token_id), new.expires_at_ms, now_ms)?;
             let sql = format!(
                 "INSERT INTO agent_tokens AS t (id, agent_id, project_id, name, description, \
@@ -1222,24 +1236,11 @@ impl Storage for PostgresStorage {
         self.bounded(async {
             let mut client = self.client().await?;
             let transaction = client.transaction().await.map_err(pg)?;
-            // The same agent-row lock as creates: rotations and creates of one agent take turns,
-            // on any replica, so the limits are checked against the current tokens.
-            let locked = transaction
-                .query_opt(
-                    "SELECT id FROM agents WHERE id = $1 AND project_id = $2 FOR UPDATE",
-                    &[&key(agent_id.get()), &key(project_id.get())],
-                )
-                .await
-                .map_err(pg)?;
-            if locked.is_none() {
+            let Some((mut token_set, successor_id)) =
+                PostgresStorage::lock_for_new_token(&transaction, project_id, agent_id).await?
+            else {
                 return Err(RotateAgentTokenError::AgentNotFound);
-            }
-            let mut token_set = PostgresStorage::token_set(&transaction, agent_id).await?;
-            let next = transaction
-                .query_one("SELECT nextval('agent_tokens_id_seq')", &[])
-                .await
-                .map_err(pg)?;
-            let successor_id: i64 = get(&next, 0)?;
+            };
             token_set.rotate(
                 token_id.get(),
                 unsigned(successor_id),
