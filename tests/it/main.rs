@@ -10,6 +10,7 @@
 mod admin_tokens;
 mod agent_tokens;
 mod agents;
+mod argon2_queue;
 mod hardening;
 mod helpers;
 mod identity;

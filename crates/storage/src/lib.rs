@@ -15,6 +15,7 @@ pub mod audit;
 pub mod backup;
 mod dataset;
 pub mod embedded;
+mod group_flush;
 pub mod hashing;
 pub mod identity;
 mod instance;
@@ -70,6 +71,12 @@ fn engine(error: sled::Error) -> StoreError {
     StoreError::Engine(EngineError::new(error))
 }
 
+impl From<group_flush::SharedFlushFailed> for StoreError {
+    fn from(error: group_flush::SharedFlushFailed) -> StoreError {
+        StoreError::Engine(EngineError::new(error))
+    }
+}
+
 /// Opening the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -108,6 +115,8 @@ pub struct Store {
     gate: std::sync::Arc<std::sync::RwLock<()>>,
     /// The locked [`LOCK_FILE`] of an on-disk store, held for as long as any clone lives.
     lock: Option<std::sync::Arc<std::fs::File>>,
+    /// Lets concurrent writers share flushes (group commit).
+    group_flush: std::sync::Arc<group_flush::GroupFlush>,
 }
 
 /// Pauses a synchronous open while sled releases a lock (only ever on a blocking thread).
@@ -226,6 +235,7 @@ impl Store {
             trees,
             gate: std::sync::Arc::default(),
             lock: None,
+            group_flush: std::sync::Arc::default(),
         })
     }
 
@@ -237,9 +247,11 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable. Concurrent callers share flushes: a caller waits for
+    /// the first flush that starts after its call, which may be one another caller runs.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(drop).map_err(engine)
+        self.group_flush
+            .flush(|| self.db.flush().map(drop).map_err(engine))
     }
 
     /// The next id of a kind: monotonic and never reused, even across restarts, because the

@@ -33,6 +33,8 @@
     reason = "benchmark binary"
 )]
 
+mod support;
+
 use agentreg::config::{
     DEFAULT_DATABASE_POOL_SIZE, DEFAULT_DATABASE_STATEMENT_TIMEOUT_MS, DatabaseSettings, Settings,
 };
@@ -42,6 +44,7 @@ use reqwest::StatusCode;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use support::{kas_jwt, median};
 
 const ROOT_TOKEN: &str = "glpat-benchmark-root-token-0123456789";
 /// An admin URL of a PostgreSQL server where the benchmark may create and drop a database.
@@ -459,12 +462,6 @@ async fn post(http: &reqwest::Client, url: &str, body: serde_json::Value) -> ser
     response.json().await.unwrap()
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
-}
-
 /// The server URL `url` with its database replaced by `database`.
 fn with_database(url: &str, database: &str) -> String {
     let (scheme, rest) = url
@@ -475,19 +472,4 @@ fn with_database(url: &str, database: &str) -> String {
         .find('?')
         .map_or("", |query_start| &rest[authority_end + query_start..]);
     format!("{scheme}://{}/{database}{query}", &rest[..authority_end])
-}
-
-fn kas_jwt(secret: &[u8]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims =
-        serde_json::json!({"iss": "gitlab-kas", "aud": "gitlab", "iat": now, "exp": now + 3600});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret),
-    )
-    .unwrap()
 }

@@ -184,8 +184,9 @@ pub struct ServeArgs {
     /// agent tokens get 429 [default: 600]
     #[arg(long, env = "AGENTREG_AGENT_TOKEN_FAILURES_PER_MINUTE")]
     pub agent_token_failures_per_minute: Option<u32>,
-    /// Callers waiting for an argon2 verification beyond which new ones are refused at once with
-    /// 429 and Retry-After [default: 64]
+    /// Requests waiting for argon2 (token creation, first use of a token) beyond which new ones
+    /// are refused at once with 503 and Retry-After; argon2 runs on max(1, CPUs - 1) threads of
+    /// its own [default: 64]
     #[arg(long, env = "AGENTREG_ARGON2_QUEUE_LIMIT")]
     pub argon2_queue_limit: Option<usize>,
     /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are

@@ -19,13 +19,16 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tracing::Instrument as _;
 
 /// The labels of request metrics.
+/// Labels of one request. The route shares the router's `Arc<str>` and the status is a number,
+/// so that recording a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     protocol: &'static str,
-    route: String,
-    status: String,
+    route: Arc<str>,
+    status: u16,
 }
 
 /// Every metric, and the registry that renders them.
@@ -34,6 +37,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
     state: Arc<Mutex<ScrapeState>>,
+    /// The route label of requests that matched no route.
+    unmatched: Arc<str>,
 }
 
 /// Values read from the app just before each scrape.
@@ -91,10 +96,11 @@ impl Metrics {
             requests,
             latency,
             state,
+            unmatched: Arc::from("unmatched"),
         }
     }
 
-    fn observe(&self, protocol: &'static str, route: String, status: String, seconds: f64) {
+    fn observe(&self, protocol: &'static str, route: Arc<str>, status: u16, seconds: f64) {
         let labels = RequestLabels {
             protocol,
             route,
@@ -210,19 +216,21 @@ impl Collector for AppCollector {
     }
 }
 
-/// Middleware recording every REST request under its route template.
+/// Middleware around every REST request: runs it in the `http` span (method and path, never the
+/// query string, which may hold a `private_token`) and records it under its route template.
 pub async fn track_rest(
     State(metrics): State<Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || Arc::clone(&metrics.unmatched),
+        |path| Arc::from(path.as_str()),
+    );
+    let span = crate::telemetry::http_span(&request);
     let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+    let response = next.run(request).instrument(span).await;
+    let status = response.status().as_u16();
     metrics.observe("rest", route, status, started.elapsed().as_secs_f64());
     response
 }
@@ -236,9 +244,9 @@ pub async fn track_grpc(
 ) -> Response {
     let path = request.uri().path();
     let route = if path.starts_with("/agentreg.v1.") || path.starts_with("/grpc.") {
-        path.to_owned()
+        Arc::from(path)
     } else {
-        "unmatched".to_owned()
+        Arc::clone(&metrics.unmatched)
     };
     let started = Instant::now();
     let response = next.run(request).await;
@@ -246,8 +254,8 @@ pub async fn track_grpc(
         .headers()
         .get("grpc-status")
         .and_then(|value| value.to_str().ok())
-        .unwrap_or("0")
-        .to_owned();
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
     metrics.observe("grpc", route, status, started.elapsed().as_secs_f64());
     response
 }

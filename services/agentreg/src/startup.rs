@@ -9,8 +9,8 @@ use crate::config::{Settings, TlsFiles};
 use crate::grpc::{self, pb};
 use crate::metrics::{self, Metrics};
 use crate::rest::{self, RestState};
+use crate::secrets;
 use crate::server::{self, ListenerOptions, TimeoutAnswer};
-use crate::{secrets, telemetry};
 use agentreg_storage::SecretHasher;
 use anyhow::Context;
 use axum::routing::get;
@@ -216,14 +216,10 @@ impl Application {
         if metrics_listener.is_none() {
             rest_router = rest_router.merge(metrics_route.clone());
         }
-        let rest_router = rest_router
-            .layer(middleware::from_fn_with_state(
-                metrics.clone(),
-                metrics::track_rest,
-            ))
-            .layer(
-                tower_http::trace::TraceLayer::new_for_http().make_span_with(telemetry::http_span),
-            );
+        let rest_router = rest_router.layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            metrics::track_rest,
+        ));
         let (grpc_routes, health_reporter) =
             grpc_routes(&self.app, self.settings.connections.grpc_max_message_bytes).await?;
         let grpc_router = grpc_routes

@@ -12,7 +12,8 @@ use agentreg_domain::tokens::{TokenHandle, TokenKind, token_handle};
 use agentreg_domain::url_config::Ed25519KeyPair;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
-use std::collections::HashSet;
+use sha2::{Digest as _, Sha256};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -34,11 +35,21 @@ struct KasClaims {
     exp: i64,
 }
 
+/// Verified agent-server JWTs remembered at most, until each one's `exp`.
+const VERIFIED_JWTS_CAPACITY: usize = 1024;
+
 /// Checks the `Gitlab-Kas-Api-Request` JWT.
+///
+/// The agent server signs one JWT per second with second-granular claims, so under load many
+/// requests carry the very same JWT. A JWT that passed verification is remembered by its SHA-256
+/// until its `exp` (never longer than [`KAS_JWT_MAX_LIFETIME_SECS`]), and the same bytes are
+/// then accepted without decoding and checking the signature again.
 #[derive(Clone)]
 pub struct KasVerifier {
     key: DecodingKey,
     validation: Validation,
+    /// SHA-256 of a verified JWT, with its `exp`.
+    verified: std::sync::Arc<std::sync::Mutex<HashMap<[u8; 32], i64>>>,
 }
 
 impl fmt::Debug for KasVerifier {
@@ -63,6 +74,7 @@ impl KasVerifier {
         KasVerifier {
             key: DecodingKey::from_secret(secret.expose_secret()),
             validation,
+            verified: std::sync::Arc::default(),
         }
     }
 
@@ -70,14 +82,33 @@ impl KasVerifier {
         let Some(jwt) = jwt.filter(|jwt| !jwt.is_empty()) else {
             return Err(Error::KasUnauthorized);
         };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let digest: [u8; 32] = Sha256::digest(jwt.as_bytes()).into();
+        if self.remembered().get(&digest).is_some_and(|exp| now < *exp) {
+            return Ok(());
+        }
         let claims = jsonwebtoken::decode::<KasClaims>(jwt, &self.key, &self.validation)
             .map_err(|_| Error::KasUnauthorized)?
             .claims;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
         if claims.exp > now.saturating_add(KAS_JWT_MAX_LIFETIME_SECS) {
             return Err(Error::KasUnauthorized);
         }
+        let mut verified = self.remembered();
+        if verified.len() >= VERIFIED_JWTS_CAPACITY {
+            verified.retain(|_, exp| now < *exp);
+            if verified.len() >= VERIFIED_JWTS_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, claims.exp);
         Ok(())
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], i64>> {
+        // Entries are inserted whole, so a poisoned map holds nothing half-written.
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -395,6 +426,45 @@ mod tests {
     use agentreg_storage::port::{NewUrlConfiguration, Storage};
     use secrecy::SecretBox;
     use std::sync::Arc;
+
+    fn kas_jwt(secret: &[u8], exp: i64) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims =
+            serde_json::json!({"iss": KAS_ISSUER, "aud": KAS_AUDIENCE, "iat": now, "exp": exp});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_remembered_jwt_is_accepted_only_until_its_exp_and_a_forged_one_never() {
+        let secret = [7u8; 32];
+        let verifier = KasVerifier::new(&SecretBox::new(Box::new(secret.to_vec())));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let jwt = kas_jwt(&secret, now + 2);
+        verifier.verify(Some(&jwt)).unwrap();
+        verifier.verify(Some(&jwt)).unwrap();
+        assert_eq!(verifier.remembered().len(), 1);
+
+        let forged = kas_jwt(&[8u8; 32], now + 60);
+        assert!(verifier.verify(Some(&forged)).is_err());
+        assert!(
+            verifier.verify(Some(&forged)).is_err(),
+            "a refusal is not remembered"
+        );
+
+        // Past its `exp` the remembered JWT no longer passes, nor does the library (with its
+        // five seconds of leeway) once that has passed too.
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        let expired = verifier
+            .remembered()
+            .get(&<[u8; 32]>::from(Sha256::digest(jwt.as_bytes())))
+            .is_some_and(|exp| time::OffsetDateTime::now_utc().unix_timestamp() < *exp);
+        assert!(!expired, "the memory does not outlive exp");
+    }
 
     #[tokio::test]
     async fn legacy_sealed_keys_are_resealed_bound_to_their_agent() {

@@ -6,6 +6,7 @@
 pub mod admin_tokens;
 pub mod agent_tokens;
 pub mod agents;
+mod argon2_pool;
 pub mod audit;
 pub mod auth;
 mod cache;
@@ -30,7 +31,7 @@ use agentreg_storage::port::Storage;
 use agentreg_storage::{SecretHasher, StoreError};
 use cache::TokenCache;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use auth::{Caller, Credentials, Intent};
 pub use limiter::address_key;
@@ -105,6 +106,10 @@ pub enum Error {
     /// The database cannot be reached or did not answer in time; nothing was changed.
     #[error("503 Service Unavailable")]
     Unavailable(#[source] StoreError),
+    /// Too many callers already wait for argon2; this one may retry after this many seconds.
+    /// Nothing was changed.
+    #[error("503 Service Unavailable")]
+    Overloaded { retry_after_secs: u64 },
     /// Something broke inside the service; the caller gets a generic message.
     #[error("500 Internal Server Error")]
     Internal(#[source] InternalError),
@@ -223,11 +228,8 @@ struct Inner {
     limiter: limiter::FailureLimiter,
     turns: limiter::VerificationTurns,
     failure_audit: failure_audit::FailureAudit,
-    /// Callers waiting for an argon2 slot.
-    argon2_waiting: AtomicUsize,
-    /// Bounds concurrent argon2 runs to the CPUs: each takes 19 MiB and a core for ~20 ms, so
-    /// more at once only adds memory and latency.
-    argon2_slots: tokio::sync::Semaphore,
+    /// Runs every argon2 hash and verification, on threads of its own.
+    argon2: argon2_pool::Argon2Pool,
     usage: usage::TokenUsage,
 }
 
@@ -259,10 +261,10 @@ impl App {
                 limiter: limiter::FailureLimiter::new(),
                 turns: limiter::VerificationTurns::default(),
                 failure_audit: failure_audit::FailureAudit::default(),
-                argon2_waiting: AtomicUsize::new(0),
                 usage: usage::TokenUsage::default(),
-                argon2_slots: tokio::sync::Semaphore::new(
-                    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+                argon2: argon2_pool::Argon2Pool::new(
+                    argon2_pool::Argon2Pool::default_threads(),
+                    config.argon2_queue_limit,
                 ),
                 config,
             }),
@@ -371,48 +373,33 @@ impl App {
         self.inner.storage.as_ref()
     }
 
-    /// Hashes a new secret with argon2id on the blocking pool, within the argon2 slots.
+    /// Hashes a new secret with argon2id on the argon2 threads.
     async fn hash_secret(
         &self,
         secret: &secrecy::SecretString,
     ) -> Result<agentreg_storage::SecretHash, Error> {
-        let _slot = self.argon2_slot().await?;
         let hasher = self.inner.hasher.clone();
         let secret = secret.clone();
-        tokio::task::spawn_blocking(move || hasher.hash(&secret))
-            .await
-            .map_err(|error| Error::internal("hashing task failed", error))?
+        self.inner
+            .argon2
+            .run(move || hasher.hash(&secret))
+            .await?
             .map_err(|error| Error::internal("hashing a secret failed", error))
     }
 
-    /// Checks a presented secret against its stored hash on the blocking pool, within the argon2
-    /// slots.
+    /// Checks a presented secret against its stored hash on the argon2 threads.
     async fn verify_secret(
         &self,
         secret: &secrecy::SecretString,
         hash: agentreg_storage::SecretHash,
     ) -> Result<bool, Error> {
-        let place = ArgonQueuePlace::join(&self.inner.argon2_waiting);
-        if place.ahead >= self.inner.config.argon2_queue_limit {
-            return Err(Error::TooManyRequests {
-                retry_after_secs: 1,
-            });
-        }
-        let _slot = self.argon2_slot().await?;
         AuthCounters::bump(&self.inner.counters.argon2_verifications);
         let hasher = self.inner.hasher.clone();
         let secret = secret.clone();
-        tokio::task::spawn_blocking(move || hasher.verify(&secret, &hash))
-            .await
-            .map_err(|error| Error::internal("verification task failed", error))
-    }
-
-    async fn argon2_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
         self.inner
-            .argon2_slots
-            .acquire()
+            .argon2
+            .run(move || hasher.verify(&secret, &hash))
             .await
-            .map_err(|error| Error::internal("argon2 slots closed", error))
     }
 
     /// Resolves a project reference (a numeric id, or a full path matched case-insensitively)
@@ -452,26 +439,6 @@ impl App {
             role,
             caller: caller.clone(),
         })
-    }
-}
-
-/// A caller's place among those waiting for argon2; leaves the queue when dropped.
-struct ArgonQueuePlace<'a> {
-    waiting: &'a AtomicUsize,
-    /// Callers that were already waiting or verifying.
-    ahead: usize,
-}
-
-impl<'a> ArgonQueuePlace<'a> {
-    fn join(waiting: &'a AtomicUsize) -> ArgonQueuePlace<'a> {
-        let ahead = waiting.fetch_add(1, Ordering::SeqCst);
-        ArgonQueuePlace { waiting, ahead }
-    }
-}
-
-impl Drop for ArgonQueuePlace<'_> {
-    fn drop(&mut self) {
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

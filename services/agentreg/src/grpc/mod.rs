@@ -140,22 +140,30 @@ pub fn status(error: Error) -> Status {
         }
         Error::Conflict(message) => Status::already_exists(message),
         Error::PreconditionFailed => Status::failed_precondition(error.to_string()),
-        Error::TooManyRequests { retry_after_secs } => {
-            let mut status = Status::resource_exhausted(error.to_string());
-            status
-                .metadata_mut()
-                .insert("retry-after", retry_after_secs.into());
-            status
-        }
+        Error::TooManyRequests { retry_after_secs } => with_retry_after(
+            Status::resource_exhausted(error.to_string()),
+            retry_after_secs,
+        ),
         Error::Unavailable(cause) => {
             tracing::warn!(error = %crate::telemetry::error_chain(&cause), "storage unavailable");
             Status::unavailable("503 Service Unavailable")
+        }
+        Error::Overloaded { retry_after_secs } => {
+            with_retry_after(Status::unavailable(error.to_string()), retry_after_secs)
         }
         Error::Internal(cause) => {
             tracing::error!(error = %crate::telemetry::error_chain(&cause), "rpc failed");
             Status::internal("500 Internal Server Error")
         }
     }
+}
+
+/// `status` with `retry-after` metadata: the seconds to wait, as REST's `Retry-After` says.
+fn with_retry_after(mut status: Status, retry_after_secs: u64) -> Status {
+    status
+        .metadata_mut()
+        .insert("retry-after", retry_after_secs.into());
+    status
 }
 
 /// Attribute errors as REST renders their `message`: `{"path":["has already been taken"]}`.

@@ -273,6 +273,13 @@ fn app_error_response(error: Error) -> Response {
             tracing::warn!(error = %telemetry::error_chain(cause), "storage unavailable");
             message(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable")
         }
+        Error::Overloaded { retry_after_secs } => {
+            let mut response = message(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            response
+        }
         Error::Internal(cause) => {
             tracing::error!(error = %telemetry::error_chain(cause), "request failed");
             message(
