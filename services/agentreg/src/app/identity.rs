@@ -3,8 +3,7 @@
 
 use super::audit::{AuditEntry, instance_event};
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
-use crate::app::auth::parse_date;
-use agentreg_domain::access::{AccessLevel, Scope};
+use agentreg_domain::access::{AccessLevel, ExpiryDate, Scope};
 use agentreg_domain::entities::{Member, PersonalAccessToken, Project, User};
 use agentreg_domain::ids::{ProjectRef, UserId};
 use agentreg_domain::names::{ProjectDescription, ProjectNaming, UserIdentity};
@@ -146,11 +145,14 @@ impl App {
                 "scopes does not have a valid value".to_owned(),
             ));
         };
-        if let Some(date) = &input.expires_at
-            && parse_date(date).is_none()
-        {
+        let Ok(expires_at) = input
+            .expires_at
+            .as_deref()
+            .map(ExpiryDate::parse)
+            .transpose()
+        else {
             return Err(Error::invalid("expires_at"));
-        }
+        };
         if !caller.user.is_admin {
             return Err(Error::Forbidden);
         }
@@ -164,8 +166,8 @@ impl App {
         // A token that expires before it is created could never be used; refuse it rather than
         // report it as active.
         let today = time::OffsetDateTime::now_utc().date();
-        if let Some(expires_on) = input.expires_at.as_deref().and_then(parse_date)
-            && expires_on < today
+        if let Some(expires_at) = expires_at
+            && expires_at.date() < today
         {
             validator.fail("expires_at", "cannot be in the past");
         }
@@ -175,16 +177,11 @@ impl App {
         let plaintext = generated.plaintext;
         let secret_hash = self.hash_secret(&plaintext).await?;
         let now = now_ms();
-        let scope_names: Vec<String> = parsed_scopes
-            .iter()
-            .map(|s| s.as_str().to_owned())
-            .collect();
         let handle = generated.handle;
-        let expires_at = input.expires_at;
         let new = NewPersonalAccessToken {
             user_id,
             name,
-            scopes: scope_names,
+            scopes: parsed_scopes,
             expires_at,
             handle,
             secret_hash,
@@ -344,7 +341,7 @@ impl App {
         let new = NewPersonalAccessToken {
             user_id: root.id,
             name: "initial root token".to_owned(),
-            scopes: vec![Scope::Api.as_str().to_owned()],
+            scopes: vec![Scope::Api],
             expires_at: None,
             handle,
             secret_hash,

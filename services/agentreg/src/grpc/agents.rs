@@ -9,6 +9,7 @@ use crate::app::agent_tokens::{NewAgentTokenInput, RotateAgentTokenInput, TokenL
 use crate::app::agents::AgentDetails;
 use crate::app::inventory::InventoryFilters;
 use crate::app::{App, Intent};
+use agentreg_domain::access::Scope;
 use agentreg_domain::entities::AgentToken;
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
 use secrecy::{ExposeSecret, SecretString};
@@ -293,10 +294,10 @@ impl AdminTokenService for AdminTokenGrpc {
                     name: pat.name.clone(),
                     revoked: pat.revoked,
                     created_at: Some(timestamp(pat.created_at_ms)),
-                    scopes: pat.scopes.clone(),
+                    scopes: Scope::names(&pat.scopes),
                     user_id: id(pat.user_id),
                     active: !pat.revoked,
-                    expires_at: pat.expires_at.clone(),
+                    expires_at: pat.expires_at.map(|expires_at| expires_at.to_string()),
                     token: String::new(),
                 })
             }
