@@ -86,10 +86,13 @@ impl TokenListStatus {
         match text {
             "active" => Ok(TokenListStatus::Active),
             "revoked" => Ok(TokenListStatus::Revoked),
-            _ => Err(Error::InvalidParameter(
-                "status does not have a valid value".to_owned(),
-            )),
+            _ => Err(TokenListStatus::invalid()),
         }
+    }
+
+    /// The refusal of a status that is neither `active` nor `revoked`, on either edge.
+    pub fn invalid() -> Error {
+        Error::InvalidParameter("status does not have a valid value".to_owned())
     }
 }
 

@@ -9,6 +9,7 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 mod cache;
+pub mod credentials;
 pub mod crypto;
 mod failure_audit;
 pub mod identity;

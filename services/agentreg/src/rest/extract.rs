@@ -3,6 +3,7 @@
 
 use super::{ApiError, MAX_BODY_BYTES, RestState};
 use crate::app::agents::UnmodifiedSinceSeconds;
+use crate::app::credentials::{SUDO_HEADER, presented_token};
 use crate::app::pagination::Pagination;
 use crate::app::{Caller, Credentials, Error, Intent};
 use agentreg_domain::ids::ProjectRef;
@@ -66,27 +67,13 @@ fn sudo_identifier(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
             .map(|(_, value)| value)
     });
     from_query
-        .or_else(|| {
-            headers
-                .get("sudo")
-                .and_then(|value| value.to_str().ok())
-                .map(|value| value.trim().to_owned())
-        })
+        .or_else(|| header_text(headers, SUDO_HEADER).map(|value| value.trim().to_owned()))
         .filter(|identifier| !identifier.is_empty())
 }
 
 fn personal_token(headers: &HeaderMap, query: Option<&str>) -> Option<SecretString> {
-    if let Some(value) = headers.get("private-token").and_then(|v| v.to_str().ok()) {
-        return Some(SecretString::from(value.trim().to_owned()));
-    }
-    if let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        && let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-    {
-        return Some(SecretString::from(token.trim().to_owned()));
+    if let Some(token) = presented_token(|name| header_text(headers, name)) {
+        return Some(SecretString::from(token));
     }
     let query = query?;
     serde_urlencoded::from_str::<Vec<(String, String)>>(query)
