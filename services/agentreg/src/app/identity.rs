@@ -2,6 +2,7 @@
 //! needs, with GitLab's parameters, permissions and messages.
 
 use super::audit::{AuditEntry, instance_event};
+use super::refusals::{Conflict, ParameterError};
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
 use agentreg_domain::access::{AccessLevel, ExpiryDate, Scope};
 use agentreg_domain::entities::{Member, PersonalAccessToken, Project, User};
@@ -73,7 +74,7 @@ impl App {
 
     /// Creates a user (administrators only).
     pub async fn create_user(&self, caller: &Caller, input: NewUserInput) -> Result<User, Error> {
-        let missing: Vec<&str> = [
+        let missing: Vec<&'static str> = [
             ("email", input.email.is_none()),
             ("name", input.name.is_none()),
             ("username", input.username.is_none()),
@@ -82,11 +83,7 @@ impl App {
         .filter_map(|(name, absent)| absent.then_some(name))
         .collect();
         if !missing.is_empty() {
-            let parts: Vec<String> = missing
-                .iter()
-                .map(|name| format!("{name} is missing"))
-                .collect();
-            return Err(Error::InvalidParameter(parts.join(", ")));
+            return Err(Error::InvalidParameter(ParameterError::Missing(missing)));
         }
         if !caller.user.is_admin {
             return Err(Error::Forbidden);
@@ -112,12 +109,8 @@ impl App {
                     .await;
                 Ok(user)
             }
-            Err(CreateUserError::UsernameTaken) => {
-                Err(Error::Conflict("Username has already been taken"))
-            }
-            Err(CreateUserError::EmailTaken) => {
-                Err(Error::Conflict("Email has already been taken"))
-            }
+            Err(CreateUserError::UsernameTaken) => Err(Error::Conflict(Conflict::UsernameTaken)),
+            Err(CreateUserError::EmailTaken) => Err(Error::Conflict(Conflict::EmailTaken)),
             Err(CreateUserError::Store(error)) => Err(error.into()),
         }
     }
@@ -130,20 +123,20 @@ impl App {
         input: NewPersonalAccessTokenInput,
     ) -> Result<CreatedPersonalAccessToken, Error> {
         let (Some(name), Some(scopes)) = (input.name.clone(), input.scopes.clone()) else {
-            let parts: Vec<&str> = [
-                input.name.is_none().then_some("name is missing"),
-                input.scopes.is_none().then_some("scopes is missing"),
+            let missing: Vec<&'static str> = [
+                input.name.is_none().then_some("name"),
+                input.scopes.is_none().then_some("scopes"),
             ]
             .into_iter()
             .flatten()
             .collect();
-            return Err(Error::InvalidParameter(parts.join(", ")));
+            return Err(Error::InvalidParameter(ParameterError::Missing(missing)));
         };
         let parsed_scopes: Result<Vec<Scope>, _> = scopes.iter().map(|s| Scope::parse(s)).collect();
         let Ok(parsed_scopes) = parsed_scopes else {
-            return Err(Error::InvalidParameter(
-                "scopes does not have a valid value".to_owned(),
-            ));
+            return Err(Error::InvalidParameter(ParameterError::UnknownValue(
+                "scopes",
+            )));
         };
         let Ok(expires_at) = input
             .expires_at
@@ -216,9 +209,9 @@ impl App {
         input: NewProjectInput,
     ) -> Result<Project, Error> {
         if input.name.is_none() && input.path.is_none() {
-            return Err(Error::InvalidParameter(
-                "name, path are missing, at least one parameter must be provided".to_owned(),
-            ));
+            return Err(Error::InvalidParameter(ParameterError::AtLeastOneOf([
+                "name", "path",
+            ])));
         }
         let naming = ProjectNaming::parse(input.name.as_deref(), input.path.as_deref())
             .map_err(Error::InvalidAttributes)?;
@@ -265,14 +258,14 @@ impl App {
             return Err(Error::missing("access_level"));
         };
         let Ok(level) = AccessLevel::from_value(level) else {
-            return Err(Error::InvalidParameter(
-                "access_level does not have a valid value".to_owned(),
-            ));
+            return Err(Error::InvalidParameter(ParameterError::UnknownValue(
+                "access_level",
+            )));
         };
         if input.user_id.is_none() && input.username.is_none() {
-            return Err(Error::InvalidParameter(
-                "user_id, username are missing, at least one parameter must be provided".to_owned(),
-            ));
+            return Err(Error::InvalidParameter(ParameterError::AtLeastOneOf([
+                "user_id", "username",
+            ])));
         }
         let ProjectAccess { project, role, .. } = self.project_access(caller, project_ref).await?;
         if !role.can_admin_members() {
@@ -308,7 +301,7 @@ impl App {
         match added {
             Ok(member) => Ok(member),
             Err(AddMemberError::UserNotFound) => Err(Error::UserNotFound),
-            Err(AddMemberError::AlreadyMember) => Err(Error::Conflict("Member already exists")),
+            Err(AddMemberError::AlreadyMember) => Err(Error::Conflict(Conflict::AlreadyMember)),
             Err(AddMemberError::Store(error)) => Err(error.into()),
         }
     }

@@ -112,35 +112,34 @@ async fn caller<T>(app: &App, request: &Request<T>, intent: Intent) -> Result<Ca
     .map_err(status)
 }
 
-/// The one mapping from app errors to gRPC statuses. Messages are REST's texts.
+/// The one mapping from app errors to gRPC statuses. Messages are the error's `Display`, REST's
+/// texts, except that `insufficient_scope` carries its description.
 pub fn status(error: Error) -> Status {
+    let message = error.to_string();
     match error {
-        Error::Unauthorized | Error::KasUnauthorized => Status::unauthenticated(error.to_string()),
-        Error::InsufficientScope => Status::permission_denied(
+        Error::Unauthorized | Error::KasUnauthorized => Status::unauthenticated(message),
+        Error::InsufficientScope | Error::SudoScopeMissing => Status::permission_denied(
             "insufficient_scope: The request requires higher privileges than provided by the access token.",
         ),
-        Error::Forbidden | Error::SudoForbidden => Status::permission_denied(error.to_string()),
-        Error::SudoScopeMissing => Status::permission_denied(
-            "insufficient_scope: The request requires higher privileges than provided by the access token.",
-        ),
-        Error::SudoUserNotFound(_) => Status::not_found(error.to_string()),
+        Error::Forbidden | Error::SudoForbidden => Status::permission_denied(message),
         Error::ProjectNotFound
         | Error::ClusterAgentsNotFound
         | Error::RecordNotFound
         | Error::NotFound
         | Error::UserNotFound
-        | Error::AdminTokenNotFound => Status::not_found(error.to_string()),
-        Error::TokenTypeNotSupported => Status::invalid_argument(error.to_string()),
-        Error::InvalidParameter(_) | Error::BadRequest(_) | Error::Invalid(_) => {
-            Status::invalid_argument(error.to_string())
-        }
+        | Error::AdminTokenNotFound
+        | Error::SudoUserNotFound(_) => Status::not_found(message),
+        Error::TokenTypeNotSupported
+        | Error::InvalidParameter(_)
+        | Error::Refused(_)
+        | Error::Invalid(_) => Status::invalid_argument(message),
         Error::InvalidAttributes(errors) => {
             Status::invalid_argument(attribute_errors_text(&errors))
         }
-        Error::Conflict(message) => Status::already_exists(message),
-        Error::PreconditionFailed => Status::failed_precondition(error.to_string()),
+        Error::Conflict(_) => Status::already_exists(message),
+        Error::PreconditionFailed => Status::failed_precondition(message),
         Error::TooManyRequests { retry_after_secs } => {
-            let mut status = Status::resource_exhausted(error.to_string());
+            let mut status = Status::resource_exhausted(message);
             status
                 .metadata_mut()
                 .insert("retry-after", retry_after_secs.into());
@@ -148,11 +147,11 @@ pub fn status(error: Error) -> Status {
         }
         Error::Unavailable(cause) => {
             tracing::warn!(error = %crate::telemetry::error_chain(&cause), "storage unavailable");
-            Status::unavailable("503 Service Unavailable")
+            Status::unavailable(message)
         }
         Error::Internal(cause) => {
             tracing::error!(error = %crate::telemetry::error_chain(&cause), "rpc failed");
-            Status::internal("500 Internal Server Error")
+            Status::internal(message)
         }
     }
 }

@@ -119,7 +119,7 @@ impl Ids {
     }
 
     /// An integer parameter, or Grape's `<name> is invalid`.
-    pub(crate) fn integer(&self, name: &str) -> Result<i64, Error> {
+    pub(crate) fn integer(&self, name: &'static str) -> Result<i64, Error> {
         parse_integer(self.text(name)).ok_or_else(|| Error::invalid(name))
     }
 
@@ -175,7 +175,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
 impl Params {
     /// A required string: `None` if absent; JSON `null` counts as present and empty, as Grape
     /// lets it through to model validation.
-    pub(crate) fn required_text(&self, name: &str) -> Result<Option<String>, Error> {
+    pub(crate) fn required_text(&self, name: &'static str) -> Result<Option<String>, Error> {
         match self.values.get(name) {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(String::new())),
@@ -186,7 +186,7 @@ impl Params {
     }
 
     /// An optional string: absent and `null` are both `None`.
-    pub(crate) fn optional_text(&self, name: &str) -> Result<Option<String>, Error> {
+    pub(crate) fn optional_text(&self, name: &'static str) -> Result<Option<String>, Error> {
         match self.values.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(value) => scalar_text(value)
@@ -196,7 +196,7 @@ impl Params {
     }
 
     /// An integer given as a JSON number or as decimal text.
-    pub(crate) fn integer(&self, name: &str) -> Result<Option<i64>, Error> {
+    pub(crate) fn integer(&self, name: &'static str) -> Result<Option<i64>, Error> {
         match self.values.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(number)) => number
@@ -212,7 +212,7 @@ impl Params {
     }
 
     /// A list of strings: a JSON array, repeated `name[]` form fields, or comma-separated text.
-    pub(crate) fn text_list(&self, name: &str) -> Result<Option<Vec<String>>, Error> {
+    pub(crate) fn text_list(&self, name: &'static str) -> Result<Option<Vec<String>>, Error> {
         match self.values.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Array(items)) => items
