@@ -61,6 +61,9 @@ pub enum Scope {
 pub struct UnknownScope(pub String);
 
 impl Scope {
+    /// Every scope, in GitLab's order.
+    pub const ALL: [Scope; 3] = [Scope::Api, Scope::ReadApi, Scope::Sudo];
+
     pub fn parse(name: &str) -> Result<Scope, UnknownScope> {
         match name {
             "api" => Ok(Scope::Api),

@@ -3,7 +3,7 @@
 
 use super::dto::{AgentInfoJson, ReceptiveAgentsJson};
 use super::extract::{ClientAddress, header_text};
-use super::openapi::{KasUnauthorized, NotFound, TooManyRequests};
+use super::openapi::schemas::{KasUnauthorized, NotFound, TooManyRequests};
 use super::{ApiError, RestState};
 use crate::app::credentials::{AGENT_TOKEN_HEADER, KAS_JWT_HEADER};
 use axum::Json;

@@ -6,6 +6,7 @@
 mod admin;
 mod agent_tokens;
 mod agents;
+mod bodies;
 mod dto;
 mod extract;
 pub mod health;
