@@ -4,6 +4,7 @@
 
 use crate::helpers::{
     KAS_SECRET, ROOT_TOKEN, TestApp, data_dir_contains, grpc_error, kas_jwt_signed_with, read,
+    status_name,
 };
 use agentreg::grpc::pb;
 use reqwest::header::HeaderMap;
@@ -1421,7 +1422,7 @@ async fn grpc_create_returns_the_secret_which_get_and_list_do_not() {
     assert_eq!(created.name, "test-token");
     assert_eq!(created.description.as_deref(), Some("Test description"));
     assert_eq!(created.agent_id, fixture.agent_id);
-    assert_eq!(created.status, "active");
+    assert_eq!(created.status(), pb::TokenStatus::Active);
     assert_eq!(created.created_by_user_id, Some(fixture.user_id));
     assert_eq!(created.last_used_at, None);
     let shown = fixture
@@ -1641,7 +1642,7 @@ async fn grpc_token_list_shows_only_active_tokens_without_secrets_or_last_use() 
     assert_eq!(token.name, "t1");
     assert_eq!(token.description, None);
     assert_eq!(token.agent_id, fixture.agent_id);
-    assert_eq!(token.status, "active");
+    assert_eq!(token.status(), pb::TokenStatus::Active);
     assert!(token.created_at.is_some());
     assert_eq!(token.created_by_user_id, Some(fixture.user_id));
     assert_eq!(token.last_used_at, None, "the basic shape has no last use");
@@ -1678,7 +1679,7 @@ async fn grpc_single_token_matches_rest() {
     assert_eq!(token.id, rest_token["id"]);
     assert_eq!(token.name, rest_token["name"]);
     assert_eq!(token.agent_id, rest_token["agent_id"]);
-    assert_eq!(token.status, rest_token["status"]);
+    assert_eq!(status_name(token.status()), rest_token["status"]);
     assert_eq!(
         token.created_by_user_id,
         rest_token["created_by_user_id"].as_i64()

@@ -486,6 +486,15 @@ pub(crate) fn grpc_error<T: std::fmt::Debug>(
     (status.code(), status.message().to_owned())
 }
 
+/// REST's spelling of a gRPC token status, to compare the two protocols' answers.
+pub(crate) fn status_name(status: pb::TokenStatus) -> &'static str {
+    match status {
+        pb::TokenStatus::Active => "active",
+        pb::TokenStatus::Revoked => "revoked",
+        pb::TokenStatus::Unspecified => "unspecified",
+    }
+}
+
 /// Every file under `dir`, recursively, as bytes.
 pub(crate) fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 /// How long a test waits for a token to pass its expiry.
 const EXPIRY_WAIT: Duration = Duration::from_secs(10);
+/// A `TokenStatus` number the enum does not name, as a newer client might send.
+const UNKNOWN_TOKEN_STATUS: i32 = 99;
 
 struct Agent {
     app: TestApp,
@@ -73,14 +75,14 @@ impl Agent {
         body.as_array().expect("a JSON array").clone()
     }
 
-    async fn grpc_list(&self, status: Option<&str>) -> Result<Vec<pb::AgentToken>, tonic::Status> {
+    async fn grpc_list(&self, status: Option<i32>) -> Result<Vec<pb::AgentToken>, tonic::Status> {
         self.app
             .grpc_tokens(ROOT_TOKEN)
             .list_agent_tokens(pb::ListAgentTokensRequest {
                 project: self.project_id.to_string(),
                 agent_id: self.agent_id,
                 page: None,
-                status: status.map(str::to_owned),
+                status,
             })
             .await
             .map(|response| response.into_inner().tokens)
@@ -239,7 +241,10 @@ async fn an_expired_token_fails_agent_info_reads_as_revoked_and_frees_its_slot()
         .await;
     let (_, active) = agent.app.get(&agent.tokens_path(), ROOT_TOKEN).await;
     let revoked = agent.revoked_list().await;
-    let grpc_revoked = agent.grpc_list(Some("revoked")).await.expect("listed");
+    let grpc_revoked = agent
+        .grpc_list(Some(pb::TokenStatus::Revoked.into()))
+        .await
+        .expect("listed");
     let (replacement_status, replacement) = agent.create(json!({"name": "replacement"})).await;
 
     assert_eq!(before_status, StatusCode::OK, "{before}");
@@ -262,7 +267,7 @@ async fn an_expired_token_fails_agent_info_reads_as_revoked_and_frees_its_slot()
     assert_eq!(revoked[0]["revoked_at"], revoked[0]["expires_at"]);
     assert_eq!(grpc_revoked.len(), 1, "{grpc_revoked:?}");
     assert_eq!(grpc_revoked[0].id, expiring_id);
-    assert_eq!(grpc_revoked[0].status, "revoked");
+    assert_eq!(grpc_revoked[0].status(), pb::TokenStatus::Revoked);
     assert_eq!(grpc_revoked[0].revoked_reason.as_deref(), Some("expired"));
     assert_eq!(replacement_status, StatusCode::CREATED, "{replacement}");
     // Every replica records ended tokens in the background: the expiry becomes an audit event.
@@ -328,7 +333,10 @@ async fn revoking_with_a_reason_keeps_who_when_and_why_on_both_protocols() {
         .get(&agent.token_path(leaked_id), ROOT_TOKEN)
         .await;
     let revoked = agent.revoked_list().await;
-    let grpc_revoked = agent.grpc_list(Some("revoked")).await.expect("listed");
+    let grpc_revoked = agent
+        .grpc_list(Some(pb::TokenStatus::Revoked.into()))
+        .await
+        .expect("listed");
     let (_, audit_events) = agent
         .app
         .get(
@@ -429,7 +437,7 @@ async fn an_unknown_status_filter_is_refused_on_both_protocols() {
             ROOT_TOKEN,
         )
         .await;
-    let (code, message) = grpc_error(agent.grpc_list(Some("retired")).await);
+    let (code, message) = grpc_error(agent.grpc_list(Some(UNKNOWN_TOKEN_STATUS)).await);
     let (active_status, _) = agent
         .app
         .get(
@@ -570,7 +578,10 @@ async fn a_retiring_token_stops_when_its_overlap_ends_even_from_the_cache() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         after = agent.app.agent_info(&old_secret).await;
     }
-    let revoked = agent.grpc_list(Some("revoked")).await.expect("listed");
+    let revoked = agent
+        .grpc_list(Some(pb::TokenStatus::Revoked.into()))
+        .await
+        .expect("listed");
     let rotate_again = agent.rotate(old_id, json!({})).await;
 
     let predecessor = rotated.predecessor.expect("predecessor");

@@ -1,7 +1,10 @@
-//! Who may do what: GitLab's project access levels, token scopes and the cluster abilities that
-//! the agent API checks.
+//! Who may do what: GitLab's project access levels, token scopes, the day a personal access
+//! token stops working, and the cluster abilities that the agent API checks.
 
 use std::fmt;
+use time::Date;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
 
 /// A project member's role, with GitLab's numeric values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,6 +61,9 @@ pub enum Scope {
 pub struct UnknownScope(pub String);
 
 impl Scope {
+    /// Every scope, in GitLab's order.
+    pub const ALL: [Scope; 3] = [Scope::Api, Scope::ReadApi, Scope::Sudo];
+
     pub fn parse(name: &str) -> Result<Scope, UnknownScope> {
         match name {
             "api" => Ok(Scope::Api),
@@ -73,6 +79,14 @@ impl Scope {
             Scope::ReadApi => "read_api",
             Scope::Sudo => "sudo",
         }
+    }
+
+    /// GitLab's names of `scopes`, in their order, as the edges show a token's scopes.
+    pub fn names(scopes: &[Scope]) -> Vec<String> {
+        scopes
+            .iter()
+            .map(|scope| scope.as_str().to_owned())
+            .collect()
     }
 
     /// Whether a token with this scope may call a route that writes.
@@ -98,12 +112,43 @@ impl fmt::Display for Scope {
     }
 }
 
+/// The day from which a personal access token no longer works (GitLab's `expires_at`), in UTC.
+/// `Display` writes it as `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExpiryDate(Date);
+
+/// An `expires_at` that is not a calendar date written `YYYY-MM-DD`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expiry date {0:?} is not a date written YYYY-MM-DD")]
+pub struct InvalidExpiryDate(pub String);
+
 /// What the caller is to one project: an administrator, a member with a role, or nobody.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProjectRole {
     Admin,
     Member(AccessLevel),
     NonMember,
+}
+
+impl ExpiryDate {
+    /// Parses an ISO date, `YYYY-MM-DD`. A sign before the year is accepted (and not written
+    /// back), as it always was.
+    pub fn parse(text: &str) -> Result<ExpiryDate, InvalidExpiryDate> {
+        Date::parse(text, ISO_DATE)
+            .map(ExpiryDate)
+            .map_err(|_| InvalidExpiryDate(text.to_owned()))
+    }
+
+    pub fn date(self) -> Date {
+        self.0
+    }
+}
+
+impl fmt::Display for ExpiryDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.format(ISO_DATE).map_err(|_| fmt::Error)?;
+        f.write_str(&text)
+    }
 }
 
 impl ProjectRole {
@@ -138,6 +183,9 @@ impl ProjectRole {
         }
     }
 }
+
+/// GitLab's date format, `YYYY-MM-DD`.
+const ISO_DATE: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
 #[cfg(test)]
 mod tests {
@@ -194,5 +242,27 @@ mod tests {
         assert_eq!(Scope::Sudo.as_str(), "sudo");
         assert!(!Scope::Sudo.allows_read() && !Scope::Sudo.allows_write());
         assert!(Scope::ReadApi.allows_read() && Scope::Api.allows_read());
+    }
+
+    #[test]
+    fn expiry_dates_parse_in_iso_format_only_and_print_back_the_same() {
+        let expiry_date = ExpiryDate::parse("2030-01-31").unwrap();
+        assert_eq!(expiry_date.to_string(), "2030-01-31");
+        assert_eq!(
+            expiry_date.date(),
+            Date::from_calendar_date(2030, time::Month::January, 31).unwrap()
+        );
+        for text in [
+            "31/01/2030",
+            "2030-02-30",
+            "2030-1-31",
+            "2030-01-31T00:00:00Z",
+            "",
+        ] {
+            assert_eq!(
+                ExpiryDate::parse(text),
+                Err(InvalidExpiryDate(text.to_owned()))
+            );
+        }
     }
 }

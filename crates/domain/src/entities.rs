@@ -2,7 +2,7 @@
 //! built by a storage backend and never holding a secret in clear. Token hashes stay inside the
 //! storage port; private keys appear here only sealed.
 
-use crate::access::AccessLevel;
+use crate::access::{AccessLevel, ExpiryDate, Scope};
 use crate::ids::{
     AgentId, AgentTokenId, AuditEventId, PersonalAccessTokenId, ProjectId, UrlConfigurationId,
     UserId,
@@ -25,9 +25,9 @@ pub struct PersonalAccessToken {
     pub id: PersonalAccessTokenId,
     pub user_id: UserId,
     pub name: String,
-    pub scopes: Vec<String>,
-    /// ISO date (`YYYY-MM-DD`) from which the token no longer works.
-    pub expires_at: Option<String>,
+    pub scopes: Vec<Scope>,
+    /// The day from which the token no longer works.
+    pub expires_at: Option<ExpiryDate>,
     pub revoked: bool,
     pub created_at_ms: i64,
 }

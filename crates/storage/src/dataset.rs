@@ -304,7 +304,7 @@ pub(crate) mod sample {
     use crate::audit::NewAuditEvent;
     use crate::hashing::SecretHasher;
     use crate::port::{NewAgentToken, NewPersonalAccessToken, NewUrlConfiguration, Storage};
-    use agentreg_domain::access::AccessLevel;
+    use agentreg_domain::access::{AccessLevel, ExpiryDate, Scope};
     use agentreg_domain::entities::{
         Agent, AgentToken, AuditScope, SealedUrlAuth, UrlConfiguration,
     };
@@ -378,8 +378,8 @@ pub(crate) mod sample {
         let pat = NewPersonalAccessToken {
             user_id: owner.id,
             name: "root token".to_owned(),
-            scopes: vec!["api".to_owned(), "read_api".to_owned()],
-            expires_at: Some("2030-01-01".to_owned()),
+            scopes: vec![Scope::Api, Scope::ReadApi],
+            expires_at: Some(ExpiryDate::parse("2030-01-01").unwrap()),
             handle: generated.handle,
             secret_hash: SecretHasher::insecure_for_tests()
                 .hash(&SecretString::from("secret"))

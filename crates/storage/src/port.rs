@@ -18,7 +18,7 @@ use crate::identity::{
 };
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use crate::{Page, PageWindow, StoreError};
-use agentreg_domain::access::AccessLevel;
+use agentreg_domain::access::{AccessLevel, ExpiryDate, Scope};
 use agentreg_domain::entities::{
     Agent, AgentToken, AuditEvent, AuditScope, Member, PersonalAccessToken, Project,
     RevocationReason, SealedUrlAuth, UrlConfiguration, User,
@@ -41,8 +41,8 @@ pub type Audit<T> = Option<Arc<dyn Fn(&T) -> NewAuditEvent + Send + Sync>>;
 pub struct NewPersonalAccessToken {
     pub user_id: UserId,
     pub name: String,
-    pub scopes: Vec<String>,
-    pub expires_at: Option<String>,
+    pub scopes: Vec<Scope>,
+    pub expires_at: Option<ExpiryDate>,
     pub handle: TokenHandle,
     pub secret_hash: SecretHash,
 }

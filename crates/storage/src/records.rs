@@ -1,6 +1,7 @@
 //! The on-disk records. Each value is one version byte followed by the record's JSON. A format
 //! change adds a `v2` module and a migration; a `v1` record is never reinterpreted in place.
 
+use agentreg_domain::access::{InvalidExpiryDate, UnknownScope};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -16,6 +17,12 @@ pub enum DecodeError {
     Empty,
     #[error("record body is malformed")]
     Malformed(#[source] serde_json::Error),
+    /// A PostgreSQL row names a scope agentreg does not know (sled reports it as `Malformed`).
+    #[error("record holds an unknown scope")]
+    UnknownScope(#[source] UnknownScope),
+    /// A PostgreSQL row holds an expiry that is not a date (sled reports it as `Malformed`).
+    #[error("record holds a malformed expiry date")]
+    InvalidExpiryDate(#[source] InvalidExpiryDate),
 }
 
 pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
@@ -35,6 +42,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
 }
 
 pub(crate) mod v1 {
+    use agentreg_domain::access::{ExpiryDate, Scope};
     use serde::{Deserialize, Serialize};
     use std::collections::BTreeMap;
 
@@ -51,8 +59,10 @@ pub(crate) mod v1 {
     pub(crate) struct PersonalAccessToken {
         pub(crate) user_id: u64,
         pub(crate) name: String,
-        pub(crate) scopes: Vec<String>,
-        pub(crate) expires_at: Option<String>,
+        #[serde(with = "super::scope_names")]
+        pub(crate) scopes: Vec<Scope>,
+        #[serde(with = "super::expiry_date")]
+        pub(crate) expires_at: Option<ExpiryDate>,
         pub(crate) revoked: bool,
         pub(crate) handle: String,
         pub(crate) secret_hash: String,
@@ -171,9 +181,66 @@ pub(crate) mod v1 {
     }
 }
 
+/// A personal access token's scopes as their GitLab names (`["api","read_api"]`), as they were
+/// stored when the record held strings. A name agentreg does not know fails the decode.
+mod scope_names {
+    use agentreg_domain::access::Scope;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        scopes: &[Scope],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(scopes.iter().map(|scope| scope.as_str()))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Scope>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|name| Scope::parse(name).map_err(D::Error::custom))
+            .collect()
+    }
+}
+
+/// A personal access token's expiry as `"YYYY-MM-DD"` or `null`, as it was stored when the record
+/// held a string. A value that is not a date fails the decode.
+mod expiry_date {
+    use agentreg_domain::access::ExpiryDate;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        expires_at: &Option<ExpiryDate>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match expires_at {
+            Some(expires_at) => serializer.collect_str(expires_at),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<ExpiryDate>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| ExpiryDate::parse(&text).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agentreg_domain::access::{ExpiryDate, Scope};
+
+    fn bytes_of(body: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![V1];
+        bytes.extend_from_slice(body);
+        bytes
+    }
 
     #[test]
     fn records_round_trip_with_a_version_byte() {
@@ -202,6 +269,36 @@ mod tests {
         let set: v1::AgentTokenSet = decode(&set_bytes).unwrap();
         assert!(set.expiries.is_empty());
         assert_eq!(encode(&set), set_bytes);
+    }
+
+    #[test]
+    fn personal_access_token_records_read_typed_and_write_back_byte_for_byte() {
+        let stored = br#"{"user_id":1,"name":"ci","scopes":["api","read_api","sudo"],"expires_at":"2030-01-01","revoked":false,"handle":"h","secret_hash":"$argon2id$x","created_at_ms":3}"#;
+        let mut bytes = vec![V1];
+        bytes.extend_from_slice(stored);
+        let token: v1::PersonalAccessToken = decode(&bytes).unwrap();
+        assert_eq!(token.scopes, [Scope::Api, Scope::ReadApi, Scope::Sudo]);
+        assert_eq!(
+            token.expires_at,
+            Some(ExpiryDate::parse("2030-01-01").unwrap())
+        );
+        assert_eq!(encode(&token), bytes);
+        let never = bytes_of(br#"{"user_id":1,"name":"ci","scopes":["api"],"expires_at":null,"revoked":true,"handle":"h","secret_hash":"$argon2id$x","created_at_ms":3}"#);
+        let token: v1::PersonalAccessToken = decode(&never).unwrap();
+        assert_eq!(token.expires_at, None);
+        assert_eq!(encode(&token), never);
+    }
+
+    #[test]
+    fn personal_access_token_records_with_an_unknown_scope_or_a_bad_date_are_refused() {
+        let unknown_scope = bytes_of(br#"{"user_id":1,"name":"ci","scopes":["api","write_repository"],"expires_at":null,"revoked":false,"handle":"h","secret_hash":"$argon2id$x","created_at_ms":3}"#);
+        let bad_date = bytes_of(br#"{"user_id":1,"name":"ci","scopes":["api"],"expires_at":"01/01/2030","revoked":false,"handle":"h","secret_hash":"$argon2id$x","created_at_ms":3}"#);
+        for bytes in [unknown_scope, bad_date] {
+            assert!(matches!(
+                decode::<v1::PersonalAccessToken>(&bytes),
+                Err(DecodeError::Malformed(_))
+            ));
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::app::crypto::Sealer;
 use crate::app::internal::KasVerifier;
 use crate::app::{App, AppConfig};
 use crate::config::{Settings, TlsFiles};
-use crate::grpc::{self, pb};
+use crate::grpc;
 use crate::metrics::{self, Metrics};
 use crate::rest::{self, RestState};
 use crate::secrets;
@@ -220,8 +220,13 @@ impl Application {
             metrics.clone(),
             metrics::track_rest,
         ));
-        let (grpc_routes, health_reporter) =
-            grpc_routes(&self.app, self.settings.connections.grpc_max_message_bytes).await?;
+        let grpc::Routes {
+            routes: grpc_routes,
+            health_reporter,
+            health_names,
+        } = grpc::routes(&self.app, self.settings.connections.grpc_max_message_bytes)
+            .await
+            .context("building gRPC reflection")?;
         let grpc_router = grpc_routes
             .into_axum_router()
             .layer(middleware::from_fn_with_state(
@@ -252,6 +257,7 @@ impl Application {
         let health_watch = tokio::spawn(watch_health(
             self.app.clone(),
             health_reporter,
+            health_names,
             stop.clone(),
         ));
         let retention = tokio::spawn(expire_audit_events(
@@ -379,6 +385,7 @@ const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 async fn watch_health(
     app: App,
     reporter: tonic_health::server::HealthReporter,
+    health_names: Vec<&'static str>,
     stop: CancellationToken,
 ) {
     let mut interval = tokio::time::interval(HEALTH_INTERVAL);
@@ -396,112 +403,11 @@ async fn watch_health(
                     } else {
                         tracing::warn!("storage unreachable; reporting NOT_SERVING");
                     }
-                    for name in GRPC_SERVICE_NAMES {
+                    for name in &health_names {
                         reporter.set_service_status(name, status).await;
                     }
                 }
             }
         }
     }
-}
-
-/// The names gRPC health reports on; "" is the server as a whole.
-const GRPC_SERVICE_NAMES: [&str; 10] = [
-    "agentreg.v1.MetaService",
-    "agentreg.v1.UserService",
-    "agentreg.v1.ProjectService",
-    "agentreg.v1.AgentService",
-    "agentreg.v1.AgentTokenService",
-    "agentreg.v1.AdminTokenService",
-    "agentreg.v1.UrlConfigurationService",
-    "agentreg.v1.InternalService",
-    "agentreg.v1.AuditEventService",
-    "",
-];
-
-/// Every gRPC service, with health and reflection (v1 and v1alpha).
-async fn grpc_routes(
-    app: &App,
-    max_message_bytes: usize,
-) -> anyhow::Result<(tonic::service::Routes, tonic_health::server::HealthReporter)> {
-    use pb::admin_token_service_server::AdminTokenServiceServer;
-    use pb::agent_service_server::AgentServiceServer;
-    use pb::agent_token_service_server::AgentTokenServiceServer;
-    use pb::audit_event_service_server::AuditEventServiceServer;
-    use pb::internal_service_server::InternalServiceServer;
-    use pb::meta_service_server::MetaServiceServer;
-    use pb::project_service_server::ProjectServiceServer;
-    use pb::url_configuration_service_server::UrlConfigurationServiceServer;
-    use pb::user_service_server::UserServiceServer;
-
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for name in GRPC_SERVICE_NAMES {
-        health_reporter
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
-    }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building gRPC reflection v1")?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .context("building gRPC reflection v1alpha")?;
-
-    use tonic::service::interceptor::InterceptedService;
-    let intercept = grpc::extract_credentials;
-    let mut routes = tonic::service::RoutesBuilder::default();
-    routes
-        .add_service(InterceptedService::new(
-            MetaServiceServer::new(grpc::MetaGrpc { app: app.clone() })
-                .max_decoding_message_size(max_message_bytes),
-            intercept,
-        ))
-        .add_service(InterceptedService::new(
-            UserServiceServer::new(grpc::UserGrpc { app: app.clone() })
-                .max_decoding_message_size(max_message_bytes),
-            intercept,
-        ))
-        .add_service(InterceptedService::new(
-            ProjectServiceServer::new(grpc::ProjectGrpc { app: app.clone() })
-                .max_decoding_message_size(max_message_bytes),
-            intercept,
-        ))
-        .add_service(InterceptedService::new(
-            AgentServiceServer::new(grpc::AgentGrpc { app: app.clone() })
-                .max_decoding_message_size(max_message_bytes),
-            intercept,
-        ))
-        .add_service(InterceptedService::new(
-            AgentTokenServiceServer::new(grpc::AgentTokenGrpc { app: app.clone() })
-                .max_decoding_message_size(max_message_bytes),
-            intercept,
-        ))
-        .add_service(InterceptedService::new(
-            AdminTokenServiceServer::new(grpc::AdminTokenGrpc { app: app.clone() })
-                .max_decoding_message_size(max_message_bytes),
-            intercept,
-        ))
-        .add_service(InterceptedService::new(
-            UrlConfigurationServiceServer::new(grpc::UrlConfigurationGrpc { app: app.clone() })
-                .max_decoding_message_size(max_message_bytes),
-            intercept,
-        ))
-        .add_service(InterceptedService::new(
-            AuditEventServiceServer::new(grpc::AuditEventGrpc { app: app.clone() })
-                .max_decoding_message_size(max_message_bytes),
-            intercept,
-        ))
-        .add_service(InterceptedService::new(
-            InternalServiceServer::new(grpc::InternalGrpc { app: app.clone() })
-                .max_decoding_message_size(max_message_bytes),
-            grpc::require_kas_jwt,
-        ))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
-    Ok((routes.routes(), health_reporter))
 }

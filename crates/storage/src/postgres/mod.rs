@@ -635,8 +635,8 @@ impl Storage for PostgresStorage {
                     &[
                         &key(new.user_id.get()),
                         &new.name,
-                        &new.scopes,
-                        &new.expires_at,
+                        &rows::scope_names(&new.scopes),
+                        &rows::expiry_text(new.expires_at),
                         &new.handle.as_str(),
                         &new.secret_hash.as_str(),
                         &now_ms,

@@ -2,7 +2,9 @@
 //! issued by sequences that start at 1.
 
 use super::errors::pg;
+use crate::records::DecodeError;
 use crate::{EngineError, StoreError};
+use agentreg_domain::access::{ExpiryDate, Scope};
 use agentreg_domain::entities::{
     Agent, AgentToken, AuditDetails, AuditEvent, AuditScope, PersonalAccessToken, Project,
     Revocation, RevocationReason, SealedUrlAuth, TokenStatus, UrlConfiguration, User,
@@ -111,11 +113,46 @@ pub(super) fn personal_access_token(row: &Row) -> Result<PersonalAccessToken, St
         id: PersonalAccessTokenId::new(get_id(row, 0)?),
         user_id: UserId::new(get_id(row, 1)?),
         name: get(row, 2)?,
-        scopes: get(row, 3)?,
-        expires_at: get(row, 4)?,
+        scopes: scopes(row, 3)?,
+        expires_at: expiry_date(row, 4)?,
         revoked: get(row, 5)?,
         created_at_ms: get(row, 6)?,
     })
+}
+
+/// The `scopes` column of `personal_access_tokens`; a scope agentreg does not know is a decode
+/// error, never dropped.
+pub(super) fn scopes(row: &Row, index: usize) -> Result<Vec<Scope>, StoreError> {
+    get::<Vec<String>>(row, index)?
+        .iter()
+        .map(|name| Scope::parse(name))
+        .collect::<Result<_, _>>()
+        .map_err(|error| unreadable_token(DecodeError::UnknownScope(error)))
+}
+
+/// The `expires_at` column of `personal_access_tokens` (`YYYY-MM-DD` text, as sled stores it).
+pub(super) fn expiry_date(row: &Row, index: usize) -> Result<Option<ExpiryDate>, StoreError> {
+    get::<Option<String>>(row, index)?
+        .map(|text| ExpiryDate::parse(&text))
+        .transpose()
+        .map_err(|error| unreadable_token(DecodeError::InvalidExpiryDate(error)))
+}
+
+/// The `expires_at` column's value: the text sled stores too.
+pub(super) fn expiry_text(expires_at: Option<ExpiryDate>) -> Option<String> {
+    expires_at.map(|expires_at| expires_at.to_string())
+}
+
+/// The `scopes` column's value: GitLab's scope names.
+pub(super) fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {
+    scopes.iter().map(|scope| scope.as_str()).collect()
+}
+
+fn unreadable_token(source: DecodeError) -> StoreError {
+    StoreError::Corrupt {
+        tree: "personal_access_tokens",
+        source,
+    }
 }
 
 /// The column after [`PAT_COLUMNS`]' token: where a joined user starts.

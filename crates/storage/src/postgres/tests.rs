@@ -7,7 +7,9 @@ use super::*;
 use crate::dataset::sample;
 use crate::embedded::SledStorage;
 use crate::hashing::SecretHasher;
-use crate::port::{Invalidation, RevokeAgentToken};
+use crate::port::{Invalidation, NewPersonalAccessToken, RevokeAgentToken};
+use crate::records::DecodeError;
+use agentreg_domain::access::{ExpiryDate, Scope};
 use agentreg_domain::tokens::{TokenKind, generate_token};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -235,6 +237,48 @@ async fn fifty_concurrent_registrations_of_one_name_create_one_agent() {
         1
     );
     drop(storage);
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_stored_scope_agentreg_does_not_know_is_a_decode_error_not_dropped() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let storage = database.connect().await;
+    let (user_id, _) = project(&storage).await;
+    let generated = generate_token(TokenKind::PersonalAccess, &mut StdRng::seed_from_u64(3));
+    let new = NewPersonalAccessToken {
+        user_id,
+        name: "ci".to_owned(),
+        scopes: vec![Scope::Api],
+        expires_at: Some(ExpiryDate::parse("2030-01-01").unwrap()),
+        handle: generated.handle.clone(),
+        secret_hash: SecretHasher::insecure_for_tests()
+            .hash(&generated.plaintext)
+            .unwrap(),
+    };
+    storage.create_personal_access_token(new, 3).await.unwrap();
+    let client = storage.client().await.unwrap();
+    client
+        .batch_execute(
+            "UPDATE personal_access_tokens SET scopes = ARRAY['api', 'write_repository']",
+        )
+        .await
+        .unwrap();
+
+    let found = storage
+        .personal_access_token_by_handle(&generated.handle)
+        .await;
+
+    assert!(matches!(
+        found,
+        Err(StoreError::Corrupt {
+            source: DecodeError::UnknownScope(_),
+            ..
+        })
+    ));
+    drop((client, storage));
     database.drop_database().await;
 }
 

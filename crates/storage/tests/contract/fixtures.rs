@@ -1,6 +1,7 @@
 //! Records the cases build on, created through the port itself, and the secrets and audit hooks
 //! they pass in.
 
+use agentreg_domain::access::{ExpiryDate, Scope};
 use agentreg_domain::entities::{Agent, AuditScope, Project, SealedUrlAuth, User};
 use agentreg_domain::ids::{ProjectId, UserId};
 use agentreg_domain::names::{AgentName, ProjectNaming, TokenDescription, TokenName, UserIdentity};
@@ -56,8 +57,8 @@ impl Secrets {
         NewPersonalAccessToken {
             user_id,
             name: "ci".to_owned(),
-            scopes: vec!["api".to_owned(), "read_api".to_owned()],
-            expires_at: Some("2030-01-01".to_owned()),
+            scopes: vec![Scope::Api, Scope::ReadApi],
+            expires_at: Some(ExpiryDate::parse("2030-01-01").unwrap()),
             handle: generated.handle,
             secret_hash: self.hasher.hash(&generated.plaintext).unwrap(),
         }

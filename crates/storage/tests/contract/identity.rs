@@ -2,7 +2,7 @@
 //! memberships, and tokens found by their handle.
 
 use crate::fixtures::{self, Secrets};
-use agentreg_domain::access::AccessLevel;
+use agentreg_domain::access::{AccessLevel, Scope};
 use agentreg_domain::entities::AuditScope;
 use agentreg_domain::ids::UserId;
 use agentreg_domain::names::{ProjectNaming, UserIdentity};
@@ -193,8 +193,11 @@ pub(crate) async fn a_personal_access_token_is_found_by_its_handle_with_its_user
 
     assert_eq!(created.user_id, owner.id);
     assert_eq!(created.name, "ci");
-    assert_eq!(created.scopes, ["api", "read_api"]);
-    assert_eq!(created.expires_at.as_deref(), Some("2030-01-01"));
+    assert_eq!(created.scopes, [Scope::Api, Scope::ReadApi]);
+    assert_eq!(
+        created.expires_at.map(|date| date.to_string()).as_deref(),
+        Some("2030-01-01")
+    );
     assert!(!created.revoked);
     assert_eq!(created.created_at_ms, 5);
     assert!(

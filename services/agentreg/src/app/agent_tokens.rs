@@ -5,6 +5,7 @@
 use super::audit::{self, AuditEntry};
 use super::crypto::{SealedFor, SealedMode};
 use super::pagination::{PageInfo, Pagination};
+use super::refusals::{ParameterError, Refusal};
 use super::{App, AuthCounters, Caller, Error, author, now_ms};
 use agentreg_domain::entities::{AgentToken, RevocationReason};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, ProjectRef};
@@ -86,10 +87,13 @@ impl TokenListStatus {
         match text {
             "active" => Ok(TokenListStatus::Active),
             "revoked" => Ok(TokenListStatus::Revoked),
-            _ => Err(Error::InvalidParameter(
-                "status does not have a valid value".to_owned(),
-            )),
+            _ => Err(TokenListStatus::invalid()),
         }
+    }
+
+    /// The refusal of a status that is neither `active` nor `revoked`, on either edge.
+    pub fn invalid() -> Error {
+        Error::InvalidParameter(ParameterError::UnknownValue("status"))
     }
 }
 
@@ -200,7 +204,7 @@ impl App {
         let now = now_ms();
         token_set
             .check_capacity(now)
-            .map_err(|limit| Error::BadRequest(limit.to_string()))?;
+            .map_err(|limit| Error::Refused(Refusal::TokenLimitReached(limit)))?;
         let (name, description) = validate_token_fields(&name, input.description.as_deref())?;
         self.validate_expiry(expires_at_ms, now)?;
 
@@ -238,7 +242,7 @@ impl App {
                 plaintext: generated.plaintext,
             }),
             Err(CreateAgentTokenError::LimitReached(limit)) => {
-                Err(Error::BadRequest(limit.to_string()))
+                Err(Error::Refused(Refusal::TokenLimitReached(limit)))
             }
             Err(CreateAgentTokenError::AgentNotFound) => Err(Error::RecordNotFound),
             Err(CreateAgentTokenError::Store(error)) => Err(error.into()),
@@ -255,8 +259,9 @@ impl App {
         reason: Option<String>,
     ) -> Result<(), Error> {
         let reason = match reason.as_deref() {
-            Some(text) => RevocationReason::parse(text)
-                .map_err(|too_long| Error::InvalidParameter(too_long.to_string()))?,
+            Some(text) => RevocationReason::parse(text).map_err(|too_long| {
+                Error::InvalidParameter(ParameterError::ReasonTooLong(too_long))
+            })?,
             None => RevocationReason::revoked(),
         };
         let access = self.project_access(caller, project_ref).await?;
@@ -658,7 +663,7 @@ fn rotation_refused(refused: RotationRefused) -> Error {
     match refused {
         RotationRefused::NotFound => Error::RecordNotFound,
         RotationRefused::AlreadyRotating | RotationRefused::RotationInProgress => {
-            Error::BadRequest(refused.to_string())
+            Error::Refused(Refusal::Rotation(refused))
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::cache::TokenDigest;
 use super::limiter::{ThrottleKey, address_key};
 use super::{App, AuthCounters, Error};
-use agentreg_domain::access::Scope;
+use agentreg_domain::access::{ExpiryDate, Scope};
 use agentreg_domain::entities::User;
 use agentreg_domain::ids::UserId;
 use agentreg_domain::tokens::{
@@ -17,7 +17,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
 use time::Date;
-use time::macros::format_description;
 
 /// A caller's presented token, if any, and the address it came from. Edges fill it from
 /// headers, query or metadata, and the connection.
@@ -229,22 +228,11 @@ impl App {
             return Err(Error::Unauthorized);
         }
         let (pat, user) = (credential.token, credential.user);
-        let scopes = pat
-            .scopes
-            .iter()
-            .filter_map(|s| Scope::parse(s).ok())
-            .collect();
-        let expires_on = match pat.expires_at.as_deref() {
-            Some(date) => Some(parse_date(date).ok_or_else(|| {
-                Error::internal("stored token expiry is malformed", date.to_owned())
-            })?),
-            None => None,
-        };
         let caller = Caller {
             user,
-            scopes,
+            scopes: pat.scopes,
             sudo_by: None,
-            expires_on,
+            expires_on: pat.expires_at.map(ExpiryDate::date),
         };
         if caller.expired(today) {
             return Err(Error::Unauthorized);
@@ -345,7 +333,7 @@ fn could_be_personal_access_token(presented: &str) -> bool {
 
 /// Parses an ISO date, `YYYY-MM-DD`.
 pub(crate) fn parse_date(text: &str) -> Option<Date> {
-    Date::parse(text, format_description!("[year]-[month]-[day]")).ok()
+    ExpiryDate::parse(text).ok().map(ExpiryDate::date)
 }
 
 #[cfg(test)]
@@ -374,7 +362,7 @@ mod tests {
                 NewPersonalAccessToken {
                     user_id: root.id,
                     name: "initial root token".to_owned(),
-                    scopes: vec!["api".to_owned()],
+                    scopes: vec![Scope::Api],
                     expires_at: None,
                     handle: personal_access_token_handle(chosen.expose_secret()),
                     secret_hash: hasher.hash(&chosen).unwrap(),

@@ -2,9 +2,9 @@
 //! needs, with GitLab's parameters, permissions and messages.
 
 use super::audit::{AuditEntry, instance_event};
+use super::refusals::{Conflict, ParameterError};
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
-use crate::app::auth::parse_date;
-use agentreg_domain::access::{AccessLevel, Scope};
+use agentreg_domain::access::{AccessLevel, ExpiryDate, Scope};
 use agentreg_domain::entities::{Member, PersonalAccessToken, Project, User};
 use agentreg_domain::ids::{ProjectRef, UserId};
 use agentreg_domain::names::{ProjectDescription, ProjectNaming, UserIdentity};
@@ -74,7 +74,7 @@ impl App {
 
     /// Creates a user (administrators only).
     pub async fn create_user(&self, caller: &Caller, input: NewUserInput) -> Result<User, Error> {
-        let missing: Vec<&str> = [
+        let missing: Vec<&'static str> = [
             ("email", input.email.is_none()),
             ("name", input.name.is_none()),
             ("username", input.username.is_none()),
@@ -83,11 +83,7 @@ impl App {
         .filter_map(|(name, absent)| absent.then_some(name))
         .collect();
         if !missing.is_empty() {
-            let parts: Vec<String> = missing
-                .iter()
-                .map(|name| format!("{name} is missing"))
-                .collect();
-            return Err(Error::InvalidParameter(parts.join(", ")));
+            return Err(Error::InvalidParameter(ParameterError::Missing(missing)));
         }
         if !caller.user.is_admin {
             return Err(Error::Forbidden);
@@ -113,12 +109,8 @@ impl App {
                     .await;
                 Ok(user)
             }
-            Err(CreateUserError::UsernameTaken) => {
-                Err(Error::Conflict("Username has already been taken"))
-            }
-            Err(CreateUserError::EmailTaken) => {
-                Err(Error::Conflict("Email has already been taken"))
-            }
+            Err(CreateUserError::UsernameTaken) => Err(Error::Conflict(Conflict::UsernameTaken)),
+            Err(CreateUserError::EmailTaken) => Err(Error::Conflict(Conflict::EmailTaken)),
             Err(CreateUserError::Store(error)) => Err(error.into()),
         }
     }
@@ -131,26 +123,29 @@ impl App {
         input: NewPersonalAccessTokenInput,
     ) -> Result<CreatedPersonalAccessToken, Error> {
         let (Some(name), Some(scopes)) = (input.name.clone(), input.scopes.clone()) else {
-            let parts: Vec<&str> = [
-                input.name.is_none().then_some("name is missing"),
-                input.scopes.is_none().then_some("scopes is missing"),
+            let missing: Vec<&'static str> = [
+                input.name.is_none().then_some("name"),
+                input.scopes.is_none().then_some("scopes"),
             ]
             .into_iter()
             .flatten()
             .collect();
-            return Err(Error::InvalidParameter(parts.join(", ")));
+            return Err(Error::InvalidParameter(ParameterError::Missing(missing)));
         };
         let parsed_scopes: Result<Vec<Scope>, _> = scopes.iter().map(|s| Scope::parse(s)).collect();
         let Ok(parsed_scopes) = parsed_scopes else {
-            return Err(Error::InvalidParameter(
-                "scopes does not have a valid value".to_owned(),
-            ));
+            return Err(Error::InvalidParameter(ParameterError::UnknownValue(
+                "scopes",
+            )));
         };
-        if let Some(date) = &input.expires_at
-            && parse_date(date).is_none()
-        {
+        let Ok(expires_at) = input
+            .expires_at
+            .as_deref()
+            .map(ExpiryDate::parse)
+            .transpose()
+        else {
             return Err(Error::invalid("expires_at"));
-        }
+        };
         if !caller.user.is_admin {
             return Err(Error::Forbidden);
         }
@@ -164,8 +159,8 @@ impl App {
         // A token that expires before it is created could never be used; refuse it rather than
         // report it as active.
         let today = time::OffsetDateTime::now_utc().date();
-        if let Some(expires_on) = input.expires_at.as_deref().and_then(parse_date)
-            && expires_on < today
+        if let Some(expires_at) = expires_at
+            && expires_at.date() < today
         {
             validator.fail("expires_at", "cannot be in the past");
         }
@@ -175,16 +170,11 @@ impl App {
         let plaintext = generated.plaintext;
         let secret_hash = self.hash_secret(&plaintext).await?;
         let now = now_ms();
-        let scope_names: Vec<String> = parsed_scopes
-            .iter()
-            .map(|s| s.as_str().to_owned())
-            .collect();
         let handle = generated.handle;
-        let expires_at = input.expires_at;
         let new = NewPersonalAccessToken {
             user_id,
             name,
-            scopes: scope_names,
+            scopes: parsed_scopes,
             expires_at,
             handle,
             secret_hash,
@@ -219,9 +209,9 @@ impl App {
         input: NewProjectInput,
     ) -> Result<Project, Error> {
         if input.name.is_none() && input.path.is_none() {
-            return Err(Error::InvalidParameter(
-                "name, path are missing, at least one parameter must be provided".to_owned(),
-            ));
+            return Err(Error::InvalidParameter(ParameterError::AtLeastOneOf([
+                "name", "path",
+            ])));
         }
         let naming = ProjectNaming::parse(input.name.as_deref(), input.path.as_deref())
             .map_err(Error::InvalidAttributes)?;
@@ -268,14 +258,14 @@ impl App {
             return Err(Error::missing("access_level"));
         };
         let Ok(level) = AccessLevel::from_value(level) else {
-            return Err(Error::InvalidParameter(
-                "access_level does not have a valid value".to_owned(),
-            ));
+            return Err(Error::InvalidParameter(ParameterError::UnknownValue(
+                "access_level",
+            )));
         };
         if input.user_id.is_none() && input.username.is_none() {
-            return Err(Error::InvalidParameter(
-                "user_id, username are missing, at least one parameter must be provided".to_owned(),
-            ));
+            return Err(Error::InvalidParameter(ParameterError::AtLeastOneOf([
+                "user_id", "username",
+            ])));
         }
         let ProjectAccess { project, role, .. } = self.project_access(caller, project_ref).await?;
         if !role.can_admin_members() {
@@ -311,7 +301,7 @@ impl App {
         match added {
             Ok(member) => Ok(member),
             Err(AddMemberError::UserNotFound) => Err(Error::UserNotFound),
-            Err(AddMemberError::AlreadyMember) => Err(Error::Conflict("Member already exists")),
+            Err(AddMemberError::AlreadyMember) => Err(Error::Conflict(Conflict::AlreadyMember)),
             Err(AddMemberError::Store(error)) => Err(error.into()),
         }
     }
@@ -344,7 +334,7 @@ impl App {
         let new = NewPersonalAccessToken {
             user_id: root.id,
             name: "initial root token".to_owned(),
-            scopes: vec![Scope::Api.as_str().to_owned()],
+            scopes: vec![Scope::Api],
             expires_at: None,
             handle,
             secret_hash,

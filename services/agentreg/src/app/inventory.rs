@@ -39,7 +39,7 @@ impl App {
         filters: InventoryFilters,
         pagination: Pagination,
     ) -> Result<(Vec<InventoryEntry>, PageInfo), Error> {
-        let time = |name: &str, text: Option<String>| {
+        let time = |name: &'static str, text: Option<String>| {
             text.map(|text| parse_expiry(&text).ok_or_else(|| Error::invalid(name)))
                 .transpose()
         };

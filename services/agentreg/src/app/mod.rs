@@ -10,6 +10,7 @@ mod argon2_pool;
 pub mod audit;
 pub mod auth;
 mod cache;
+pub mod credentials;
 pub mod crypto;
 mod failure_audit;
 pub mod identity;
@@ -17,6 +18,7 @@ pub mod internal;
 pub mod inventory;
 mod limiter;
 pub mod pagination;
+pub mod refusals;
 mod snapshot;
 pub mod url_configs;
 pub mod usage;
@@ -30,13 +32,15 @@ use agentreg_storage::port::Invalidation;
 use agentreg_storage::port::Storage;
 use agentreg_storage::{SecretHasher, StoreError};
 use cache::TokenCache;
+use refusals::{Conflict, ParameterError, Refusal};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use auth::{Caller, Credentials, Intent};
 pub use limiter::address_key;
 
-/// Every way an operation can fail. Each edge maps it with one exhaustive `match`.
+/// Every way an operation can fail. Each edge maps it with one exhaustive `match`. `Display` is
+/// GitLab's message, the one text both edges show.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No credentials, or credentials that do not authenticate.
@@ -65,10 +69,10 @@ pub enum Error {
     UserNotFound,
     /// A parameter is missing, malformed or not allowed (Grape's `{"error": ...}`).
     #[error("{0}")]
-    InvalidParameter(String),
-    /// A refused operation, with GitLab's reason.
+    InvalidParameter(ParameterError),
+    /// An operation the current state does not allow, with GitLab's reason.
     #[error("400 Bad request - {0}")]
-    BadRequest(String),
+    Refused(Refusal),
     /// Model validation failed: full messages, rendered as Ruby array text.
     #[error("400 Bad request - {}", agentreg_domain::validation::ruby_array_inspect(.0))]
     Invalid(Vec<String>),
@@ -93,7 +97,7 @@ pub enum Error {
     TokenTypeNotSupported,
     /// A unique value is taken (user create, member add).
     #[error("{0}")]
-    Conflict(&'static str),
+    Conflict(Conflict),
     /// `If-Unmodified-Since` did not hold.
     #[error("412 Precondition Failed")]
     PreconditionFailed,
@@ -135,12 +139,12 @@ impl Error {
         })
     }
 
-    pub(crate) fn missing(parameter: &str) -> Error {
-        Error::InvalidParameter(format!("{parameter} is missing"))
+    pub(crate) fn missing(parameter: &'static str) -> Error {
+        Error::InvalidParameter(ParameterError::Missing(vec![parameter]))
     }
 
-    pub(crate) fn invalid(parameter: &str) -> Error {
-        Error::InvalidParameter(format!("{parameter} is invalid"))
+    pub(crate) fn invalid(parameter: &'static str) -> Error {
+        Error::InvalidParameter(ParameterError::Invalid(parameter))
     }
 }
 

@@ -2,6 +2,7 @@
 //! clamped to 100; 0 refused; negative means the default), and the totals for the headers.
 
 use super::Error;
+use super::refusals::ParameterError;
 use agentreg_storage::PageWindow;
 
 /// Kaminari's default page size.
@@ -32,9 +33,9 @@ impl Pagination {
     pub fn new(page: Option<i64>, per_page: Option<i64>) -> Result<Pagination, Error> {
         let per_page = match per_page {
             Some(0) => {
-                return Err(Error::InvalidParameter(
-                    "per_page has a value not allowed".to_owned(),
-                ));
+                return Err(Error::InvalidParameter(ParameterError::ExcludedValue(
+                    "per_page",
+                )));
             }
             Some(n) if n < 0 => DEFAULT_PER_PAGE,
             Some(n) => u64::try_from(n).unwrap_or(MAX_PER_PAGE).min(MAX_PER_PAGE),
@@ -98,7 +99,7 @@ mod tests {
     fn per_page_zero_is_refused() {
         assert!(matches!(
             Pagination::new(None, Some(0)),
-            Err(Error::InvalidParameter(message)) if message == "per_page has a value not allowed"
+            Err(error) if error.to_string() == "per_page has a value not allowed"
         ));
     }
 

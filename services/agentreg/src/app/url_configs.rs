@@ -8,6 +8,7 @@
 
 use super::audit::{self, AuditEntry};
 use super::crypto::{SealedFor, SealedMode};
+use super::refusals::Refusal;
 use super::{App, Caller, Error, ProjectAccess, author, now_ms};
 use agentreg_domain::entities::{SealedUrlAuth, UrlConfiguration};
 use agentreg_domain::ids::{AgentId, ProjectRef, UrlConfigurationId};
@@ -120,7 +121,7 @@ impl App {
         }
         let agent = self.find_agent(access, agent_id).await?;
         if agent.is_receptive() {
-            return Err(Error::BadRequest(ALREADY_EXISTS.to_owned()));
+            return Err(Error::Refused(Refusal::UrlConfigurationExists));
         }
         let client_cert = input.client_cert.as_deref().map(pem_from_pem_or_base64);
         let client_key = input
@@ -192,7 +193,7 @@ impl App {
         match created {
             Ok(config) => Ok(view(config)),
             Err(CreateUrlConfigurationError::AlreadyExists) => {
-                Err(Error::BadRequest(ALREADY_EXISTS.to_owned()))
+                Err(Error::Refused(Refusal::UrlConfigurationExists))
             }
             Err(CreateUrlConfigurationError::AgentNotFound) => Err(Error::RecordNotFound),
             Err(CreateUrlConfigurationError::Store(error)) => Err(error.into()),
@@ -246,8 +247,6 @@ impl App {
         }
     }
 }
-
-const ALREADY_EXISTS: &str = "URL configuration already exists for this agent";
 
 fn view(config: UrlConfiguration) -> UrlConfigurationView {
     use base64::Engine as _;

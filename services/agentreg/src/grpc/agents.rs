@@ -8,8 +8,9 @@ use crate::app::admin_tokens::IdentifiedToken;
 use crate::app::agent_tokens::{NewAgentTokenInput, RotateAgentTokenInput, TokenListStatus};
 use crate::app::agents::AgentDetails;
 use crate::app::inventory::InventoryFilters;
-use crate::app::{App, Intent};
-use agentreg_domain::entities::AgentToken;
+use crate::app::{App, Error, Intent};
+use agentreg_domain::access::Scope;
+use agentreg_domain::entities::{AgentToken, TokenStatus};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectRef};
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
@@ -139,13 +140,7 @@ impl AgentTokenService for AgentTokenGrpc {
         let caller = caller(&self.app, &request, Intent::Read).await?;
         let request = request.into_inner();
         let pagination = pagination(request.page)?;
-        let token_status = request
-            .status
-            .as_deref()
-            .map(TokenListStatus::parse)
-            .transpose()
-            .map_err(status)?
-            .unwrap_or_default();
+        let token_status = token_list_status(request.status).map_err(status)?;
         let (tokens, info) = self
             .app
             .list_agent_tokens(
@@ -293,10 +288,10 @@ impl AdminTokenService for AdminTokenGrpc {
                     name: pat.name.clone(),
                     revoked: pat.revoked,
                     created_at: Some(timestamp(pat.created_at_ms)),
-                    scopes: pat.scopes.clone(),
+                    scopes: Scope::names(&pat.scopes),
                     user_id: id(pat.user_id),
                     active: !pat.revoked,
-                    expires_at: pat.expires_at.clone(),
+                    expires_at: pat.expires_at.map(|expires_at| expires_at.to_string()),
                     token: String::new(),
                 })
             }
@@ -329,6 +324,17 @@ pub(super) fn agent(details: &AgentDetails) -> pb::Agent {
     }
 }
 
+/// The list filter of `ListAgentTokensRequest.status`: unset or unspecified is the default, and
+/// a number the enum does not name is refused as REST refuses an unknown `status`.
+fn token_list_status(value: Option<i32>) -> Result<TokenListStatus, Error> {
+    match value.map(pb::TokenStatus::try_from) {
+        None | Some(Ok(pb::TokenStatus::Unspecified)) => Ok(TokenListStatus::default()),
+        Some(Ok(pb::TokenStatus::Active)) => Ok(TokenListStatus::Active),
+        Some(Ok(pb::TokenStatus::Revoked)) => Ok(TokenListStatus::Revoked),
+        Some(Err(_)) => Err(TokenListStatus::invalid()),
+    }
+}
+
 /// A token message; `with_last_used` mirrors REST's `AgentToken` versus `AgentTokenBasic`.
 fn token(token: &AgentToken, with_last_used: bool) -> pb::AgentToken {
     pb::AgentToken {
@@ -336,7 +342,11 @@ fn token(token: &AgentToken, with_last_used: bool) -> pb::AgentToken {
         name: token.name.clone(),
         description: token.description.clone(),
         agent_id: id(token.agent_id),
-        status: token.status.as_str().to_owned(),
+        status: match token.status {
+            TokenStatus::Active => pb::TokenStatus::Active,
+            TokenStatus::Revoked => pb::TokenStatus::Revoked,
+        }
+        .into(),
         created_at: Some(timestamp(token.created_at_ms)),
         created_by_user_id: token.created_by_user_id.map(id),
         last_used_at: if with_last_used {

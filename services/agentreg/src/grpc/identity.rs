@@ -8,6 +8,7 @@ use crate::app::identity::{
     NewMemberInput, NewPersonalAccessTokenInput, NewProjectInput, NewUserInput,
 };
 use crate::app::{App, Intent};
+use agentreg_domain::access::Scope;
 use agentreg_domain::entities::{Project, User};
 use agentreg_domain::ids::{ProjectRef, UserId};
 use secrecy::ExposeSecret;
@@ -87,10 +88,10 @@ impl UserService for UserGrpc {
             name: token.name.clone(),
             revoked: token.revoked,
             created_at: Some(timestamp(token.created_at_ms)),
-            scopes: token.scopes.clone(),
+            scopes: Scope::names(&token.scopes),
             user_id: id(token.user_id),
             active: !token.revoked,
-            expires_at: token.expires_at.clone(),
+            expires_at: token.expires_at.map(|expires_at| expires_at.to_string()),
             token: created.plaintext.expose_secret().to_owned(),
         }))
     }

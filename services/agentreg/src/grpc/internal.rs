@@ -4,6 +4,7 @@
 use super::pb::internal_service_server::InternalService;
 use super::{id, pb, status};
 use crate::app::App;
+use crate::app::credentials::{AGENT_TOKEN_HEADER, KAS_JWT_HEADER};
 use crate::app::internal::ReceptiveAuth;
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
@@ -26,8 +27,8 @@ impl InternalService for InternalGrpc {
         &self,
         request: Request<pb::AuthenticateAgentTokenRequest>,
     ) -> Result<Response<pb::AgentInfo>, Status> {
-        let jwt = metadata_text(&request, "gitlab-kas-api-request");
-        let token = metadata_text(&request, "gitlab-agent-api-request").map(SecretString::from);
+        let jwt = metadata_text(&request, KAS_JWT_HEADER);
+        let token = metadata_text(&request, AGENT_TOKEN_HEADER).map(SecretString::from);
         let agent = self
             .app
             .authenticate_agent(jwt.as_deref(), token, super::client_address(&request))
@@ -44,7 +45,7 @@ impl InternalService for InternalGrpc {
         &self,
         request: Request<pb::ListReceptiveAgentsRequest>,
     ) -> Result<Response<pb::ListReceptiveAgentsResponse>, Status> {
-        let jwt = metadata_text(&request, "gitlab-kas-api-request");
+        let jwt = metadata_text(&request, KAS_JWT_HEADER);
         let agents = self
             .app
             .receptive_agents(jwt.as_deref(), super::client_address(&request))

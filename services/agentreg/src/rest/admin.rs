@@ -2,13 +2,13 @@
 //! `agentreg restore` reads; GitLab's admin token API, `POST` and `DELETE /api/v4/admin/token`;
 //! and the instance inventory of agents, `GET /api/v4/admin/cluster_agents`.
 
+use super::bodies::AdminTokenBody;
 use super::dto::{
     AgentTokenJson, IdentifiedTokenJson, InventoryAgentJson, MessageErrorJson, NestedErrorJson,
     PersonalAccessTokenInfoJson,
 };
 use super::extract::{Authenticated, Ids, Params, RequestTarget};
-use super::openapi::bodies::AdminTokenBody;
-use super::openapi::{
+use super::openapi::schemas::{
     Forbidden, InvalidParameter, InventoryPage, InventoryQuery, PageQuery, PayloadTooLarge,
     Snapshot, TooManyRequests, Unauthorized, UnsupportedMediaType, WriteForbidden,
 };
@@ -19,7 +19,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use secrecy::SecretString;
 
 /// A consistent snapshot of the whole store, taken while the service runs (administrators only).
 /// It is built in memory and sent in one body: agentreg's records are small (under 1 KiB per
@@ -86,7 +85,7 @@ pub(super) async fn identify_token(
     Authenticated(caller): Authenticated,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let token = params.optional_text("token")?.map(SecretString::from);
+    let token = AdminTokenBody::from_params(&params)?.into_token();
     let identified = state.app.identify_token(&caller, token).await?;
     let body = match &identified {
         IdentifiedToken::Agent(token) => IdentifiedTokenJson::Agent(AgentTokenJson::from(token)),
@@ -129,7 +128,7 @@ pub(super) async fn revoke_token(
     Authenticated(caller): Authenticated,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let token = params.optional_text("token")?.map(SecretString::from);
+    let token = AdminTokenBody::from_params(&params)?.into_token();
     state.app.revoke_identified_token(&caller, token).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

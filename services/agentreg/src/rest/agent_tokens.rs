@@ -1,15 +1,15 @@
 //! `/projects/:id/cluster_agents/:agent_id/tokens` and `.../tokens/:token_id`.
 
+use super::bodies::{NewAgentTokenBody, RotateAgentTokenBody};
 use super::dto::{AgentTokenBasicJson, AgentTokenJson, AgentTokenWithTokenJson};
 use super::extract::{Authenticated, Ids, Params, RequestTarget};
-use super::openapi::bodies::{NewAgentTokenBody, RotateAgentTokenBody};
-use super::openapi::{
+use super::openapi::schemas::{
     AgentPath, AgentTokenPage, AgentTokenPath, BadRequest, InvalidParameter, NotFound, PageQuery,
     PayloadTooLarge, RevocationReasonQuery, TokenStatusQuery, TooManyRequests, Unauthorized,
     UnsupportedMediaType, WriteForbidden,
 };
 use super::{ApiError, RestState, paginated};
-use crate::app::agent_tokens::{NewAgentTokenInput, RotateAgentTokenInput, TokenListStatus};
+use crate::app::agent_tokens::TokenListStatus;
 use agentreg_domain::ids::{AgentId, AgentTokenId};
 use axum::Json;
 use axum::extract::State;
@@ -138,14 +138,10 @@ pub(super) async fn create(
     params: Params,
 ) -> Result<Response, ApiError> {
     let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
-    let input = NewAgentTokenInput {
-        name: params.required_text("name")?,
-        description: params.optional_text("description")?,
-        expires_at: params.optional_text("expires_at")?,
-    };
+    let body = NewAgentTokenBody::from_params(&params)?;
     let created = state
         .app
-        .create_agent_token(&caller, &ids.project(), agent_id, input)
+        .create_agent_token(&caller, &ids.project(), agent_id, body.into())
         .await?;
     let body = AgentTokenWithTokenJson::new(&created.token, &created.plaintext);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -231,16 +227,11 @@ pub(super) async fn rotate(
 ) -> Result<Response, ApiError> {
     let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
     let token_id = AgentTokenId::from_wire(ids.integer("token_id")?);
-    let input = RotateAgentTokenInput {
-        idempotency_key: headers
-            .get("idempotency-key")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned),
-        name: params.optional_text("name")?,
-        description: params.optional_text("description")?,
-        expires_at: params.optional_text("expires_at")?,
-        overlap_seconds: params.integer("overlap_seconds")?,
-    };
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let input = RotateAgentTokenBody::from_params(&params)?.into_input(idempotency_key);
     let rotated = state
         .app
         .rotate_agent_token(&caller, &ids.project(), agent_id, token_id, input)

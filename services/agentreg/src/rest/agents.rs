@@ -1,9 +1,9 @@
 //! `/projects/:id/cluster_agents` and `/projects/:id/cluster_agents/:agent_id`.
 
+use super::bodies::NewAgentBody;
 use super::dto::AgentJson;
 use super::extract::{Authenticated, Ids, Params, RequestTarget, unmodified_since};
-use super::openapi::bodies::NewAgentBody;
-use super::openapi::{
+use super::openapi::schemas::{
     AgentPage, AgentPath, BadRequest, InvalidParameter, NotFound, PageQuery, PayloadTooLarge,
     PreconditionFailed, ProjectPath, TooManyRequests, Unauthorized, UnmodifiedSinceHeader,
     UnsupportedMediaType, WriteForbidden,
@@ -131,7 +131,7 @@ pub(super) async fn create(
     ids: Ids,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let name = params.required_text("name")?;
+    let name = NewAgentBody::from_params(&params)?.into_name();
     let agent = state
         .app
         .create_agent(&caller, &ids.project(), name)

@@ -8,6 +8,7 @@ use crate::app::agents::AgentDetails;
 use crate::app::identity::{CreatedPersonalAccessToken, VersionInfo};
 use crate::app::internal::{AuthenticatedAgent, ReceptiveAgent, ReceptiveAuth};
 use crate::app::url_configs::UrlConfigurationView;
+use agentreg_domain::access::Scope;
 use agentreg_domain::entities::AgentToken;
 use agentreg_domain::entities::AuditEvent;
 use agentreg_domain::entities::{Member, Project, User};
@@ -529,11 +530,11 @@ impl<'a> PersonalAccessTokenJson<'a> {
             revoked: token.revoked,
             created_at: timestamp(token.created_at_ms),
             description: None,
-            scopes: token.scopes.clone(),
+            scopes: Scope::names(&token.scopes),
             user_id: token.user_id.get(),
             last_used_at: None,
             active: !token.revoked,
-            expires_at: token.expires_at.clone(),
+            expires_at: token.expires_at.map(|expires_at| expires_at.to_string()),
             token: &created.plaintext,
         }
     }
@@ -910,11 +911,11 @@ impl From<&agentreg_domain::entities::PersonalAccessToken> for PersonalAccessTok
             revoked: token.revoked,
             created_at: timestamp(token.created_at_ms),
             description: None,
-            scopes: token.scopes.clone(),
+            scopes: Scope::names(&token.scopes),
             user_id: token.user_id.get(),
             last_used_at: None,
             active: !token.revoked,
-            expires_at: token.expires_at.clone(),
+            expires_at: token.expires_at.map(|expires_at| expires_at.to_string()),
         }
     }
 }

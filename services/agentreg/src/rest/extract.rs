@@ -3,6 +3,7 @@
 
 use super::{ApiError, MAX_BODY_BYTES, RestState};
 use crate::app::agents::UnmodifiedSinceSeconds;
+use crate::app::credentials::{SUDO_HEADER, presented_token};
 use crate::app::pagination::Pagination;
 use crate::app::{Caller, Credentials, Error, Intent};
 use agentreg_domain::ids::ProjectRef;
@@ -66,27 +67,13 @@ fn sudo_identifier(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
             .map(|(_, value)| value)
     });
     from_query
-        .or_else(|| {
-            headers
-                .get("sudo")
-                .and_then(|value| value.to_str().ok())
-                .map(|value| value.trim().to_owned())
-        })
+        .or_else(|| header_text(headers, SUDO_HEADER).map(|value| value.trim().to_owned()))
         .filter(|identifier| !identifier.is_empty())
 }
 
 fn personal_token(headers: &HeaderMap, query: Option<&str>) -> Option<SecretString> {
-    if let Some(value) = headers.get("private-token").and_then(|v| v.to_str().ok()) {
-        return Some(SecretString::from(value.trim().to_owned()));
-    }
-    if let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        && let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-    {
-        return Some(SecretString::from(token.trim().to_owned()));
+    if let Some(token) = presented_token(|name| header_text(headers, name)) {
+        return Some(SecretString::from(token));
     }
     let query = query?;
     serde_urlencoded::from_str::<Vec<(String, String)>>(query)
@@ -132,7 +119,7 @@ impl Ids {
     }
 
     /// An integer parameter, or Grape's `<name> is invalid`.
-    pub(crate) fn integer(&self, name: &str) -> Result<i64, Error> {
+    pub(crate) fn integer(&self, name: &'static str) -> Result<i64, Error> {
         parse_integer(self.text(name)).ok_or_else(|| Error::invalid(name))
     }
 
@@ -188,7 +175,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
 impl Params {
     /// A required string: `None` if absent; JSON `null` counts as present and empty, as Grape
     /// lets it through to model validation.
-    pub(crate) fn required_text(&self, name: &str) -> Result<Option<String>, Error> {
+    pub(crate) fn required_text(&self, name: &'static str) -> Result<Option<String>, Error> {
         match self.values.get(name) {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(String::new())),
@@ -199,7 +186,7 @@ impl Params {
     }
 
     /// An optional string: absent and `null` are both `None`.
-    pub(crate) fn optional_text(&self, name: &str) -> Result<Option<String>, Error> {
+    pub(crate) fn optional_text(&self, name: &'static str) -> Result<Option<String>, Error> {
         match self.values.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(value) => scalar_text(value)
@@ -209,7 +196,7 @@ impl Params {
     }
 
     /// An integer given as a JSON number or as decimal text.
-    pub(crate) fn integer(&self, name: &str) -> Result<Option<i64>, Error> {
+    pub(crate) fn integer(&self, name: &'static str) -> Result<Option<i64>, Error> {
         match self.values.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(number)) => number
@@ -225,7 +212,7 @@ impl Params {
     }
 
     /// A list of strings: a JSON array, repeated `name[]` form fields, or comma-separated text.
-    pub(crate) fn text_list(&self, name: &str) -> Result<Option<Vec<String>>, Error> {
+    pub(crate) fn text_list(&self, name: &'static str) -> Result<Option<Vec<String>>, Error> {
         match self.values.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Array(items)) => items

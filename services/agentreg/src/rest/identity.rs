@@ -1,23 +1,20 @@
 //! `/version`, `/user`, `/users`, `/users/:id/personal_access_tokens`, `/projects`,
 //! `/projects/:id`, `/projects/:id/members`, `/projects/:id/audit_events` and `/audit_events`.
 
+use super::bodies::{
+    NewMemberBody, NewPersonalAccessTokenBody, NewPersonalAccessTokenForm, NewProjectBody,
+    NewUserBody,
+};
 use super::dto::{
     AuditEventJson, MemberJson, PersonalAccessTokenJson, ProjectJson, UserJson, VersionJson,
 };
 use super::extract::{Authenticated, Ids, Params, RequestTarget};
-use super::openapi::bodies::{
-    NewMemberBody, NewPersonalAccessTokenBody, NewPersonalAccessTokenForm, NewProjectBody,
-    NewUserBody,
-};
-use super::openapi::{
+use super::openapi::schemas::{
     AuditEventPage, BadRequest, Conflict, Forbidden, InvalidAttributes, InvalidParameter, NotFound,
     PageQuery, PayloadTooLarge, ProjectPath, ScopeForbidden, TooManyRequests, Unauthorized,
     UnsupportedMediaType, UserPath, WriteForbidden,
 };
 use super::{ApiError, RestState, paginated};
-use crate::app::identity::{
-    NewMemberInput, NewPersonalAccessTokenInput, NewProjectInput, NewUserInput,
-};
 use agentreg_domain::ids::UserId;
 use axum::Json;
 use axum::extract::State;
@@ -97,12 +94,8 @@ pub(super) async fn create_user(
     target: RequestTarget,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let input = NewUserInput {
-        username: params.required_text("username")?,
-        name: params.required_text("name")?,
-        email: params.required_text("email")?,
-    };
-    let user = state.app.create_user(&caller, input).await?;
+    let body = NewUserBody::from_params(&params)?;
+    let user = state.app.create_user(&caller, body.into()).await?;
     Ok((
         StatusCode::CREATED,
         Json(UserJson::new(&user, &target.origin(&state))),
@@ -143,14 +136,10 @@ pub(super) async fn create_personal_access_token(
     params: Params,
 ) -> Result<Response, ApiError> {
     let user_id = UserId::from_wire(ids.integer("user_id")?);
-    let input = NewPersonalAccessTokenInput {
-        name: params.required_text("name")?,
-        scopes: params.text_list("scopes")?,
-        expires_at: params.optional_text("expires_at")?,
-    };
+    let body = NewPersonalAccessTokenBody::from_params(&params)?;
     let created = state
         .app
-        .create_personal_access_token(&caller, user_id, input)
+        .create_personal_access_token(&caller, user_id, body.into())
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -208,12 +197,8 @@ pub(super) async fn create_project(
     target: RequestTarget,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let input = NewProjectInput {
-        name: params.optional_text("name")?,
-        path: params.optional_text("path")?,
-        description: params.optional_text("description")?,
-    };
-    let project = state.app.create_project(&caller, input).await?;
+    let body = NewProjectBody::from_params(&params)?;
+    let project = state.app.create_project(&caller, body.into()).await?;
     Ok((
         StatusCode::CREATED,
         Json(ProjectJson::new(&project, &target.origin(&state))),
@@ -279,12 +264,11 @@ pub(super) async fn add_member(
     ids: Ids,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let input = NewMemberInput {
-        user_id: params.integer("user_id")?,
-        username: params.optional_text("username")?,
-        access_level: params.integer("access_level")?,
-    };
-    let member = state.app.add_member(&caller, &ids.project(), input).await?;
+    let body = NewMemberBody::from_params(&params)?;
+    let member = state
+        .app
+        .add_member(&caller, &ids.project(), body.into())
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(MemberJson::new(&member, &target.origin(&state))),

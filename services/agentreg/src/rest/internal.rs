@@ -3,18 +3,14 @@
 
 use super::dto::{AgentInfoJson, ReceptiveAgentsJson};
 use super::extract::{ClientAddress, header_text};
-use super::openapi::{KasUnauthorized, NotFound, TooManyRequests};
+use super::openapi::schemas::{KasUnauthorized, NotFound, TooManyRequests};
 use super::{ApiError, RestState};
+use crate::app::credentials::{AGENT_TOKEN_HEADER, KAS_JWT_HEADER};
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
-
-/// The header carrying the agent-server JWT.
-pub(crate) const KAS_HEADER: &str = "gitlab-kas-api-request";
-/// The header carrying the agent's token.
-pub(crate) const AGENT_TOKEN_HEADER: &str = "gitlab-agent-api-request";
 
 /// The agent a token belongs to, for the agent server; records the token's use.
 #[utoipa::path(
@@ -77,7 +73,7 @@ pub(super) async fn receptive_agents(
     ClientAddress(client): ClientAddress,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let jwt = header_text(&headers, KAS_HEADER);
+    let jwt = header_text(&headers, KAS_JWT_HEADER);
     let agents = state.app.receptive_agents(jwt, client).await?;
     Ok(Json(ReceptiveAgentsJson::new(&agents)).into_response())
 }
@@ -87,7 +83,7 @@ async fn authenticate_agent(
     ClientAddress(client): ClientAddress,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let jwt = header_text(&headers, KAS_HEADER);
+    let jwt = header_text(&headers, KAS_JWT_HEADER);
     let token = header_text(&headers, AGENT_TOKEN_HEADER)
         .map(|value| SecretString::from(value.trim().to_owned()));
     let agent = state.app.authenticate_agent(jwt, token, client).await?;

@@ -6,6 +6,7 @@
 mod admin;
 mod agent_tokens;
 mod agents;
+mod bodies;
 mod dto;
 mod extract;
 pub mod health;
@@ -215,79 +216,65 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The one mapping from app errors to GitLab's status codes and bodies.
+/// The one mapping from app errors to GitLab's status codes and bodies. Every text is the
+/// error's `Display`, GitLab's message.
 fn app_error_response(error: Error) -> Response {
-    let message = |status: StatusCode, text: &str| {
-        (status, axum::Json(MessageErrorJson::new(text))).into_response()
-    };
+    let text = error.to_string();
+    let message =
+        |status: StatusCode| (status, axum::Json(MessageErrorJson::new(&text))).into_response();
     match &error {
-        Error::Unauthorized => message(StatusCode::UNAUTHORIZED, "401 Unauthorized"),
+        Error::Unauthorized | Error::KasUnauthorized => message(StatusCode::UNAUTHORIZED),
         Error::InsufficientScope => insufficient_scope("api"),
         Error::SudoScopeMissing => insufficient_scope("sudo"),
-        Error::SudoForbidden => message(StatusCode::FORBIDDEN, &error.to_string()),
-        Error::SudoUserNotFound(_) => message(StatusCode::NOT_FOUND, &error.to_string()),
-        Error::Forbidden => message(StatusCode::FORBIDDEN, "403 Forbidden"),
-        Error::ProjectNotFound => message(StatusCode::NOT_FOUND, "404 Project Not Found"),
-        Error::ClusterAgentsNotFound => {
-            message(StatusCode::NOT_FOUND, "404 ClusterAgents Not Found")
-        }
-        Error::RecordNotFound => message(StatusCode::NOT_FOUND, "404 Not found"),
-        Error::NotFound => message(StatusCode::NOT_FOUND, "404 Not Found"),
-        Error::UserNotFound => message(StatusCode::NOT_FOUND, "404 User Not Found"),
+        Error::Forbidden | Error::SudoForbidden => message(StatusCode::FORBIDDEN),
+        Error::ProjectNotFound
+        | Error::ClusterAgentsNotFound
+        | Error::RecordNotFound
+        | Error::NotFound
+        | Error::UserNotFound
+        | Error::SudoUserNotFound(_) => message(StatusCode::NOT_FOUND),
         Error::AdminTokenNotFound => (
             StatusCode::NOT_FOUND,
-            axum::Json(dto::NestedErrorJson::new("Not found")),
+            axum::Json(dto::NestedErrorJson::new(&text)),
         )
             .into_response(),
-        Error::TokenTypeNotSupported => {
-            message(StatusCode::UNPROCESSABLE_ENTITY, &error.to_string())
-        }
-        Error::InvalidParameter(text) => (
+        Error::TokenTypeNotSupported => message(StatusCode::UNPROCESSABLE_ENTITY),
+        Error::InvalidParameter(_) => (
             StatusCode::BAD_REQUEST,
-            axum::Json(ParameterErrorJson::new(text.as_str())),
+            axum::Json(ParameterErrorJson::new(text)),
         )
             .into_response(),
-        Error::BadRequest(_) | Error::Invalid(_) => {
-            message(StatusCode::BAD_REQUEST, &error.to_string())
-        }
+        Error::Refused(_) | Error::Invalid(_) => message(StatusCode::BAD_REQUEST),
         Error::InvalidAttributes(errors) => (
             StatusCode::BAD_REQUEST,
             axum::Json(AttributeErrorsJson::from(errors)),
         )
             .into_response(),
-        Error::Conflict(text) => message(StatusCode::CONFLICT, text),
-        Error::PreconditionFailed => {
-            message(StatusCode::PRECONDITION_FAILED, "412 Precondition Failed")
-        }
-        Error::KasUnauthorized => {
-            message(StatusCode::UNAUTHORIZED, "KAS JWT authentication invalid")
-        }
+        Error::Conflict(_) => message(StatusCode::CONFLICT),
+        Error::PreconditionFailed => message(StatusCode::PRECONDITION_FAILED),
         Error::TooManyRequests { retry_after_secs } => {
-            let mut response = message(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests");
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            response
+            with_retry_after(message(StatusCode::TOO_MANY_REQUESTS), *retry_after_secs)
         }
         Error::Unavailable(cause) => {
             tracing::warn!(error = %telemetry::error_chain(cause), "storage unavailable");
-            message(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable")
+            message(StatusCode::SERVICE_UNAVAILABLE)
         }
         Error::Overloaded { retry_after_secs } => {
-            let mut response = message(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable");
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            response
+            with_retry_after(message(StatusCode::SERVICE_UNAVAILABLE), *retry_after_secs)
         }
         Error::Internal(cause) => {
             tracing::error!(error = %telemetry::error_chain(cause), "request failed");
-            message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "500 Internal Server Error",
-            )
+            message(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
+}
+
+/// `response` with `Retry-After`: the whole seconds a client should wait.
+fn with_retry_after(mut response: Response, retry_after_secs: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
 }
 
 /// GitLab's `insufficient_scope` 403, with its `WWW-Authenticate` challenge, for `scope`.

@@ -1,22 +1,20 @@
 //! `/projects/:id/cluster_agents/:agent_id/url_configurations[/:url_configuration_id]`.
 //! The project and the instance setting are checked before the other parameters, as in GitLab.
 
+use super::bodies::NewUrlConfigurationBody;
 use super::dto::UrlConfigurationJson;
 use super::extract::{Authenticated, Ids, Params, unmodified_since};
-use super::openapi::bodies::NewUrlConfigurationBody;
-use super::openapi::{
+use super::openapi::schemas::{
     AgentPath, BadRequest, Forbidden, InvalidParameter, NotFound, PayloadTooLarge,
     PreconditionFailed, TooManyRequests, Unauthorized, UnmodifiedSinceHeader, UnsupportedMediaType,
     UrlConfigurationPath, WriteForbidden,
 };
 use super::{ApiError, RestState};
-use crate::app::url_configs::NewUrlConfigurationInput;
 use agentreg_domain::ids::{AgentId, UrlConfigurationId};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use secrecy::SecretString;
 
 /// The agent's URL configurations: none or one (Developer and above).
 #[utoipa::path(
@@ -143,16 +141,10 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let project = state.app.receptive_project(&caller, &ids.project()).await?;
     let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
-    let input = NewUrlConfigurationInput {
-        url: params.required_text("url")?,
-        client_cert: params.optional_text("client_cert")?,
-        client_key: params.optional_text("client_key")?.map(SecretString::from),
-        ca_cert: params.optional_text("ca_cert")?,
-        tls_host: params.optional_text("tls_host")?,
-    };
+    let body = NewUrlConfigurationBody::from_params(&params)?;
     let config = state
         .app
-        .create_url_configuration(&project, agent_id, input)
+        .create_url_configuration(&project, agent_id, body.into())
         .await?;
     Ok((
         StatusCode::CREATED,
