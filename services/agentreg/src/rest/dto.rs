@@ -16,45 +16,83 @@ use agentreg_domain::validation::ValidationErrors;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::macros::format_description;
 use utoipa::ToSchema;
 
 /// `2022-03-25T14:12:11.497Z`.
 pub(crate) fn timestamp(ms: i64) -> String {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|at| at.format(&format).ok())
-        .unwrap_or_default()
+    Timestamp(ms).to_string()
 }
 
-/// The project an agent is configured in (GitLab's `ProjectIdentity`).
+/// A time in milliseconds since the epoch, written as GitLab writes it (`2022-03-25T14:12:11.497Z`)
+/// straight into the response, without an intermediate string.
+#[derive(Clone, Copy)]
+pub(crate) struct Timestamp(pub(crate) i64);
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+        else {
+            return Ok(());
+        };
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            at.millisecond()
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Two parts joined by a separator, serialized without building the joined string
+/// (`name_with_namespace`, `path_with_namespace`).
+pub(crate) struct Joined<'a>(&'a str, &'static str, &'a str);
+
+impl Serialize for Joined<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}{}{}", self.0, self.1, self.2))
+    }
+}
+
+/// The project an agent is configured in (GitLab's `ProjectIdentity`). It borrows the project,
+/// so that writing it allocates nothing.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ProjectIdentity)]
-pub(crate) struct ProjectIdentityJson {
+pub(crate) struct ProjectIdentityJson<'a> {
     id: u64,
     #[schema(required = true)]
-    description: Option<String>,
-    name: String,
-    name_with_namespace: String,
-    path: String,
-    path_with_namespace: String,
-    #[schema(format = DateTime)]
-    created_at: String,
+    description: Option<&'a str>,
+    name: &'a str,
+    #[schema(value_type = String)]
+    name_with_namespace: Joined<'a>,
+    path: &'a str,
+    #[schema(value_type = String)]
+    path_with_namespace: Joined<'a>,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
 }
 
-impl From<&Project> for ProjectIdentityJson {
-    fn from(project: &Project) -> ProjectIdentityJson {
+impl<'a> From<&'a Project> for ProjectIdentityJson<'a> {
+    fn from(project: &'a Project) -> ProjectIdentityJson<'a> {
         ProjectIdentityJson {
             id: project.id.get(),
-            description: project.description.clone(),
-            name: project.name.clone(),
-            name_with_namespace: project.name_with_namespace(),
-            path: project.path.clone(),
-            path_with_namespace: project.path_with_namespace(),
-            created_at: timestamp(project.created_at_ms),
+            description: project.description.as_deref(),
+            name: &project.name,
+            name_with_namespace: Joined(&project.owner.name, " / ", &project.name),
+            path: &project.path,
+            path_with_namespace: Joined(&project.owner.username, "/", &project.path),
+            created_at: Timestamp(project.created_at_ms),
         }
     }
 }
@@ -63,25 +101,25 @@ impl From<&Project> for ProjectIdentityJson {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ClusterAgent)]
-pub(crate) struct AgentJson {
+pub(crate) struct AgentJson<'a> {
     id: u64,
-    name: String,
-    config_project: ProjectIdentityJson,
-    #[schema(format = DateTime)]
-    created_at: String,
+    name: &'a str,
+    config_project: ProjectIdentityJson<'a>,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
     #[schema(required = true)]
     created_by_user_id: Option<u64>,
     /// Whether the agent has a URL configuration, so that the agent server connects to it.
     is_receptive: bool,
 }
 
-impl From<&AgentDetails> for AgentJson {
-    fn from(details: &AgentDetails) -> AgentJson {
+impl<'a> From<&'a AgentDetails> for AgentJson<'a> {
+    fn from(details: &'a AgentDetails) -> AgentJson<'a> {
         AgentJson {
             id: details.agent.id.get(),
-            name: details.agent.name.clone(),
+            name: &details.agent.name,
             config_project: ProjectIdentityJson::from(&details.project),
-            created_at: timestamp(details.agent.created_at_ms),
+            created_at: Timestamp(details.agent.created_at_ms),
             created_by_user_id: details.agent.created_by_user_id.map(u64::from),
             is_receptive: details.agent.is_receptive(),
         }
