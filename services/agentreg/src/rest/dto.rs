@@ -28,29 +28,46 @@ pub(crate) fn timestamp(ms: i64) -> String {
 #[derive(Clone, Copy)]
 pub(crate) struct Timestamp(pub(crate) i64);
 
+impl Timestamp {
+    /// The 24 ASCII bytes of `YYYY-MM-DDTHH:MM:SS.mmmZ`, or `None` for a year outside 0..=9999.
+    fn ascii(self) -> Option<[u8; 24]> {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).ok()?;
+        let year = u32::try_from(at.year()).ok().filter(|year| *year <= 9999)?;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |start: usize, width: usize, mut value: u32| {
+            for index in (start..start + width).rev() {
+                out[index] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, u32::from(u8::from(at.month())));
+        put(8, 2, u32::from(at.day()));
+        put(11, 2, u32::from(at.hour()));
+        put(14, 2, u32::from(at.minute()));
+        put(17, 2, u32::from(at.second()));
+        put(20, 3, u32::from(at.millisecond()));
+        Some(out)
+    }
+}
+
 impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Ok(at) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
-        else {
-            return Ok(());
-        };
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            at.year(),
-            u8::from(at.month()),
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second(),
-            at.millisecond()
-        )
+        match self.ascii() {
+            Some(ascii) => f.write_str(std::str::from_utf8(&ascii).map_err(|_| std::fmt::Error)?),
+            None => Ok(()),
+        }
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self.ascii() {
+            Some(ascii) => {
+                serializer.serialize_str(std::str::from_utf8(&ascii).unwrap_or_default())
+            }
+            None => serializer.serialize_str(""),
+        }
     }
 }
 
@@ -846,6 +863,12 @@ mod tests {
     fn timestamps_have_milliseconds_and_z() {
         assert_eq!(timestamp(1_648_217_531_497), "2022-03-25T14:12:11.497Z");
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(timestamp(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            serde_json::to_string(&Timestamp(1_000_000_000_123)).unwrap(),
+            r#""2001-09-09T01:46:40.123Z""#
+        );
     }
 
     #[test]
