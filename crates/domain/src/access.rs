@@ -130,6 +130,15 @@ pub enum ProjectRole {
     NonMember,
 }
 
+/// What a route on a project's agents asks of the caller's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterPermission {
+    /// `read_cluster_agent` / `read_cluster`: Developer and above.
+    Read,
+    /// `create_cluster` / `admin_cluster`: Maintainer and above.
+    Admin,
+}
+
 impl ExpiryDate {
     /// Parses an ISO date, `YYYY-MM-DD`. A sign before the year is accepted (and not written
     /// back), as it always was.
@@ -170,6 +179,14 @@ impl ProjectRole {
         self.at_least(AccessLevel::Maintainer)
     }
 
+    /// Whether the role grants `permission`.
+    pub fn allows(self, permission: ClusterPermission) -> bool {
+        match permission {
+            ClusterPermission::Read => self.can_read_cluster(),
+            ClusterPermission::Admin => self.can_admin_cluster(),
+        }
+    }
+
     /// `admin_project_member`: Maintainer and above may add members.
     pub fn can_admin_members(self) -> bool {
         self.at_least(AccessLevel::Maintainer)
@@ -208,6 +225,16 @@ mod tests {
         let role = ProjectRole::Member(AccessLevel::Developer);
         assert!(role.can_read_cluster());
         assert!(!role.can_admin_cluster());
+    }
+
+    #[test]
+    fn cluster_permissions_follow_the_cluster_checks() {
+        let developer = ProjectRole::Member(AccessLevel::Developer);
+        let maintainer = ProjectRole::Member(AccessLevel::Maintainer);
+        assert!(developer.allows(ClusterPermission::Read));
+        assert!(!developer.allows(ClusterPermission::Admin));
+        assert!(maintainer.allows(ClusterPermission::Admin));
+        assert!(!ProjectRole::NonMember.allows(ClusterPermission::Read));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::identity::{
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, InventoryAgent, NewAgentToken,
     NewPersonalAccessToken, NewRotation, NewUrlConfiguration, PersonalAccessTokenCredential,
-    RevokeAgentToken, RotatedAgentToken, RotationRetrieval, Storage, TokenDeadlines,
+    ProjectWithAccess, RevokeAgentToken, RotatedAgentToken, RotationRetrieval, Storage,
+    TokenDeadlines,
 };
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
 use crate::{EngineError, OpenError, Page, PageWindow, Store, StoreError};
@@ -22,7 +23,7 @@ use agentreg_domain::entities::{
     UrlConfiguration, User,
 };
 use agentreg_domain::ids::{
-    AgentId, AgentTokenId, PersonalAccessTokenId, ProjectId, UrlConfigurationId, UserId,
+    AgentId, AgentTokenId, PersonalAccessTokenId, ProjectId, ProjectRef, UrlConfigurationId, UserId,
 };
 use agentreg_domain::names::{AgentName, ProjectNaming, UserIdentity};
 use agentreg_domain::tokens::{AgentTokenSet, TokenHandle};
@@ -193,6 +194,32 @@ impl Storage for SledStorage {
         user_id: UserId,
     ) -> Result<Option<AccessLevel>, StoreError> {
         self.store.access_level(project_id.get(), user_id.get())
+    }
+
+    async fn project_with_access(
+        &self,
+        project_ref: &ProjectRef,
+        user_id: UserId,
+        agent_id: Option<AgentId>,
+    ) -> Result<Option<ProjectWithAccess>, StoreError> {
+        let project = match project_ref {
+            ProjectRef::Id(project_id) => self.store.project(project_id.get())?,
+            ProjectRef::FullPath(full_path) => self.store.project_by_full_path(full_path)?,
+            ProjectRef::Nothing => None,
+        };
+        let Some(project) = project else {
+            return Ok(None);
+        };
+        let access_level = self.store.access_level(project.id.get(), user_id.get())?;
+        let agent = match agent_id {
+            Some(agent_id) => self.store.agent(project.id.get(), agent_id.get())?,
+            None => None,
+        };
+        Ok(Some(ProjectWithAccess {
+            project,
+            access_level,
+            agent,
+        }))
     }
 
     async fn add_member(

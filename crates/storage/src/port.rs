@@ -24,7 +24,7 @@ use agentreg_domain::entities::{
     RevocationReason, SealedUrlAuth, UrlConfiguration, User,
 };
 use agentreg_domain::ids::{
-    AgentId, AgentTokenId, PersonalAccessTokenId, ProjectId, UrlConfigurationId, UserId,
+    AgentId, AgentTokenId, PersonalAccessTokenId, ProjectId, ProjectRef, UrlConfigurationId, UserId,
 };
 use agentreg_domain::names::{AgentName, ProjectNaming, TokenDescription, TokenName, UserIdentity};
 use agentreg_domain::tokens::{AgentTokenSet, TokenHandle};
@@ -35,6 +35,17 @@ use std::sync::Arc;
 /// event, nor an event without its change. It may run more than once (transactions re-run), so it
 /// must be pure.
 pub type Audit<T> = Option<Arc<dyn Fn(&T) -> NewAuditEvent + Send + Sync>>;
+
+/// A project with what one user's request needs of it, read together: the user's membership
+/// level and, when asked for, one of the project's agents.
+#[derive(Debug, Clone)]
+pub struct ProjectWithAccess {
+    pub project: Project,
+    /// The user's membership level; `None` for a non-member.
+    pub access_level: Option<AccessLevel>,
+    /// The agent asked for, when it exists and belongs to this project.
+    pub agent: Option<Agent>,
+}
 
 /// A new personal access token; the secret is already hashed (outside any transaction).
 #[derive(Debug, Clone)]
@@ -271,6 +282,15 @@ pub trait Storage: Send + Sync + 'static {
         project_id: ProjectId,
         user_id: UserId,
     ) -> Result<Option<AccessLevel>, StoreError>;
+    /// The project named by id or by full path (matched case-insensitively), with `user_id`'s
+    /// membership level in it and, when `agent_id` is given, that agent if it belongs to the
+    /// project: one read, so one round trip on PostgreSQL. `None` when no project matches.
+    async fn project_with_access(
+        &self,
+        project_ref: &ProjectRef,
+        user_id: UserId,
+        agent_id: Option<AgentId>,
+    ) -> Result<Option<ProjectWithAccess>, StoreError>;
     async fn add_member(
         &self,
         project_id: ProjectId,

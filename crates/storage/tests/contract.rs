@@ -111,6 +111,8 @@ contract_cases! {
             concurrent_creates_of_one_name_create_exactly_one_agent,
             agents_are_paged_in_byte_order_of_their_names,
             agents_are_found_only_through_their_project,
+            a_project_is_read_with_the_users_level_and_the_agent_asked_for,
+            a_project_read_with_access_finds_nothing_it_does_not_name,
             deleting_an_agent_removes_its_tokens_and_url_configuration_and_frees_its_name,
             deleting_an_agent_modified_after_the_precondition_is_refused,
             ids_grow_and_are_never_reused,

@@ -30,7 +30,8 @@ use crate::identity::{
 use crate::port::{
     AgentTokenCredential, Audit, Counts, InvalidationFeed, InventoryAgent, NewAgentToken,
     NewPersonalAccessToken, NewRotation, NewUrlConfiguration, PersonalAccessTokenCredential,
-    RevokeAgentToken, RotatedAgentToken, RotationRetrieval, Storage, TokenDeadlines,
+    ProjectWithAccess, RevokeAgentToken, RotatedAgentToken, RotationRetrieval, Storage,
+    TokenDeadlines,
 };
 use crate::schema;
 use crate::url_configs::{CreateUrlConfigurationError, DeleteUrlConfigurationError};
@@ -41,13 +42,15 @@ use agentreg_domain::entities::{
     UrlConfiguration, User,
 };
 use agentreg_domain::ids::{
-    AgentId, AgentTokenId, PersonalAccessTokenId, ProjectId, UrlConfigurationId, UserId,
+    AgentId, AgentTokenId, PersonalAccessTokenId, ProjectId, ProjectRef, UrlConfigurationId, UserId,
 };
 use agentreg_domain::names::{AgentName, ProjectNaming, UserIdentity};
 use agentreg_domain::tokens::{AgentTokenSet, TokenHandle, sort_by_last_use};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use errors::{pg, violates};
-use rows::{AGENT_SELECT, CONFIG_COLUMNS, TOKEN_COLUMNS, get, key, unsigned};
+use rows::{
+    AGENT_SELECT, CONFIG_COLUMNS, PROJECT_WITH_ACCESS_SELECT, TOKEN_COLUMNS, get, key, unsigned,
+};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -907,6 +910,51 @@ impl Storage for PostgresStorage {
             audit_outcome(&transaction, &audit, &agent, now_ms).await?;
             transaction.commit().await.map_err(pg)?;
             Ok(agent)
+        })
+        .await
+    }
+
+    async fn project_with_access(
+        &self,
+        project_ref: &ProjectRef,
+        user_id: UserId,
+        agent_id: Option<AgentId>,
+    ) -> Result<Option<ProjectWithAccess>, StoreError> {
+        let (condition, project): (&str, Box<dyn tokio_postgres::types::ToSql + Sync + Send>) =
+            match project_ref {
+                ProjectRef::Id(project_id) => ("p.id = $1", Box::new(key(project_id.get()))),
+                ProjectRef::FullPath(full_path) => (
+                    "p.full_path_folded = $1",
+                    Box::new(full_path.to_lowercase()),
+                ),
+                ProjectRef::Nothing => return Ok(None),
+            };
+        let sql = format!("{PROJECT_WITH_ACCESS_SELECT} WHERE {condition}");
+        let agent_key = agent_id.map(|agent_id| key(agent_id.get()));
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(&sql, &[project.as_ref(), &key(user_id.get()), &agent_key])
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let access_level = get::<Option<i64>>(&row, rows::PROJECT_WITH_ACCESS_LEVEL)?
+                .map(AccessLevel::from_value)
+                .transpose()
+                .map_err(|_| StoreError::Dangling {
+                    tree: schema::MEMBERS,
+                })?;
+            let agent = match get::<Option<i64>>(&row, rows::PROJECT_WITH_ACCESS_AGENT)? {
+                Some(_) => Some(rows::agent_at(&row, rows::PROJECT_WITH_ACCESS_AGENT)?),
+                None => None,
+            };
+            Ok(Some(ProjectWithAccess {
+                project: rows::project(&row)?,
+                access_level,
+                agent,
+            }))
         })
         .await
     }

@@ -33,6 +33,25 @@ pub(super) const AGENT_SELECT: &str = "SELECT a.id, a.project_id, a.name, a.crea
      a.created_at_ms, a.updated_at_ms, c.id \
      FROM agents a LEFT JOIN url_configurations c ON c.agent_id = a.id";
 
+/// A project named by `$1` (the caller appends the condition), with user `$2`'s membership
+/// level and agent `$3` (NULL for none) if it belongs to the project: [`PROJECT_COLUMNS`], then
+/// `access_level`, then the agent's columns as in [`AGENT_SELECT`]. At most one row: members
+/// are keyed by project and user, agents by id, and an agent has at most one URL configuration.
+pub(super) const PROJECT_WITH_ACCESS_SELECT: &str = "SELECT p.id, p.name, p.path, \
+     p.description, p.created_at_ms, u.id, u.username, u.name, u.email, u.is_admin, \
+     u.created_at_ms, m.access_level, a.id, a.project_id, a.name, a.created_by_user_id, \
+     a.created_at_ms, a.updated_at_ms, c.id \
+     FROM projects p JOIN users u ON u.id = p.owner_id \
+     LEFT JOIN members m ON m.project_id = p.id AND m.user_id = $2 \
+     LEFT JOIN agents a ON a.project_id = p.id AND a.id = $3 \
+     LEFT JOIN url_configurations c ON c.agent_id = a.id";
+
+/// Where [`PROJECT_WITH_ACCESS_SELECT`]'s `access_level` column is.
+pub(super) const PROJECT_WITH_ACCESS_LEVEL: usize = 11;
+
+/// Where [`PROJECT_WITH_ACCESS_SELECT`]'s agent columns start.
+pub(super) const PROJECT_WITH_ACCESS_AGENT: usize = 12;
+
 /// `agent_tokens t`, then its hash.
 pub(super) const TOKEN_COLUMNS: &str = "t.id, t.agent_id, t.project_id, t.name, t.description, \
      t.revoked, t.created_by_user_id, t.created_at_ms, t.last_used_at_ms, t.secret_hash, \
@@ -159,14 +178,19 @@ fn unreadable_token(source: DecodeError) -> StoreError {
 pub(super) const PAT_WIDTH: usize = 8;
 
 pub(super) fn agent(row: &Row) -> Result<Agent, StoreError> {
+    agent_at(row, 0)
+}
+
+/// An agent from [`AGENT_SELECT`]'s columns starting at `start`.
+pub(super) fn agent_at(row: &Row, start: usize) -> Result<Agent, StoreError> {
     Ok(Agent {
-        id: AgentId::new(get_id(row, 0)?),
-        project_id: ProjectId::new(get_id(row, 1)?),
-        name: get(row, 2)?,
-        created_by_user_id: get_optional_id(row, 3)?.map(UserId::new),
-        created_at_ms: get(row, 4)?,
-        updated_at_ms: get(row, 5)?,
-        url_configuration_id: get_optional_id(row, 6)?.map(UrlConfigurationId::new),
+        id: AgentId::new(get_id(row, start)?),
+        project_id: ProjectId::new(get_id(row, start + 1)?),
+        name: get(row, start + 2)?,
+        created_by_user_id: get_optional_id(row, start + 3)?.map(UserId::new),
+        created_at_ms: get(row, start + 4)?,
+        updated_at_ms: get(row, start + 5)?,
+        url_configuration_id: get_optional_id(row, start + 6)?.map(UrlConfigurationId::new),
     })
 }
 

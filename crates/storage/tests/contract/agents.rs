@@ -3,8 +3,9 @@
 //! that grow and are never reused.
 
 use crate::fixtures::{self, Secrets};
+use agentreg_domain::access::AccessLevel;
 use agentreg_domain::entities::AuditScope;
-use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId};
+use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, ProjectRef};
 use agentreg_storage::agents::{CreateAgentError, DeleteAgentError, UnmodifiedSince};
 use agentreg_storage::port::{Counts, RevokeAgentToken, Storage};
 
@@ -119,6 +120,107 @@ pub(crate) async fn agents_are_paged_in_byte_order_of_their_names(storage: &dyn 
     assert_eq!(last.total, 6);
     assert!(past_the_end.items.is_empty());
     assert_eq!(past_the_end.total, 6);
+}
+
+pub(crate) async fn a_project_is_read_with_the_users_level_and_the_agent_asked_for(
+    storage: &dyn Storage,
+) {
+    let (owner, project) = fixtures::owner_and_project(storage).await;
+    let bob = fixtures::user(storage, "bob").await;
+    let carol = fixtures::user(storage, "carol").await;
+    storage
+        .add_member(project.id, bob.id, AccessLevel::Developer, 3)
+        .await
+        .unwrap();
+    let agent = fixtures::agent(storage, project.id, "a").await;
+    let config = storage
+        .create_url_configuration(
+            project.id,
+            agent.id,
+            fixtures::jwt_url_configuration(),
+            4,
+            None,
+        )
+        .await
+        .unwrap();
+    let receptive_agent = storage.agent(project.id, agent.id).await.unwrap().unwrap();
+    let by_id = ProjectRef::Id(project.id);
+    let by_path = ProjectRef::FullPath("OWNER/App".to_owned());
+
+    let owner_with_agent = storage
+        .project_with_access(&by_id, owner.id, Some(agent.id))
+        .await
+        .unwrap()
+        .unwrap();
+    let bob_by_path = storage
+        .project_with_access(&by_path, bob.id, Some(agent.id))
+        .await
+        .unwrap()
+        .unwrap();
+    let carol_without_agent = storage
+        .project_with_access(&by_id, carol.id, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let missing_agent = storage
+        .project_with_access(&by_id, owner.id, Some(AgentId::new(999_999)))
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(owner_with_agent.project, project);
+    assert_eq!(owner_with_agent.access_level, Some(AccessLevel::Owner));
+    assert_eq!(owner_with_agent.agent, Some(receptive_agent.clone()));
+    assert_eq!(
+        receptive_agent.url_configuration_id,
+        Some(config.id),
+        "the agent carries its URL configuration's id"
+    );
+    assert_eq!(bob_by_path.project, project);
+    assert_eq!(bob_by_path.access_level, Some(AccessLevel::Developer));
+    assert_eq!(bob_by_path.agent, Some(receptive_agent));
+    assert_eq!(carol_without_agent.project, project);
+    assert_eq!(carol_without_agent.access_level, None);
+    assert_eq!(carol_without_agent.agent, None);
+    assert_eq!(missing_agent.access_level, Some(AccessLevel::Owner));
+    assert_eq!(missing_agent.agent, None);
+}
+
+pub(crate) async fn a_project_read_with_access_finds_nothing_it_does_not_name(
+    storage: &dyn Storage,
+) {
+    let (owner, project) = fixtures::owner_and_project(storage).await;
+    let other_project = fixtures::project(storage, &owner, "other").await;
+    let agent = fixtures::agent(storage, project.id, "a").await;
+
+    let through_other = storage
+        .project_with_access(&ProjectRef::Id(other_project.id), owner.id, Some(agent.id))
+        .await
+        .unwrap()
+        .unwrap();
+    let missing_id = storage
+        .project_with_access(&ProjectRef::Id(ProjectId::new(999_999)), owner.id, None)
+        .await
+        .unwrap();
+    let missing_path = storage
+        .project_with_access(
+            &ProjectRef::FullPath("owner/missing".to_owned()),
+            owner.id,
+            Some(agent.id),
+        )
+        .await
+        .unwrap();
+    let nothing = storage
+        .project_with_access(&ProjectRef::Nothing, owner.id, Some(agent.id))
+        .await
+        .unwrap();
+
+    assert_eq!(through_other.project, other_project);
+    assert_eq!(through_other.access_level, Some(AccessLevel::Owner));
+    assert_eq!(through_other.agent, None);
+    assert!(missing_id.is_none());
+    assert!(missing_path.is_none());
+    assert!(nothing.is_none());
 }
 
 pub(crate) async fn agents_are_found_only_through_their_project(storage: &dyn Storage) {

@@ -6,7 +6,8 @@ use super::audit::{self, AuditEntry};
 use super::crypto::{SealedFor, SealedMode};
 use super::pagination::{PageInfo, Pagination};
 use super::refusals::{ParameterError, Refusal};
-use super::{App, AuthCounters, Caller, Error, author, now_ms};
+use super::{AgentAccess, App, AuthCounters, Caller, Error, author, now_ms};
+use agentreg_domain::access::ClusterPermission;
 use agentreg_domain::entities::{AgentToken, RevocationReason};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, ProjectRef};
 use agentreg_domain::names::{TokenDescription, TokenName};
@@ -107,21 +108,25 @@ impl App {
         status: TokenListStatus,
         pagination: Pagination,
     ) -> Result<(Vec<AgentToken>, PageInfo), Error> {
-        let access = self.project_access(caller, project_ref).await?;
-        if !access.role.can_read_cluster() {
-            return Err(Error::RecordNotFound);
-        }
-        let agent = self.find_agent(&access, agent_id).await?;
+        let AgentAccess { project, agent } = self
+            .agent_access(
+                caller,
+                project_ref,
+                agent_id,
+                ClusterPermission::Read,
+                Error::RecordNotFound,
+            )
+            .await?;
         let now = now_ms();
         let stored = match status {
             TokenListStatus::Active => {
                 self.storage()
-                    .active_agent_tokens(access.project.id, agent.id)
+                    .active_agent_tokens(project.id, agent.id)
                     .await?
             }
             TokenListStatus::Revoked => {
                 self.storage()
-                    .all_agent_tokens(access.project.id, agent.id)
+                    .all_agent_tokens(project.id, agent.id)
                     .await?
             }
         };
@@ -154,14 +159,18 @@ impl App {
         agent_id: AgentId,
         token_id: AgentTokenId,
     ) -> Result<AgentToken, Error> {
-        let access = self.project_access(caller, project_ref).await?;
-        if !access.role.can_read_cluster() {
-            return Err(Error::RecordNotFound);
-        }
-        let agent = self.find_agent(&access, agent_id).await?;
+        let AgentAccess { project, agent } = self
+            .agent_access(
+                caller,
+                project_ref,
+                agent_id,
+                ClusterPermission::Read,
+                Error::RecordNotFound,
+            )
+            .await?;
         let token = self
             .storage()
-            .agent_token(access.project.id, agent.id, token_id)
+            .agent_token(project.id, agent.id, token_id)
             .await?;
         match token.map(|token| token.as_of(now_ms())) {
             Some(mut token) if token.status.is_active() => {
@@ -190,12 +199,16 @@ impl App {
             .as_deref()
             .map(|text| parse_expiry(text).ok_or_else(|| Error::invalid("expires_at")))
             .transpose()?;
-        let access = self.project_access(caller, project_ref).await?;
-        if !access.role.can_admin_cluster() {
-            return Err(Error::Forbidden);
-        }
-        let agent = self.find_agent(&access, agent_id).await?;
-        let project_id = access.project.id;
+        let AgentAccess { project, agent } = self
+            .agent_access(
+                caller,
+                project_ref,
+                agent_id,
+                ClusterPermission::Admin,
+                Error::Forbidden,
+            )
+            .await?;
+        let project_id = project.id;
         let token_set = self
             .storage()
             .agent_token_set(project_id, agent.id)
@@ -264,12 +277,16 @@ impl App {
             })?,
             None => RevocationReason::revoked(),
         };
-        let access = self.project_access(caller, project_ref).await?;
-        if !access.role.can_admin_cluster() {
-            return Err(Error::Forbidden);
-        }
-        let agent = self.find_agent(&access, agent_id).await?;
-        let project_id = access.project.id;
+        let AgentAccess { project, agent } = self
+            .agent_access(
+                caller,
+                project_ref,
+                agent_id,
+                ClusterPermission::Admin,
+                Error::Forbidden,
+            )
+            .await?;
+        let project_id = project.id;
         let author = author(caller);
         let user_id = author.user_id;
         let now = now_ms();
@@ -332,12 +349,16 @@ impl App {
             Some(seconds) => seconds,
             None => DEFAULT_ROTATION_OVERLAP_SECONDS,
         };
-        let access = self.project_access(caller, project_ref).await?;
-        if !access.role.can_admin_cluster() {
-            return Err(Error::Forbidden);
-        }
-        let agent = self.find_agent(&access, agent_id).await?;
-        let project_id = access.project.id;
+        let AgentAccess { project, agent } = self
+            .agent_access(
+                caller,
+                project_ref,
+                agent_id,
+                ClusterPermission::Admin,
+                Error::Forbidden,
+            )
+            .await?;
+        let project_id = project.id;
         let now = now_ms();
         let retrieve_window = self.inner.config.rotation_retrieve_window;
         let idempotency_key = input

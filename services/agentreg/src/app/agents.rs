@@ -3,7 +3,8 @@
 
 use super::audit::{self, AuditEntry};
 use super::pagination::{PageInfo, Pagination};
-use super::{App, Caller, Error, ProjectAccess, author, now_ms};
+use super::{AgentAccess, App, Caller, Error, author, now_ms};
+use agentreg_domain::access::ClusterPermission;
 use agentreg_domain::entities::{Agent, Project};
 use agentreg_domain::ids::{AgentId, ProjectRef};
 use agentreg_domain::names::AgentName;
@@ -67,15 +68,16 @@ impl App {
         project_ref: &ProjectRef,
         agent_id: AgentId,
     ) -> Result<AgentDetails, Error> {
-        let access = self.project_access(caller, project_ref).await?;
-        if !access.role.can_read_cluster() {
-            return Err(Error::RecordNotFound);
-        }
-        let agent = self.find_agent(&access, agent_id).await?;
-        Ok(AgentDetails {
-            agent,
-            project: access.project,
-        })
+        let AgentAccess { project, agent } = self
+            .agent_access(
+                caller,
+                project_ref,
+                agent_id,
+                ClusterPermission::Read,
+                Error::RecordNotFound,
+            )
+            .await?;
+        Ok(AgentDetails { agent, project })
     }
 
     /// Registers an agent. `name` is `None` when the parameter was absent.
@@ -163,17 +165,5 @@ impl App {
             Err(DeleteAgentError::PreconditionFailed) => Err(Error::PreconditionFailed),
             Err(DeleteAgentError::Store(error)) => Err(error.into()),
         }
-    }
-
-    /// The project's agent with this id, or GitLab's record-not-found.
-    pub(crate) async fn find_agent(
-        &self,
-        access: &ProjectAccess,
-        agent_id: AgentId,
-    ) -> Result<Agent, Error> {
-        self.storage()
-            .agent(access.project.id, agent_id)
-            .await?
-            .ok_or(Error::RecordNotFound)
     }
 }

@@ -23,10 +23,9 @@ mod snapshot;
 pub mod url_configs;
 pub mod usage;
 
-use agentreg_domain::access::ProjectRole;
-use agentreg_domain::entities::Project;
-use agentreg_domain::ids::ProjectRef;
-use agentreg_domain::ids::{AgentTokenId, PersonalAccessTokenId};
+use agentreg_domain::access::{ClusterPermission, ProjectRole};
+use agentreg_domain::entities::{Agent, Project};
+use agentreg_domain::ids::{AgentId, AgentTokenId, PersonalAccessTokenId, ProjectRef};
 use agentreg_domain::validation::ValidationErrors;
 use agentreg_storage::port::Invalidation;
 use agentreg_storage::port::Storage;
@@ -242,7 +241,13 @@ struct Inner {
 pub struct ProjectAccess {
     pub project: Project,
     pub role: ProjectRole,
-    pub caller: Caller,
+}
+
+/// A project's agent that the caller may act on, the role check passed.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentAccess {
+    pub(crate) project: Project,
+    pub(crate) agent: Agent,
 }
 
 impl App {
@@ -413,24 +418,47 @@ impl App {
         caller: &Caller,
         project_ref: &ProjectRef,
     ) -> Result<ProjectAccess, Error> {
-        let project = match project_ref {
-            ProjectRef::Id(project_id) => self.storage().project(*project_id).await?,
-            ProjectRef::FullPath(full_path) => {
-                self.storage().project_by_full_path(full_path).await?
-            }
-            ProjectRef::Nothing => None,
-        };
-        let Some(project) = project else {
+        let (access, _) = self.visible_project(caller, project_ref, None).await?;
+        Ok(access)
+    }
+
+    /// GitLab's order of checks for a route on one agent, over one storage read: the project
+    /// the caller can see (else `404 Project Not Found`), then the caller's role (else
+    /// `refusal`), then the agent (else `404 Not found`).
+    pub(crate) async fn agent_access(
+        &self,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+        agent_id: AgentId,
+        permission: ClusterPermission,
+        refusal: Error,
+    ) -> Result<AgentAccess, Error> {
+        let (access, agent) = self
+            .visible_project(caller, project_ref, Some(agent_id))
+            .await?;
+        access.require(permission, refusal, agent)
+    }
+
+    /// The project the caller can see with the caller's role in it and, when `agent_id` is
+    /// given, that agent if it belongs to the project, in one storage read. Checks that GitLab
+    /// runs between the project and the role (URL configurations) come after this call.
+    async fn visible_project(
+        &self,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+        agent_id: Option<AgentId>,
+    ) -> Result<(ProjectAccess, Option<Agent>), Error> {
+        let found = self
+            .storage()
+            .project_with_access(project_ref, caller.user.id, agent_id)
+            .await?;
+        let Some(found) = found else {
             return Err(Error::ProjectNotFound);
         };
         let role = if caller.user.is_admin {
             ProjectRole::Admin
         } else {
-            match self
-                .storage()
-                .access_level(project.id, caller.user.id)
-                .await?
-            {
+            match found.access_level {
                 Some(level) => ProjectRole::Member(level),
                 None => ProjectRole::NonMember,
             }
@@ -438,10 +466,32 @@ impl App {
         if !role.can_read_project() {
             return Err(Error::ProjectNotFound);
         }
-        Ok(ProjectAccess {
-            project,
+        let access = ProjectAccess {
+            project: found.project,
             role,
-            caller: caller.clone(),
+        };
+        Ok((access, found.agent))
+    }
+}
+
+impl ProjectAccess {
+    /// The checks after the project's: the caller's role (else `refusal`), then the agent
+    /// (else `404 Not found`).
+    pub(crate) fn require(
+        self,
+        permission: ClusterPermission,
+        refusal: Error,
+        agent: Option<Agent>,
+    ) -> Result<AgentAccess, Error> {
+        if !self.role.allows(permission) {
+            return Err(refusal);
+        }
+        let Some(agent) = agent else {
+            return Err(Error::RecordNotFound);
+        };
+        Ok(AgentAccess {
+            project: self.project,
+            agent,
         })
     }
 }

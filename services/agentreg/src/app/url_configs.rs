@@ -3,14 +3,15 @@
 //! before they reach the store and are never returned.
 //!
 //! GitLab checks these routes in a different order from the other agent routes: the project and
-//! the instance setting come before parameter validation. Callers therefore first obtain a
-//! [`ReceptiveProject`] and only then parse the remaining parameters.
+//! the instance setting come before parameter validation. Edges therefore hand over their
+//! parameters as they parsed them ([`Parsed`]), and a parsing error waits for those checks.
 
 use super::audit::{self, AuditEntry};
 use super::crypto::{SealedFor, SealedMode};
 use super::refusals::Refusal;
-use super::{App, Caller, Error, ProjectAccess, author, now_ms};
-use agentreg_domain::entities::{SealedUrlAuth, UrlConfiguration};
+use super::{AgentAccess, App, Caller, Error, ProjectAccess, author, now_ms};
+use agentreg_domain::access::ClusterPermission;
+use agentreg_domain::entities::{Agent, SealedUrlAuth, UrlConfiguration};
 use agentreg_domain::ids::{AgentId, ProjectRef, UrlConfigurationId};
 use agentreg_domain::url_config::{
     Ed25519KeyPair, UrlAuthSpec, UrlConfigInput, UrlConfigSpec, pem_from_pem_or_base64,
@@ -25,9 +26,9 @@ use super::agents::UnmodifiedSinceSeconds;
 /// GitLab's entity type for URL configurations in audit events.
 const URL_CONFIGURATION_ENTITY: &str = "Clusters::Agents::UrlConfiguration";
 
-/// A project the caller can see, on an instance with receptive agents enabled.
-#[derive(Debug, Clone)]
-pub struct ReceptiveProject(ProjectAccess);
+/// A parameter as an edge parsed it; its error is reported in GitLab's order, after the project
+/// and the instance setting.
+pub type Parsed<T> = Result<T, Error>;
 
 /// `POST .../url_configurations` parameters as sent.
 #[derive(Debug, Default)]
@@ -53,34 +54,19 @@ pub struct UrlConfigurationView {
 }
 
 impl App {
-    /// The first checks of every URL-configuration route: the project, then the instance
-    /// setting (`404 Not Found` when receptive agents are disabled).
-    pub async fn receptive_project(
-        &self,
-        caller: &Caller,
-        project_ref: &ProjectRef,
-    ) -> Result<ReceptiveProject, Error> {
-        let access = self.project_access(caller, project_ref).await?;
-        if !self.inner.config.receptive_agents_enabled {
-            return Err(Error::NotFound);
-        }
-        Ok(ReceptiveProject(access))
-    }
-
     /// The agent's configurations: `[]` or one (Developer and above).
     pub async fn list_url_configurations(
         &self,
-        project: &ReceptiveProject,
-        agent_id: AgentId,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+        agent_id: Parsed<AgentId>,
     ) -> Result<Vec<UrlConfigurationView>, Error> {
-        let access = &project.0;
-        if !access.role.can_read_cluster() {
-            return Err(Error::Forbidden);
-        }
-        let agent = self.find_agent(access, agent_id).await?;
+        let (access, agent) = self.receptive_agent(caller, project_ref, agent_id).await?;
+        let AgentAccess { project, agent } =
+            access.require(ClusterPermission::Read, Error::Forbidden, agent)?;
         let configs = self
             .storage()
-            .url_configurations(access.project.id, agent.id)
+            .url_configurations(project.id, agent.id)
             .await?
             .ok_or(Error::RecordNotFound)?;
         Ok(configs.into_iter().map(view).collect())
@@ -88,38 +74,39 @@ impl App {
 
     pub async fn url_configuration(
         &self,
-        project: &ReceptiveProject,
-        agent_id: AgentId,
-        url_configuration_id: UrlConfigurationId,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+        agent_id: Parsed<AgentId>,
+        url_configuration_id: Parsed<UrlConfigurationId>,
     ) -> Result<UrlConfigurationView, Error> {
-        let access = &project.0;
-        if !access.role.can_read_cluster() {
-            return Err(Error::Forbidden);
-        }
-        let agent = self.find_agent(access, agent_id).await?;
+        let (access, agent) = self.receptive_agent(caller, project_ref, agent_id).await?;
+        let url_configuration_id = url_configuration_id?;
+        let AgentAccess { project, agent } =
+            access.require(ClusterPermission::Read, Error::Forbidden, agent)?;
         self.storage()
-            .url_configuration(access.project.id, agent.id, url_configuration_id)
+            .url_configuration(project.id, agent.id, url_configuration_id)
             .await?
             .map(view)
             .ok_or(Error::NotFound)
     }
 
-    /// Creates the agent's configuration. Checks run in GitLab's order: `url` present, role,
-    /// agent, one per agent, then validation.
+    /// Creates the agent's configuration. Checks run in GitLab's order: the project, the
+    /// instance setting, the parameters, `url` present, role, agent, one per agent, then
+    /// validation.
     pub async fn create_url_configuration(
         &self,
-        project: &ReceptiveProject,
-        agent_id: AgentId,
-        input: NewUrlConfigurationInput,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+        agent_id: Parsed<AgentId>,
+        input: Parsed<NewUrlConfigurationInput>,
     ) -> Result<UrlConfigurationView, Error> {
+        let (access, agent) = self.receptive_agent(caller, project_ref, agent_id).await?;
+        let input = input?;
         let Some(url) = input.url.as_deref() else {
             return Err(Error::missing("url"));
         };
-        let access = &project.0;
-        if !access.role.can_admin_cluster() {
-            return Err(Error::Forbidden);
-        }
-        let agent = self.find_agent(access, agent_id).await?;
+        let AgentAccess { project, agent } =
+            access.require(ClusterPermission::Admin, Error::Forbidden, agent)?;
         if agent.is_receptive() {
             return Err(Error::Refused(Refusal::UrlConfigurationExists));
         }
@@ -170,10 +157,10 @@ impl App {
             ca_cert: spec.ca_cert().map(str::to_owned),
             tls_host: spec.tls_host().map(str::to_owned),
             auth,
-            created_by_user_id: author(&access.caller).user_id,
+            created_by_user_id: author(caller).user_id,
         };
-        let project_id = access.project.id;
-        let author = author(&access.caller);
+        let project_id = project.id;
+        let author = author(caller);
         let now = now_ms();
         let agent_name = agent.name.clone();
         let audit = Arc::new(move |config: &UrlConfiguration| {
@@ -203,18 +190,18 @@ impl App {
     /// Deletes the agent's configuration; the agent is no longer receptive.
     pub async fn delete_url_configuration(
         &self,
-        project: &ReceptiveProject,
-        agent_id: AgentId,
-        url_configuration_id: UrlConfigurationId,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+        agent_id: Parsed<AgentId>,
+        url_configuration_id: Parsed<UrlConfigurationId>,
         unmodified_since: Option<UnmodifiedSinceSeconds>,
     ) -> Result<(), Error> {
-        let access = &project.0;
-        if !access.role.can_admin_cluster() {
-            return Err(Error::Forbidden);
-        }
-        let agent = self.find_agent(access, agent_id).await?;
-        let project_id = access.project.id;
-        let author = author(&access.caller);
+        let (access, agent) = self.receptive_agent(caller, project_ref, agent_id).await?;
+        let url_configuration_id = url_configuration_id?;
+        let AgentAccess { project, agent } =
+            access.require(ClusterPermission::Admin, Error::Forbidden, agent)?;
+        let project_id = project.id;
+        let author = author(caller);
         let precondition = unmodified_since.map(UnmodifiedSinceSeconds::precondition);
         let now = now_ms();
         let agent_name = agent.name.clone();
@@ -245,6 +232,26 @@ impl App {
             Err(DeleteUrlConfigurationError::PreconditionFailed) => Err(Error::PreconditionFailed),
             Err(DeleteUrlConfigurationError::Store(error)) => Err(error.into()),
         }
+    }
+}
+
+impl App {
+    /// The first checks of every URL-configuration route, in GitLab's order: the project, the
+    /// instance setting (`404 Not Found` when receptive agents are disabled), then the agent's
+    /// id. Returns the project with the caller's role and the agent, if it is in the project.
+    async fn receptive_agent(
+        &self,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+        agent_id: Parsed<AgentId>,
+    ) -> Result<(ProjectAccess, Option<Agent>), Error> {
+        let wanted = agent_id.as_ref().ok().copied();
+        let (access, agent) = self.visible_project(caller, project_ref, wanted).await?;
+        if !self.inner.config.receptive_agents_enabled {
+            return Err(Error::NotFound);
+        }
+        agent_id?;
+        Ok((access, agent))
     }
 }
 

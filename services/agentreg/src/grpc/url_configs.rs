@@ -1,4 +1,5 @@
-//! `UrlConfigurationService`. Like REST, the project and the instance setting are checked first.
+//! `UrlConfigurationService`. As on REST, the app checks the project and the instance setting
+//! first.
 
 use super::pb::url_configuration_service_server::UrlConfigurationService;
 use super::{caller, id, pb, status, unmodified_since};
@@ -20,14 +21,13 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
     ) -> Result<Response<pb::ListUrlConfigurationsResponse>, Status> {
         let caller = caller(&self.app, &request, Intent::Read).await?;
         let request = request.into_inner();
-        let project = self
-            .app
-            .receptive_project(&caller, &ProjectRef::parse(&request.project))
-            .await
-            .map_err(status)?;
         let configs = self
             .app
-            .list_url_configurations(&project, AgentId::from_wire(request.agent_id))
+            .list_url_configurations(
+                &caller,
+                &ProjectRef::parse(&request.project),
+                Ok(AgentId::from_wire(request.agent_id)),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListUrlConfigurationsResponse {
@@ -41,17 +41,13 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
     ) -> Result<Response<pb::UrlConfiguration>, Status> {
         let caller = caller(&self.app, &request, Intent::Read).await?;
         let request = request.into_inner();
-        let project = self
-            .app
-            .receptive_project(&caller, &ProjectRef::parse(&request.project))
-            .await
-            .map_err(status)?;
         let found = self
             .app
             .url_configuration(
-                &project,
-                AgentId::from_wire(request.agent_id),
-                UrlConfigurationId::from_wire(request.url_configuration_id),
+                &caller,
+                &ProjectRef::parse(&request.project),
+                Ok(AgentId::from_wire(request.agent_id)),
+                Ok(UrlConfigurationId::from_wire(request.url_configuration_id)),
             )
             .await
             .map_err(status)?;
@@ -64,11 +60,6 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
     ) -> Result<Response<pb::UrlConfiguration>, Status> {
         let caller = caller(&self.app, &request, Intent::Write).await?;
         let request = request.into_inner();
-        let project = self
-            .app
-            .receptive_project(&caller, &ProjectRef::parse(&request.project))
-            .await
-            .map_err(status)?;
         let input = NewUrlConfigurationInput {
             url: request.url,
             client_cert: request.client_cert,
@@ -78,7 +69,12 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
         };
         let created = self
             .app
-            .create_url_configuration(&project, AgentId::from_wire(request.agent_id), input)
+            .create_url_configuration(
+                &caller,
+                &ProjectRef::parse(&request.project),
+                Ok(AgentId::from_wire(request.agent_id)),
+                Ok(input),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(config(created)))
@@ -90,17 +86,13 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
     ) -> Result<Response<pb::DeleteUrlConfigurationResponse>, Status> {
         let caller = caller(&self.app, &request, Intent::Write).await?;
         let request = request.into_inner();
-        let project = self
-            .app
-            .receptive_project(&caller, &ProjectRef::parse(&request.project))
-            .await
-            .map_err(status)?;
         let since = unmodified_since(request.if_unmodified_since);
         self.app
             .delete_url_configuration(
-                &project,
-                AgentId::from_wire(request.agent_id),
-                UrlConfigurationId::from_wire(request.url_configuration_id),
+                &caller,
+                &ProjectRef::parse(&request.project),
+                Ok(AgentId::from_wire(request.agent_id)),
+                Ok(UrlConfigurationId::from_wire(request.url_configuration_id)),
                 since,
             )
             .await

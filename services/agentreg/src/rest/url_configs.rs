@@ -1,5 +1,6 @@
 //! `/projects/:id/cluster_agents/:agent_id/url_configurations[/:url_configuration_id]`.
-//! The project and the instance setting are checked before the other parameters, as in GitLab.
+//! The app checks the project and the instance setting before the other parameters, as GitLab
+//! does, so handlers hand over parameters as they parsed them, errors included.
 
 use super::bodies::NewUrlConfigurationBody;
 use super::dto::UrlConfigurationJson;
@@ -44,11 +45,10 @@ pub(super) async fn list(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let project = state.app.receptive_project(&caller, &ids.project()).await?;
-    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
+    let agent_id = ids.integer("agent_id").map(AgentId::from_wire);
     let configs = state
         .app
-        .list_url_configurations(&project, agent_id)
+        .list_url_configurations(&caller, &ids.project(), agent_id)
         .await?;
     let body: Vec<UrlConfigurationJson> = configs
         .into_iter()
@@ -81,12 +81,13 @@ pub(super) async fn show(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let project = state.app.receptive_project(&caller, &ids.project()).await?;
-    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
-    let config_id = UrlConfigurationId::from_wire(ids.integer("url_configuration_id")?);
+    let agent_id = ids.integer("agent_id").map(AgentId::from_wire);
+    let config_id = ids
+        .integer("url_configuration_id")
+        .map(UrlConfigurationId::from_wire);
     let config = state
         .app
-        .url_configuration(&project, agent_id, config_id)
+        .url_configuration(&caller, &ids.project(), agent_id, config_id)
         .await?;
     Ok(Json(UrlConfigurationJson::from(config)).into_response())
 }
@@ -139,12 +140,11 @@ pub(super) async fn create(
     ids: Ids,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let project = state.app.receptive_project(&caller, &ids.project()).await?;
-    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
-    let body = NewUrlConfigurationBody::from_params(&params)?;
+    let agent_id = ids.integer("agent_id").map(AgentId::from_wire);
+    let body = NewUrlConfigurationBody::from_params(&params).map(Into::into);
     let config = state
         .app
-        .create_url_configuration(&project, agent_id, body.into())
+        .create_url_configuration(&caller, &ids.project(), agent_id, body)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -179,13 +179,14 @@ pub(super) async fn delete(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let project = state.app.receptive_project(&caller, &ids.project()).await?;
-    let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
-    let config_id = UrlConfigurationId::from_wire(ids.integer("url_configuration_id")?);
+    let agent_id = ids.integer("agent_id").map(AgentId::from_wire);
+    let config_id = ids
+        .integer("url_configuration_id")
+        .map(UrlConfigurationId::from_wire);
     let since = unmodified_since(&headers);
     state
         .app
-        .delete_url_configuration(&project, agent_id, config_id, since)
+        .delete_url_configuration(&caller, &ids.project(), agent_id, config_id, since)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
