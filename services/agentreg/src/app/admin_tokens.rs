@@ -23,15 +23,27 @@ pub enum IdentifiedToken {
 /// The revocation reason of a token revoked through this API.
 const REVOKED_BY_ADMIN: &str = "revoked by an administrator through the admin token API";
 
+/// GitLab's admin token API: `app.admin_tokens()`.
+#[derive(Clone, Copy)]
+pub struct AdminTokens<'a> {
+    app: &'a App,
+}
+
 impl App {
+    pub fn admin_tokens(&self) -> AdminTokens<'_> {
+        AdminTokens { app: self }
+    }
+}
+
+impl AdminTokens<'_> {
     /// `POST /admin/token`: the token whose value this is.
-    pub async fn identify_token(
+    pub async fn identify(
         &self,
         caller: &Caller,
         token: Option<SecretString>,
     ) -> Result<IdentifiedToken, Error> {
-        let token = self.admin_token_parameter(caller, token)?;
-        let identified = self.find_token(&token).await?;
+        let token = self.app.admin_token_parameter(caller, token)?;
+        let identified = self.app.find_token(&token).await?;
         let (scope, entity_id, entity_type) = identified_target(&identified);
         let event = NewAuditEvent {
             scope,
@@ -48,23 +60,24 @@ impl App {
                 "outcome": "success",
             }),
         };
-        self.storage().record_audit_event(event, now_ms()).await?;
+        self.app
+            .storage()
+            .record_audit_event(event, now_ms())
+            .await?;
         Ok(identified)
     }
 
     /// `DELETE /admin/token`: revokes the token whose value this is, at once on every replica.
-    pub async fn revoke_identified_token(
-        &self,
-        caller: &Caller,
-        token: Option<SecretString>,
-    ) -> Result<(), Error> {
-        let token = self.admin_token_parameter(caller, token)?;
-        match self.find_token(&token).await? {
-            IdentifiedToken::Agent(agent_token) => self.admin_revoke(caller, agent_token).await,
-            IdentifiedToken::PersonalAccess(pat) => self.admin_revoke_pat(caller, pat).await,
+    pub async fn revoke(&self, caller: &Caller, token: Option<SecretString>) -> Result<(), Error> {
+        let token = self.app.admin_token_parameter(caller, token)?;
+        match self.app.find_token(&token).await? {
+            IdentifiedToken::Agent(agent_token) => self.app.admin_revoke(caller, agent_token).await,
+            IdentifiedToken::PersonalAccess(pat) => self.app.admin_revoke_pat(caller, pat).await,
         }
     }
+}
 
+impl App {
     /// GitLab's order: administrators only (`authenticated_as_admin!` runs before parameter
     /// validation), the `api` scope, then the `token` parameter.
     fn admin_token_parameter(

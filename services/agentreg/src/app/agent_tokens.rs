@@ -98,9 +98,21 @@ impl TokenListStatus {
     }
 }
 
+/// An agent's tokens: `app.agent_tokens()`.
+#[derive(Clone, Copy)]
+pub struct AgentTokens<'a> {
+    app: &'a App,
+}
+
 impl App {
+    pub fn agent_tokens(&self) -> AgentTokens<'_> {
+        AgentTokens { app: self }
+    }
+}
+
+impl AgentTokens<'_> {
     /// The agent's active tokens, most recently used first.
-    pub async fn list_agent_tokens(
+    pub async fn list(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
@@ -109,6 +121,7 @@ impl App {
         pagination: Pagination,
     ) -> Result<(Vec<AgentToken>, PageInfo), Error> {
         let AgentAccess { project, agent } = self
+            .app
             .agent_access(
                 caller,
                 project_ref,
@@ -120,12 +133,14 @@ impl App {
         let now = now_ms();
         let stored = match status {
             TokenListStatus::Active => {
-                self.storage()
+                self.app
+                    .storage()
                     .active_agent_tokens(project.id, agent.id)
                     .await?
             }
             TokenListStatus::Revoked => {
-                self.storage()
+                self.app
+                    .storage()
                     .all_agent_tokens(project.id, agent.id)
                     .await?
             }
@@ -140,7 +155,11 @@ impl App {
             })
             .collect();
         for token in &mut tokens {
-            token.last_used_at_ms = self.inner.usage.overlay(token.id, token.last_used_at_ms);
+            token.last_used_at_ms = self
+                .app
+                .inner
+                .usage
+                .overlay(token.id, token.last_used_at_ms);
         }
         match status {
             TokenListStatus::Active => {
@@ -152,7 +171,7 @@ impl App {
     }
 
     /// One active token of the agent; a revoked token is not found.
-    pub async fn agent_token(
+    pub async fn get(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
@@ -160,6 +179,7 @@ impl App {
         token_id: AgentTokenId,
     ) -> Result<AgentToken, Error> {
         let AgentAccess { project, agent } = self
+            .app
             .agent_access(
                 caller,
                 project_ref,
@@ -169,12 +189,17 @@ impl App {
             )
             .await?;
         let token = self
+            .app
             .storage()
             .agent_token(project.id, agent.id, token_id)
             .await?;
         match token.map(|token| token.as_of(now_ms())) {
             Some(mut token) if token.status.is_active() => {
-                token.last_used_at_ms = self.inner.usage.overlay(token.id, token.last_used_at_ms);
+                token.last_used_at_ms = self
+                    .app
+                    .inner
+                    .usage
+                    .overlay(token.id, token.last_used_at_ms);
                 Ok(token)
             }
             Some(_) | None => Err(Error::RecordNotFound),
@@ -184,7 +209,7 @@ impl App {
     /// Creates a token. Checks run in GitLab's order: parameters, role, agent, the limit, then
     /// validation. The limit is checked before hashing so that refused creates cost nothing,
     /// and again atomically by the store.
-    pub async fn create_agent_token(
+    pub async fn create(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
@@ -200,6 +225,7 @@ impl App {
             .map(|text| parse_expiry(text).ok_or_else(|| Error::invalid("expires_at")))
             .transpose()?;
         let AgentAccess { project, agent } = self
+            .app
             .agent_access(
                 caller,
                 project_ref,
@@ -210,6 +236,7 @@ impl App {
             .await?;
         let project_id = project.id;
         let token_set = self
+            .app
             .storage()
             .agent_token_set(project_id, agent.id)
             .await?
@@ -219,10 +246,10 @@ impl App {
             .check_capacity(now)
             .map_err(|limit| Error::Refused(Refusal::TokenLimitReached(limit)))?;
         let (name, description) = validate_token_fields(&name, input.description.as_deref())?;
-        self.validate_expiry(expires_at_ms, now)?;
+        self.app.validate_expiry(expires_at_ms, now)?;
 
         let generated = generate_token(TokenKind::Agent, &mut rand::rng());
-        let secret_hash = self.hash_secret(&generated.plaintext).await?;
+        let secret_hash = self.app.hash_secret(&generated.plaintext).await?;
         let author = author(caller);
         let user_id = author.user_id;
         let new = NewAgentToken {
@@ -246,6 +273,7 @@ impl App {
             event
         });
         let created = self
+            .app
             .storage()
             .create_agent_token(project_id, agent.id, new, now, Some(audit))
             .await;
@@ -263,7 +291,7 @@ impl App {
     }
 
     /// Revokes a token (idempotently), with an optional reason; it stops authenticating at once.
-    pub async fn revoke_agent_token(
+    pub async fn revoke(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
@@ -278,6 +306,7 @@ impl App {
             None => RevocationReason::revoked(),
         };
         let AgentAccess { project, agent } = self
+            .app
             .agent_access(
                 caller,
                 project_ref,
@@ -312,26 +341,25 @@ impl App {
             reason,
         };
         let revoked = self
+            .app
             .storage()
             .revoke_agent_token(project_id, agent.id, token_id, revoke, now, Some(audit))
             .await;
         match revoked {
             Ok(token) => {
-                self.inner.agent_tokens.invalidate(&[token.id]);
+                self.app.inner.agent_tokens.invalidate(&[token.id]);
                 Ok(())
             }
             Err(RevokeAgentTokenError::NotFound) => Err(Error::RecordNotFound),
             Err(RevokeAgentTokenError::Store(error)) => Err(error.into()),
         }
     }
-}
 
-impl App {
     /// Rotates a token: creates its successor (shown once, with its secret) and marks it
     /// retiring. It keeps working until the successor's first successful use, or until the
     /// overlap ends, whichever comes first. Checks run in the order of a create; a token that is
     /// not usable (revoked, expired, retired) is not found.
-    pub async fn rotate_agent_token(
+    pub async fn rotate(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
@@ -350,6 +378,7 @@ impl App {
             None => DEFAULT_ROTATION_OVERLAP_SECONDS,
         };
         let AgentAccess { project, agent } = self
+            .app
             .agent_access(
                 caller,
                 project_ref,
@@ -360,25 +389,28 @@ impl App {
             .await?;
         let project_id = project.id;
         let now = now_ms();
-        let retrieve_window = self.inner.config.rotation_retrieve_window;
+        let retrieve_window = self.app.inner.config.rotation_retrieve_window;
         let idempotency_key = input
             .idempotency_key
             .clone()
             .filter(|key| !key.is_empty() && retrieve_window.is_some());
         if let Some(key) = &idempotency_key
             && let Some(retrieved) = self
+                .app
                 .retrieve_rotation(caller, project_id, agent.id, token_id, key, now)
                 .await?
         {
             return Ok(retrieved);
         }
         let predecessor = self
+            .app
             .storage()
             .agent_token(project_id, agent.id, token_id)
             .await?
             .filter(|token| token.is_usable(now))
             .ok_or(Error::RecordNotFound)?;
         let token_set = self
+            .app
             .storage()
             .agent_token_set(project_id, agent.id)
             .await?
@@ -395,9 +427,9 @@ impl App {
             let lifetime = predecessor.expires_at_ms? - predecessor.created_at_ms;
             Some(now.saturating_add(lifetime))
         });
-        self.validate_expiry(expires_at_ms, now)?;
+        self.app.validate_expiry(expires_at_ms, now)?;
         let max_overlap_seconds =
-            i64::try_from(self.inner.config.max_rotation_overlap.as_secs()).unwrap_or(i64::MAX);
+            i64::try_from(self.app.inner.config.max_rotation_overlap.as_secs()).unwrap_or(i64::MAX);
         let retiring_until_ms = now.saturating_add(
             overlap_seconds
                 .min(max_overlap_seconds)
@@ -405,7 +437,7 @@ impl App {
         );
 
         let generated = generate_token(TokenKind::Agent, &mut rand::rng());
-        let secret_hash = self.hash_secret(&generated.plaintext).await?;
+        let secret_hash = self.app.hash_secret(&generated.plaintext).await?;
         let author = author(caller);
         let user_id = author.user_id;
         let successor = NewAgentToken {
@@ -435,6 +467,7 @@ impl App {
             event
         });
         let rotated = self
+            .app
             .storage()
             .rotate_agent_token(
                 project_id,
@@ -451,18 +484,19 @@ impl App {
         match rotated {
             Ok(rotated) => {
                 // A cached predecessor does not know its overlap deadline yet.
-                self.inner.agent_tokens.invalidate(&[token_id]);
-                AuthCounters::bump(&self.inner.counters.rotations);
+                self.app.inner.agent_tokens.invalidate(&[token_id]);
+                AuthCounters::bump(&self.app.inner.counters.rotations);
                 if let (Some(key), Some(window)) = (idempotency_key, retrieve_window) {
-                    self.hold_rotation_secret(
-                        caller,
-                        &rotated,
-                        key,
-                        &generated.plaintext,
-                        now,
-                        window,
-                    )
-                    .await;
+                    self.app
+                        .hold_rotation_secret(
+                            caller,
+                            &rotated,
+                            key,
+                            &generated.plaintext,
+                            now,
+                            window,
+                        )
+                        .await;
                 }
                 Ok(RotatedAgentTokenWithSecret {
                     predecessor: rotated.predecessor,
@@ -477,7 +511,9 @@ impl App {
             Err(RotateAgentTokenError::Store(error)) => Err(error.into()),
         }
     }
+}
 
+impl App {
     /// Holds the successor's secret, sealed under the instance key, so that the caller who
     /// rotated may fetch it once more within `window` with the same idempotency key. A failure
     /// only loses that second chance; the rotation and its response stand.

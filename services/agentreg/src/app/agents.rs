@@ -35,18 +35,31 @@ impl UnmodifiedSinceSeconds {
     }
 }
 
+/// A project's agents: `app.agents()`.
+#[derive(Clone, Copy)]
+pub struct Agents<'a> {
+    app: &'a App,
+}
+
 impl App {
-    pub async fn list_agents(
+    pub fn agents(&self) -> Agents<'_> {
+        Agents { app: self }
+    }
+}
+
+impl Agents<'_> {
+    pub async fn list(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
         pagination: Pagination,
     ) -> Result<(Vec<AgentDetails>, PageInfo), Error> {
-        let access = self.project_access(caller, project_ref).await?;
+        let access = self.app.project_access(caller, project_ref).await?;
         if !access.role.can_read_cluster() {
             return Err(Error::ClusterAgentsNotFound);
         }
         let page = self
+            .app
             .storage()
             .agents_page(access.project.id, pagination.window())
             .await?;
@@ -62,13 +75,14 @@ impl App {
         Ok((agents, info))
     }
 
-    pub async fn agent(
+    pub async fn get(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
         agent_id: AgentId,
     ) -> Result<AgentDetails, Error> {
         let AgentAccess { project, agent } = self
+            .app
             .agent_access(
                 caller,
                 project_ref,
@@ -81,7 +95,7 @@ impl App {
     }
 
     /// Registers an agent. `name` is `None` when the parameter was absent.
-    pub async fn create_agent(
+    pub async fn create(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
@@ -90,7 +104,7 @@ impl App {
         let Some(name) = name else {
             return Err(Error::missing("name"));
         };
-        let access = self.project_access(caller, project_ref).await?;
+        let access = self.app.project_access(caller, project_ref).await?;
         if !access.role.can_admin_cluster() {
             return Err(Error::Forbidden);
         }
@@ -110,6 +124,7 @@ impl App {
             audit::event(project_id, author, entry)
         });
         let created = self
+            .app
             .storage()
             .create_agent(project_id, name, user_id, now, Some(audit))
             .await;
@@ -127,14 +142,14 @@ impl App {
 
     /// Deletes an agent with its tokens and URL configuration. Its tokens stop authenticating
     /// at once.
-    pub async fn delete_agent(
+    pub async fn delete(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
         agent_id: AgentId,
         unmodified_since: Option<UnmodifiedSinceSeconds>,
     ) -> Result<(), Error> {
-        let access = self.project_access(caller, project_ref).await?;
+        let access = self.app.project_access(caller, project_ref).await?;
         if !access.role.can_admin_cluster() {
             return Err(Error::Forbidden);
         }
@@ -153,12 +168,13 @@ impl App {
             audit::event(project_id, author, entry)
         });
         let deleted = self
+            .app
             .storage()
             .delete_agent(project_id, agent_id, precondition, now, Some(audit))
             .await;
         match deleted {
             Ok(deleted) => {
-                self.inner.agent_tokens.invalidate(&deleted.token_ids);
+                self.app.inner.agent_tokens.invalidate(&deleted.token_ids);
                 Ok(())
             }
             Err(DeleteAgentError::NotFound) => Err(Error::RecordNotFound),

@@ -114,9 +114,21 @@ pub(crate) fn authentication_failure(
     }
 }
 
+/// Audit events of the instance and of projects: `app.audit_events()`.
+#[derive(Clone, Copy)]
+pub struct AuditEvents<'a> {
+    app: &'a App,
+}
+
 impl App {
+    pub fn audit_events(&self) -> AuditEvents<'_> {
+        AuditEvents { app: self }
+    }
+}
+
+impl AuditEvents<'_> {
     /// Instance-wide audit events (failed authentications), newest first (administrators).
-    pub async fn instance_audit_events(
+    pub async fn instance(
         &self,
         caller: &Caller,
         pagination: Pagination,
@@ -125,6 +137,7 @@ impl App {
             return Err(Error::Forbidden);
         }
         let page = self
+            .app
             .storage()
             .audit_events_page(AuditScope::Instance, pagination.window())
             .await?;
@@ -132,17 +145,18 @@ impl App {
     }
 
     /// A project's audit events, newest first (Maintainer and above).
-    pub async fn audit_events(
+    pub async fn project(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
         pagination: Pagination,
     ) -> Result<(Vec<AuditEvent>, PageInfo), Error> {
-        let access = self.project_access(caller, project_ref).await?;
+        let access = self.app.project_access(caller, project_ref).await?;
         if !access.role.can_admin_cluster() {
             return Err(Error::Forbidden);
         }
         let page = self
+            .app
             .storage()
             .audit_events_page(AuditScope::Project(access.project.id), pagination.window())
             .await?;

@@ -71,9 +71,23 @@ impl App {
             revision: env!("CARGO_PKG_VERSION"),
         }
     }
+}
 
+/// Users and their personal access tokens: `app.users()`.
+#[derive(Clone, Copy)]
+pub struct Users<'a> {
+    app: &'a App,
+}
+
+impl App {
+    pub fn users(&self) -> Users<'_> {
+        Users { app: self }
+    }
+}
+
+impl Users<'_> {
     /// Creates a user (administrators only).
-    pub async fn create_user(&self, caller: &Caller, input: NewUserInput) -> Result<User, Error> {
+    pub async fn create(&self, caller: &Caller, input: NewUserInput) -> Result<User, Error> {
         let missing: Vec<&'static str> = [
             ("email", input.email.is_none()),
             ("name", input.name.is_none()),
@@ -95,7 +109,7 @@ impl App {
         )
         .map_err(Error::InvalidAttributes)?;
         let now = now_ms();
-        let created = self.storage().create_user(identity, false, now).await;
+        let created = self.app.storage().create_user(identity, false, now).await;
         match created {
             Ok(user) => {
                 let entry = AuditEntry {
@@ -105,7 +119,8 @@ impl App {
                     entity_id: user.id.get(),
                     target_details: &user.username,
                 };
-                self.record_instance_event(instance_event(author(caller), entry))
+                self.app
+                    .record_instance_event(instance_event(author(caller), entry))
                     .await;
                 Ok(user)
             }
@@ -168,7 +183,7 @@ impl App {
 
         let generated = generate_token(TokenKind::PersonalAccess, &mut rand::rng());
         let plaintext = generated.plaintext;
-        let secret_hash = self.hash_secret(&plaintext).await?;
+        let secret_hash = self.app.hash_secret(&plaintext).await?;
         let now = now_ms();
         let handle = generated.handle;
         let new = NewPersonalAccessToken {
@@ -179,7 +194,11 @@ impl App {
             handle,
             secret_hash,
         };
-        let created = self.storage().create_personal_access_token(new, now).await;
+        let created = self
+            .app
+            .storage()
+            .create_personal_access_token(new, now)
+            .await;
         match created {
             Ok(token) => {
                 let entry = AuditEntry {
@@ -193,7 +212,8 @@ impl App {
                     entity_id: token.id.get(),
                     target_details: &token.name,
                 };
-                self.record_instance_event(instance_event(author(caller), entry))
+                self.app
+                    .record_instance_event(instance_event(author(caller), entry))
                     .await;
                 Ok(CreatedPersonalAccessToken { token, plaintext })
             }
@@ -201,13 +221,23 @@ impl App {
             Err(CreatePersonalAccessTokenError::Store(error)) => Err(error.into()),
         }
     }
+}
 
+/// Projects and their members: `app.projects()`.
+#[derive(Clone, Copy)]
+pub struct Projects<'a> {
+    app: &'a App,
+}
+
+impl App {
+    pub fn projects(&self) -> Projects<'_> {
+        Projects { app: self }
+    }
+}
+
+impl Projects<'_> {
     /// Creates a project in the caller's namespace; the caller becomes its Owner.
-    pub async fn create_project(
-        &self,
-        caller: &Caller,
-        input: NewProjectInput,
-    ) -> Result<Project, Error> {
+    pub async fn create(&self, caller: &Caller, input: NewProjectInput) -> Result<Project, Error> {
         if input.name.is_none() && input.path.is_none() {
             return Err(Error::InvalidParameter(ParameterError::AtLeastOneOf([
                 "name", "path",
@@ -227,6 +257,7 @@ impl App {
         let owner_id = caller.user.id;
         let now = now_ms();
         let created = self
+            .app
             .storage()
             .create_project(owner_id, naming, description, now)
             .await;
@@ -239,12 +270,8 @@ impl App {
         }
     }
 
-    pub async fn project(
-        &self,
-        caller: &Caller,
-        project_ref: &ProjectRef,
-    ) -> Result<Project, Error> {
-        Ok(self.project_access(caller, project_ref).await?.project)
+    pub async fn get(&self, caller: &Caller, project_ref: &ProjectRef) -> Result<Project, Error> {
+        Ok(self.app.project_access(caller, project_ref).await?.project)
     }
 
     /// Adds a member (Maintainer and above; only an Owner or admin may grant Owner).
@@ -267,7 +294,8 @@ impl App {
                 "user_id", "username",
             ])));
         }
-        let ProjectAccess { project, role, .. } = self.project_access(caller, project_ref).await?;
+        let ProjectAccess { project, role, .. } =
+            self.app.project_access(caller, project_ref).await?;
         if !role.can_admin_members() {
             return Err(Error::Forbidden);
         }
@@ -284,6 +312,7 @@ impl App {
         let user_id = match (input.user_id, input.username) {
             (Some(id), _) => Some(UserId::from_wire(id)),
             (None, Some(username)) => self
+                .app
                 .storage()
                 .user_by_username(&username)
                 .await?
@@ -292,7 +321,8 @@ impl App {
         };
         let added = match user_id {
             Some(user_id) => {
-                self.storage()
+                self.app
+                    .storage()
                     .add_member(project.id, user_id, level, now)
                     .await
             }
@@ -305,7 +335,9 @@ impl App {
             Err(AddMemberError::Store(error)) => Err(error.into()),
         }
     }
+}
 
+impl App {
     /// Creates the administrator on first start: user `root` named `Administrator`, with an
     /// `api` token. Returns the token, or `None` if users already exist.
     pub async fn bootstrap_root(

@@ -413,7 +413,7 @@ impl App {
 
     /// Resolves a project reference (a numeric id, or a full path matched case-insensitively)
     /// that the caller can see.
-    pub async fn project_access(
+    pub(crate) async fn project_access(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,

@@ -53,18 +53,34 @@ pub struct UrlConfigurationView {
     pub tls_host: Option<String>,
 }
 
+/// A receptive agent's URL configurations: `app.url_configurations()`.
+#[derive(Clone, Copy)]
+pub struct UrlConfigurations<'a> {
+    app: &'a App,
+}
+
 impl App {
+    pub fn url_configurations(&self) -> UrlConfigurations<'_> {
+        UrlConfigurations { app: self }
+    }
+}
+
+impl UrlConfigurations<'_> {
     /// The agent's configurations: `[]` or one (Developer and above).
-    pub async fn list_url_configurations(
+    pub async fn list(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
         agent_id: Parsed<AgentId>,
     ) -> Result<Vec<UrlConfigurationView>, Error> {
-        let (access, agent) = self.receptive_agent(caller, project_ref, agent_id).await?;
+        let (access, agent) = self
+            .app
+            .receptive_agent(caller, project_ref, agent_id)
+            .await?;
         let AgentAccess { project, agent } =
             access.require(ClusterPermission::Read, Error::Forbidden, agent)?;
         let configs = self
+            .app
             .storage()
             .url_configurations(project.id, agent.id)
             .await?
@@ -72,18 +88,22 @@ impl App {
         Ok(configs.into_iter().map(view).collect())
     }
 
-    pub async fn url_configuration(
+    pub async fn get(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
         agent_id: Parsed<AgentId>,
         url_configuration_id: Parsed<UrlConfigurationId>,
     ) -> Result<UrlConfigurationView, Error> {
-        let (access, agent) = self.receptive_agent(caller, project_ref, agent_id).await?;
+        let (access, agent) = self
+            .app
+            .receptive_agent(caller, project_ref, agent_id)
+            .await?;
         let url_configuration_id = url_configuration_id?;
         let AgentAccess { project, agent } =
             access.require(ClusterPermission::Read, Error::Forbidden, agent)?;
-        self.storage()
+        self.app
+            .storage()
             .url_configuration(project.id, agent.id, url_configuration_id)
             .await?
             .map(view)
@@ -93,14 +113,17 @@ impl App {
     /// Creates the agent's configuration. Checks run in GitLab's order: the project, the
     /// instance setting, the parameters, `url` present, role, agent, one per agent, then
     /// validation.
-    pub async fn create_url_configuration(
+    pub async fn create(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
         agent_id: Parsed<AgentId>,
         input: Parsed<NewUrlConfigurationInput>,
     ) -> Result<UrlConfigurationView, Error> {
-        let (access, agent) = self.receptive_agent(caller, project_ref, agent_id).await?;
+        let (access, agent) = self
+            .app
+            .receptive_agent(caller, project_ref, agent_id)
+            .await?;
         let input = input?;
         let Some(url) = input.url.as_deref() else {
             return Err(Error::missing("url"));
@@ -129,7 +152,7 @@ impl App {
                 let key_pair = Ed25519KeyPair::generate(&mut rand::rng());
                 SealedUrlAuth::Jwt {
                     public_key: key_pair.public_key().to_vec(),
-                    sealed_private_key: self.inner.sealer.seal(
+                    sealed_private_key: self.app.inner.sealer.seal(
                         key_pair.seed_bytes(),
                         SealedFor {
                             agent_id: agent.id.get(),
@@ -143,7 +166,7 @@ impl App {
                 client_key,
             } => SealedUrlAuth::Mtls {
                 client_cert: client_cert.clone(),
-                sealed_client_key: self.inner.sealer.seal(
+                sealed_client_key: self.app.inner.sealer.seal(
                     client_key.expose_secret().as_bytes(),
                     SealedFor {
                         agent_id: agent.id.get(),
@@ -174,6 +197,7 @@ impl App {
             audit::event(project_id, author, entry)
         });
         let created = self
+            .app
             .storage()
             .create_url_configuration(project_id, agent.id, new, now, Some(audit))
             .await;
@@ -188,7 +212,7 @@ impl App {
     }
 
     /// Deletes the agent's configuration; the agent is no longer receptive.
-    pub async fn delete_url_configuration(
+    pub async fn delete(
         &self,
         caller: &Caller,
         project_ref: &ProjectRef,
@@ -196,7 +220,10 @@ impl App {
         url_configuration_id: Parsed<UrlConfigurationId>,
         unmodified_since: Option<UnmodifiedSinceSeconds>,
     ) -> Result<(), Error> {
-        let (access, agent) = self.receptive_agent(caller, project_ref, agent_id).await?;
+        let (access, agent) = self
+            .app
+            .receptive_agent(caller, project_ref, agent_id)
+            .await?;
         let url_configuration_id = url_configuration_id?;
         let AgentAccess { project, agent } =
             access.require(ClusterPermission::Admin, Error::Forbidden, agent)?;
@@ -216,6 +243,7 @@ impl App {
             audit::event(project_id, author, entry)
         });
         let deleted = self
+            .app
             .storage()
             .delete_url_configuration(
                 project_id,

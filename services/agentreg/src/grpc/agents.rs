@@ -70,7 +70,8 @@ impl AgentService for AgentGrpc {
         let pagination = pagination(request.page)?;
         let (agents, info) = self
             .app
-            .list_agents(&caller, &ProjectRef::parse(&request.project), pagination)
+            .agents()
+            .list(&caller, &ProjectRef::parse(&request.project), pagination)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListAgentsResponse {
@@ -87,7 +88,8 @@ impl AgentService for AgentGrpc {
         let request = request.into_inner();
         let details = self
             .app
-            .agent(
+            .agents()
+            .get(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
@@ -105,7 +107,8 @@ impl AgentService for AgentGrpc {
         let request = request.into_inner();
         let details = self
             .app
-            .create_agent(&caller, &ProjectRef::parse(&request.project), request.name)
+            .agents()
+            .create(&caller, &ProjectRef::parse(&request.project), request.name)
             .await
             .map_err(status)?;
         Ok(Response::new(agent(&details)))
@@ -119,7 +122,8 @@ impl AgentService for AgentGrpc {
         let request = request.into_inner();
         let since = unmodified_since(request.if_unmodified_since);
         self.app
-            .delete_agent(
+            .agents()
+            .delete(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
@@ -143,7 +147,8 @@ impl AgentTokenService for AgentTokenGrpc {
         let token_status = token_list_status(request.status).map_err(status)?;
         let (tokens, info) = self
             .app
-            .list_agent_tokens(
+            .agent_tokens()
+            .list(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
@@ -166,7 +171,8 @@ impl AgentTokenService for AgentTokenGrpc {
         let request = request.into_inner();
         let found = self
             .app
-            .agent_token(
+            .agent_tokens()
+            .get(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
@@ -190,7 +196,8 @@ impl AgentTokenService for AgentTokenGrpc {
         };
         let created = self
             .app
-            .create_agent_token(
+            .agent_tokens()
+            .create(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
@@ -210,7 +217,8 @@ impl AgentTokenService for AgentTokenGrpc {
         let caller = caller(&self.app, &request, Intent::Write).await?;
         let request = request.into_inner();
         self.app
-            .revoke_agent_token(
+            .agent_tokens()
+            .revoke(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
@@ -242,7 +250,8 @@ impl AgentTokenService for AgentTokenGrpc {
         };
         let rotated = self
             .app
-            .rotate_agent_token(
+            .agent_tokens()
+            .rotate(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 AgentId::from_wire(request.agent_id),
@@ -275,7 +284,8 @@ impl AdminTokenService for AdminTokenGrpc {
         let value = request.into_inner().token.map(SecretString::from);
         let identified = self
             .app
-            .identify_token(&caller, value)
+            .admin_tokens()
+            .identify(&caller, value)
             .await
             .map_err(status)?;
         let found = match &identified {
@@ -306,7 +316,8 @@ impl AdminTokenService for AdminTokenGrpc {
         let caller = caller(&self.app, &request, Intent::Write).await?;
         let value = request.into_inner().token.map(SecretString::from);
         self.app
-            .revoke_identified_token(&caller, value)
+            .admin_tokens()
+            .revoke(&caller, value)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RevokeTokenResponse {}))

@@ -23,7 +23,8 @@ impl AuditEventService for AuditEventGrpc {
         let pagination = pagination(request.page)?;
         let (events, info) = self
             .app
-            .audit_events(&caller, &ProjectRef::parse(&request.project), pagination)
+            .audit_events()
+            .project(&caller, &ProjectRef::parse(&request.project), pagination)
             .await
             .map_err(status)?;
         Ok(Response::new(events_response(&events, &info)))
@@ -37,7 +38,8 @@ impl AuditEventService for AuditEventGrpc {
         let pagination = pagination(request.into_inner().page)?;
         let (events, info) = self
             .app
-            .instance_audit_events(&caller, pagination)
+            .audit_events()
+            .instance(&caller, pagination)
             .await
             .map_err(status)?;
         Ok(Response::new(events_response(&events, &info)))

@@ -62,7 +62,12 @@ impl UserService for UserGrpc {
             name: request.name,
             email: request.email,
         };
-        let created = self.app.create_user(&caller, input).await.map_err(status)?;
+        let created = self
+            .app
+            .users()
+            .create(&caller, input)
+            .await
+            .map_err(status)?;
         Ok(Response::new(user(&created)))
     }
 
@@ -79,6 +84,7 @@ impl UserService for UserGrpc {
         };
         let created = self
             .app
+            .users()
             .create_personal_access_token(&caller, UserId::from_wire(request.user_id), input)
             .await
             .map_err(status)?;
@@ -112,7 +118,8 @@ impl ProjectService for ProjectGrpc {
         };
         let created = self
             .app
-            .create_project(&caller, input)
+            .projects()
+            .create(&caller, input)
             .await
             .map_err(status)?;
         Ok(Response::new(project(&created)))
@@ -126,7 +133,8 @@ impl ProjectService for ProjectGrpc {
         let request = request.into_inner();
         let found = self
             .app
-            .project(&caller, &ProjectRef::parse(&request.project))
+            .projects()
+            .get(&caller, &ProjectRef::parse(&request.project))
             .await
             .map_err(status)?;
         Ok(Response::new(project(&found)))
@@ -145,6 +153,7 @@ impl ProjectService for ProjectGrpc {
         };
         let member = self
             .app
+            .projects()
             .add_member(&caller, &ProjectRef::parse(&request.project), input)
             .await
             .map_err(status)?;

@@ -23,7 +23,8 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
         let request = request.into_inner();
         let configs = self
             .app
-            .list_url_configurations(
+            .url_configurations()
+            .list(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 Ok(AgentId::from_wire(request.agent_id)),
@@ -43,7 +44,8 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
         let request = request.into_inner();
         let found = self
             .app
-            .url_configuration(
+            .url_configurations()
+            .get(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 Ok(AgentId::from_wire(request.agent_id)),
@@ -69,7 +71,8 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
         };
         let created = self
             .app
-            .create_url_configuration(
+            .url_configurations()
+            .create(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 Ok(AgentId::from_wire(request.agent_id)),
@@ -88,7 +91,8 @@ impl UrlConfigurationService for UrlConfigurationGrpc {
         let request = request.into_inner();
         let since = unmodified_since(request.if_unmodified_since);
         self.app
-            .delete_url_configuration(
+            .url_configurations()
+            .delete(
                 &caller,
                 &ProjectRef::parse(&request.project),
                 Ok(AgentId::from_wire(request.agent_id)),

@@ -86,7 +86,7 @@ pub(super) async fn identify_token(
     params: Params,
 ) -> Result<Response, ApiError> {
     let token = AdminTokenBody::from_params(&params)?.into_token();
-    let identified = state.app.identify_token(&caller, token).await?;
+    let identified = state.app.admin_tokens().identify(&caller, token).await?;
     let body = match &identified {
         IdentifiedToken::Agent(token) => IdentifiedTokenJson::Agent(AgentTokenJson::from(token)),
         IdentifiedToken::PersonalAccess(token) => {
@@ -129,7 +129,7 @@ pub(super) async fn revoke_token(
     params: Params,
 ) -> Result<Response, ApiError> {
     let token = AdminTokenBody::from_params(&params)?.into_token();
-    state.app.revoke_identified_token(&caller, token).await?;
+    state.app.admin_tokens().revoke(&caller, token).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -49,7 +49,8 @@ pub(super) async fn list(
         .unwrap_or_default();
     let (tokens, info) = state
         .app
-        .list_agent_tokens(&caller, &ids.project(), agent_id, status, pagination)
+        .agent_tokens()
+        .list(&caller, &ids.project(), agent_id, status, pagination)
         .await?;
     let body: Vec<AgentTokenBasicJson> = tokens.iter().map(AgentTokenBasicJson::from).collect();
     Ok(paginated(&state, &target, &ids, &params, &info, body))
@@ -82,7 +83,8 @@ pub(super) async fn show(
     let token_id = AgentTokenId::from_wire(ids.integer("token_id")?);
     let token = state
         .app
-        .agent_token(&caller, &ids.project(), agent_id, token_id)
+        .agent_tokens()
+        .get(&caller, &ids.project(), agent_id, token_id)
         .await?;
     Ok(Json(AgentTokenJson::from(&token)).into_response())
 }
@@ -141,7 +143,8 @@ pub(super) async fn create(
     let body = NewAgentTokenBody::from_params(&params)?;
     let created = state
         .app
-        .create_agent_token(&caller, &ids.project(), agent_id, body.into())
+        .agent_tokens()
+        .create(&caller, &ids.project(), agent_id, body.into())
         .await?;
     let body = AgentTokenWithTokenJson::new(&created.token, &created.plaintext);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -176,7 +179,8 @@ pub(super) async fn revoke(
     let reason = params.optional_text("reason")?;
     state
         .app
-        .revoke_agent_token(&caller, &ids.project(), agent_id, token_id, reason)
+        .agent_tokens()
+        .revoke(&caller, &ids.project(), agent_id, token_id, reason)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -234,7 +238,8 @@ pub(super) async fn rotate(
     let input = RotateAgentTokenBody::from_params(&params)?.into_input(idempotency_key);
     let rotated = state
         .app
-        .rotate_agent_token(&caller, &ids.project(), agent_id, token_id, input)
+        .agent_tokens()
+        .rotate(&caller, &ids.project(), agent_id, token_id, input)
         .await?;
     let successor = &rotated.successor;
     let body = AgentTokenWithTokenJson::new(&successor.token, &successor.plaintext);

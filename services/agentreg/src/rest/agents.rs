@@ -42,7 +42,8 @@ pub(super) async fn list(
     let pagination = params.pagination()?;
     let (agents, info) = state
         .app
-        .list_agents(&caller, &ids.project(), pagination)
+        .agents()
+        .list(&caller, &ids.project(), pagination)
         .await?;
     let body: Vec<AgentJson> = agents.iter().map(AgentJson::from).collect();
     Ok(paginated(&state, &target, &ids, &params, &info, body))
@@ -72,7 +73,11 @@ pub(super) async fn show(
     _params: Params,
 ) -> Result<Response, ApiError> {
     let agent_id = AgentId::from_wire(ids.integer("agent_id")?);
-    let agent = state.app.agent(&caller, &ids.project(), agent_id).await?;
+    let agent = state
+        .app
+        .agents()
+        .get(&caller, &ids.project(), agent_id)
+        .await?;
     Ok(Json(AgentJson::from(&agent)).into_response())
 }
 
@@ -134,7 +139,8 @@ pub(super) async fn create(
     let name = NewAgentBody::from_params(&params)?.into_name();
     let agent = state
         .app
-        .create_agent(&caller, &ids.project(), name)
+        .agents()
+        .create(&caller, &ids.project(), name)
         .await?;
     Ok((StatusCode::CREATED, Json(AgentJson::from(&agent))).into_response())
 }
@@ -169,7 +175,8 @@ pub(super) async fn delete(
     let since = unmodified_since(&headers);
     state
         .app
-        .delete_agent(&caller, &ids.project(), agent_id, since)
+        .agents()
+        .delete(&caller, &ids.project(), agent_id, since)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

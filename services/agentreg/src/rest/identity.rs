@@ -95,7 +95,7 @@ pub(super) async fn create_user(
     params: Params,
 ) -> Result<Response, ApiError> {
     let body = NewUserBody::from_params(&params)?;
-    let user = state.app.create_user(&caller, body.into()).await?;
+    let user = state.app.users().create(&caller, body.into()).await?;
     Ok((
         StatusCode::CREATED,
         Json(UserJson::new(&user, &target.origin(&state))),
@@ -139,6 +139,7 @@ pub(super) async fn create_personal_access_token(
     let body = NewPersonalAccessTokenBody::from_params(&params)?;
     let created = state
         .app
+        .users()
         .create_personal_access_token(&caller, user_id, body.into())
         .await?;
     Ok((
@@ -198,7 +199,7 @@ pub(super) async fn create_project(
     params: Params,
 ) -> Result<Response, ApiError> {
     let body = NewProjectBody::from_params(&params)?;
-    let project = state.app.create_project(&caller, body.into()).await?;
+    let project = state.app.projects().create(&caller, body.into()).await?;
     Ok((
         StatusCode::CREATED,
         Json(ProjectJson::new(&project, &target.origin(&state))),
@@ -230,7 +231,7 @@ pub(super) async fn project(
     ids: Ids,
     _params: Params,
 ) -> Result<Response, ApiError> {
-    let project = state.app.project(&caller, &ids.project()).await?;
+    let project = state.app.projects().get(&caller, &ids.project()).await?;
     Ok(Json(ProjectJson::new(&project, &target.origin(&state))).into_response())
 }
 
@@ -267,6 +268,7 @@ pub(super) async fn add_member(
     let body = NewMemberBody::from_params(&params)?;
     let member = state
         .app
+        .projects()
         .add_member(&caller, &ids.project(), body.into())
         .await?;
     Ok((
@@ -304,7 +306,8 @@ pub(super) async fn audit_events(
     let pagination = params.pagination()?;
     let (events, info) = state
         .app
-        .audit_events(&caller, &ids.project(), pagination)
+        .audit_events()
+        .project(&caller, &ids.project(), pagination)
         .await?;
     let body: Vec<AuditEventJson> = events.iter().map(AuditEventJson::from).collect();
     Ok(paginated(&state, &target, &ids, &params, &info, body))
@@ -335,7 +338,11 @@ pub(super) async fn instance_audit_events(
     params: Params,
 ) -> Result<Response, ApiError> {
     let pagination = params.pagination()?;
-    let (events, info) = state.app.instance_audit_events(&caller, pagination).await?;
+    let (events, info) = state
+        .app
+        .audit_events()
+        .instance(&caller, pagination)
+        .await?;
     let body: Vec<AuditEventJson> = events.iter().map(AuditEventJson::from).collect();
     Ok(paginated(&state, &target, &ids, &params, &info, body))
 }

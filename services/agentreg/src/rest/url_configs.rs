@@ -48,7 +48,8 @@ pub(super) async fn list(
     let agent_id = ids.integer("agent_id").map(AgentId::from_wire);
     let configs = state
         .app
-        .list_url_configurations(&caller, &ids.project(), agent_id)
+        .url_configurations()
+        .list(&caller, &ids.project(), agent_id)
         .await?;
     let body: Vec<UrlConfigurationJson> = configs
         .into_iter()
@@ -87,7 +88,8 @@ pub(super) async fn show(
         .map(UrlConfigurationId::from_wire);
     let config = state
         .app
-        .url_configuration(&caller, &ids.project(), agent_id, config_id)
+        .url_configurations()
+        .get(&caller, &ids.project(), agent_id, config_id)
         .await?;
     Ok(Json(UrlConfigurationJson::from(config)).into_response())
 }
@@ -144,7 +146,8 @@ pub(super) async fn create(
     let body = NewUrlConfigurationBody::from_params(&params).map(Into::into);
     let config = state
         .app
-        .create_url_configuration(&caller, &ids.project(), agent_id, body)
+        .url_configurations()
+        .create(&caller, &ids.project(), agent_id, body)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -186,7 +189,8 @@ pub(super) async fn delete(
     let since = unmodified_since(&headers);
     state
         .app
-        .delete_url_configuration(&caller, &ids.project(), agent_id, config_id, since)
+        .url_configurations()
+        .delete(&caller, &ids.project(), agent_id, config_id, since)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
