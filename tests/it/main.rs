@@ -14,6 +14,7 @@ mod hardening;
 mod helpers;
 mod identity;
 mod operations;
+mod pages;
 mod replicas;
 mod role_matrix;
 mod sudo;

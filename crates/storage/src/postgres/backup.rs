@@ -295,6 +295,16 @@ pub(super) async fn write_dataset(
     if get::<bool>(&not_empty, 0)? {
         return Err(RestoreError::TargetNotEmpty(TARGET.to_owned()));
     }
+    // The name buckets and their pending changes are derived from the agents, which the inserts
+    // below record again (migration 0005); nothing may be left from agents removed without the
+    // trigger.
+    transaction
+        .batch_execute(
+            "LOCK TABLE agent_name_buckets, agent_name_changes IN EXCLUSIVE MODE; \
+             DELETE FROM agent_name_buckets; DELETE FROM agent_name_changes",
+        )
+        .await
+        .map_err(pg)?;
 
     let insert = transaction
         .prepare(

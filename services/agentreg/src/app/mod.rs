@@ -65,6 +65,9 @@ pub enum Error {
     /// A parameter is missing, malformed or not allowed (Grape's `{"error": ...}`).
     #[error("{0}")]
     InvalidParameter(String),
+    /// Keyset pagination asked for an order it cannot follow (GitLab's 405).
+    #[error("Keyset pagination is not yet available for this type of request")]
+    KeysetUnavailable,
     /// A refused operation, with GitLab's reason.
     #[error("400 Bad request - {0}")]
     BadRequest(String),

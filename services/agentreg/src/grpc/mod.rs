@@ -14,7 +14,7 @@ pub use identity::{MetaGrpc, ProjectGrpc, UserGrpc};
 pub use internal::InternalGrpc;
 pub use url_configs::UrlConfigurationGrpc;
 
-use crate::app::pagination::{PageInfo, Pagination};
+use crate::app::pagination::{KeysetRequest, PageInfo, Pagination};
 use crate::app::{App, Caller, Credentials, Error, Intent};
 use secrecy::SecretString;
 use tonic::{Request, Status};
@@ -132,6 +132,7 @@ pub fn status(error: Error) -> Status {
         | Error::UserNotFound
         | Error::AdminTokenNotFound => Status::not_found(error.to_string()),
         Error::TokenTypeNotSupported => Status::invalid_argument(error.to_string()),
+        Error::KeysetUnavailable => Status::unimplemented(error.to_string()),
         Error::InvalidParameter(_) | Error::BadRequest(_) | Error::Invalid(_) => {
             Status::invalid_argument(error.to_string())
         }
@@ -171,6 +172,10 @@ fn attribute_errors_text(errors: &agentreg_domain::validation::ValidationErrors)
 fn pagination(page: Option<pb::PageRequest>) -> Result<Pagination, Status> {
     let page = page.unwrap_or_default();
     Pagination::new(page.page, page.per_page).map_err(status)
+}
+
+fn keyset_request(keyset: pb::KeysetPageRequest) -> Result<KeysetRequest, Status> {
+    KeysetRequest::new(keyset.order_by, keyset.sort, keyset.cursor, keyset.per_page).map_err(status)
 }
 
 fn page_info(info: &PageInfo) -> pb::PageInfo {
