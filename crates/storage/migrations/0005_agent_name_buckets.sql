@@ -31,30 +31,37 @@
 -- offset_pages_stay_exact_after_inserts_and_deletes_in_the_middle,
 -- concurrent_registrations_and_deletions_keep_every_offset_page_exact,
 -- random_changes_keep_offset_pages_equal_to_a_sorted_list.
+-- Half-empty pages, so that a fold's updates of counts stay on their page (HOT) and the table
+-- does not bloat with old versions.
 CREATE TABLE agent_name_buckets (
     project_id BIGINT NOT NULL,
     lower_name TEXT COLLATE "C" NOT NULL,
     upper_name TEXT COLLATE "C",
     n_agents BIGINT NOT NULL CHECK (n_agents >= 0),
     CONSTRAINT agent_name_buckets_pkey PRIMARY KEY (project_id, lower_name)
-);
+) WITH (fillfactor = 50);
 
+-- A queue: every row is deleted by a fold soon after it is written, so it is vacuumed after every
+-- thousand dead rows rather than after a fifth of a table that stays nearly empty.
 CREATE TABLE agent_name_changes (
     id BIGINT GENERATED ALWAYS AS IDENTITY,
     project_id BIGINT NOT NULL,
     name TEXT COLLATE "C" NOT NULL,
     delta SMALLINT NOT NULL CHECK (delta IN (-1, 1))
-);
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 CREATE INDEX agent_name_changes_project_id_name_idx ON agent_name_changes (project_id, name);
 
--- Folds the project's visible pending changes into its buckets, then merges and splits them.
--- The caller holds the project's fold lock.
+-- Folds the project's visible pending changes into its buckets, then splits a bucket it grew to
+-- 512 names and merges one it shrank into a neighbour when either is empty or both fit in 256.
+-- It visits only the buckets the changes fell in. The caller holds the project's fold lock.
 CREATE FUNCTION agent_name_buckets_fold(target_project_id BIGINT)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
+    touched_names TEXT[];
+    touched_deltas BIGINT[];
+    touched_idx INTEGER;
     bucket agent_name_buckets%ROWTYPE;
-    previous agent_name_buckets%ROWTYPE;
-    has_previous BOOLEAN := false;
+    neighbour agent_name_buckets%ROWTYPE;
     split_name TEXT COLLATE "C";
     n_left BIGINT;
 BEGIN
@@ -72,39 +79,49 @@ BEGIN
         UPDATE agent_name_buckets b SET n_agents = b.n_agents + p.delta
         FROM per_bucket p
         WHERE b.project_id = target_project_id AND b.lower_name = p.lower_name
-        RETURNING b.lower_name
+        RETURNING b.lower_name, p.delta
+    ), inserted AS (
+        -- The project's first bucket, at its first fold.
+        INSERT INTO agent_name_buckets (project_id, lower_name, upper_name, n_agents)
+        SELECT target_project_id, lower_name, NULL, delta FROM per_bucket
+        WHERE lower_name NOT IN (SELECT lower_name FROM updated)
+        RETURNING lower_name, n_agents AS delta
     )
-    -- The project's first bucket, at its first fold.
-    INSERT INTO agent_name_buckets (project_id, lower_name, upper_name, n_agents)
-    SELECT target_project_id, lower_name, NULL, delta FROM per_bucket
-    WHERE lower_name NOT IN (SELECT lower_name FROM updated);
+    SELECT array_agg(lower_name), array_agg(delta) INTO touched_names, touched_deltas
+    FROM (SELECT * FROM updated UNION ALL SELECT * FROM inserted) touched;
 
-    -- A bucket left empty, or small enough to share with the one before it, merges into it.
-    FOR bucket IN
-        SELECT * FROM agent_name_buckets WHERE project_id = target_project_id
-        ORDER BY lower_name
-    LOOP
-        IF has_previous AND (bucket.n_agents = 0 OR previous.n_agents = 0
-                             OR previous.n_agents + bucket.n_agents <= 256) THEN
-            DELETE FROM agent_name_buckets
-            WHERE project_id = target_project_id AND lower_name = bucket.lower_name;
-            previous.upper_name := bucket.upper_name;
-            previous.n_agents := previous.n_agents + bucket.n_agents;
-            UPDATE agent_name_buckets
-            SET upper_name = previous.upper_name, n_agents = previous.n_agents
-            WHERE project_id = target_project_id AND lower_name = previous.lower_name;
-        ELSE
-            previous := bucket;
-            has_previous := true;
+    FOR touched_idx IN 1 .. coalesce(array_length(touched_names, 1), 0) LOOP
+        SELECT * INTO bucket FROM agent_name_buckets
+        WHERE project_id = target_project_id AND lower_name = touched_names[touched_idx];
+        CONTINUE WHEN NOT FOUND;  -- merged into a bucket visited before
+        IF touched_deltas[touched_idx] < 0 THEN
+            SELECT * INTO neighbour FROM agent_name_buckets
+            WHERE project_id = target_project_id AND lower_name < bucket.lower_name
+            ORDER BY lower_name DESC LIMIT 1;
+            IF FOUND AND (bucket.n_agents = 0 OR neighbour.n_agents = 0
+                          OR neighbour.n_agents + bucket.n_agents <= 256) THEN
+                DELETE FROM agent_name_buckets
+                WHERE project_id = target_project_id AND lower_name = bucket.lower_name;
+                UPDATE agent_name_buckets
+                SET upper_name = bucket.upper_name,
+                    n_agents = neighbour.n_agents + bucket.n_agents
+                WHERE project_id = target_project_id AND lower_name = neighbour.lower_name;
+                CONTINUE;
+            END IF;
+            SELECT * INTO neighbour FROM agent_name_buckets
+            WHERE project_id = target_project_id AND lower_name = bucket.upper_name;
+            IF FOUND AND (bucket.n_agents = 0 OR neighbour.n_agents = 0
+                          OR neighbour.n_agents + bucket.n_agents <= 256) THEN
+                DELETE FROM agent_name_buckets
+                WHERE project_id = target_project_id AND lower_name = neighbour.lower_name;
+                UPDATE agent_name_buckets
+                SET upper_name = neighbour.upper_name,
+                    n_agents = neighbour.n_agents + bucket.n_agents
+                WHERE project_id = target_project_id AND lower_name = bucket.lower_name;
+            END IF;
+            CONTINUE;
         END IF;
-    END LOOP;
-
-    -- A bucket of 512 or more loses 256 names at a time to a new bucket after them.
-    FOR bucket IN
-        SELECT * FROM agent_name_buckets
-        WHERE project_id = target_project_id AND n_agents >= 512
-        ORDER BY lower_name
-    LOOP
+        -- A bucket of 512 or more loses 256 names at a time to a new bucket after them.
         WHILE bucket.n_agents >= 512 LOOP
             SELECT a.name INTO split_name FROM agents a
             WHERE a.project_id = target_project_id AND a.name >= bucket.lower_name
@@ -129,12 +146,42 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Counts every agent into buckets of 256 names at once, replacing all buckets and pending
+-- changes: the migration's backfill, and a restore's after it has inserted every agent.
+CREATE FUNCTION agent_name_buckets_rebuild() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM agent_name_changes;
+    DELETE FROM agent_name_buckets;
+    INSERT INTO agent_name_buckets (project_id, lower_name, upper_name, n_agents)
+    SELECT project_id, lower_name,
+           lead(lower_name) OVER (PARTITION BY project_id ORDER BY lower_name),
+           n_agents
+    FROM (
+        SELECT project_id,
+               (CASE WHEN bucket_idx = 0 THEN '' ELSE min(name) END) COLLATE "C" AS lower_name,
+               count(*) AS n_agents
+        FROM (
+            SELECT project_id, name,
+                   (row_number() OVER (PARTITION BY project_id ORDER BY name) - 1) / 256
+                       AS bucket_idx
+            FROM agents
+        ) numbered
+        GROUP BY project_id, bucket_idx
+    ) grouped;
+END $$;
+
 -- Records an agent's change of name (insert, delete, or rename) and folds one change in 32.
+-- A restore sets `agentreg.rebuilding_agent_name_buckets` while it inserts agents in bulk, then
+-- counts them all with agent_name_buckets_rebuild: changes recorded and folded one by one in one
+-- transaction would cost it time quadratic in the number of agents.
 CREATE FUNCTION agents_record_name_change() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     change_id BIGINT;
     changed_project_id BIGINT;
 BEGIN
+    IF current_setting('agentreg.rebuilding_agent_name_buckets', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
         INSERT INTO agent_name_changes (project_id, name, delta)
         VALUES (OLD.project_id, OLD.name, -1) RETURNING id INTO change_id;
@@ -156,21 +203,7 @@ END $$;
 -- Agents written while this migration runs wait for it, so the buckets count every agent.
 LOCK TABLE agents IN SHARE ROW EXCLUSIVE MODE;
 
-INSERT INTO agent_name_buckets (project_id, lower_name, upper_name, n_agents)
-SELECT project_id, lower_name,
-       lead(lower_name) OVER (PARTITION BY project_id ORDER BY lower_name),
-       n_agents
-FROM (
-    SELECT project_id,
-           (CASE WHEN bucket_idx = 0 THEN '' ELSE min(name) END) COLLATE "C" AS lower_name,
-           count(*) AS n_agents
-    FROM (
-        SELECT project_id, name,
-               (row_number() OVER (PARTITION BY project_id ORDER BY name) - 1) / 256 AS bucket_idx
-        FROM agents
-    ) numbered
-    GROUP BY project_id, bucket_idx
-) grouped;
+SELECT agent_name_buckets_rebuild();
 
 CREATE TRIGGER agents_record_name_change
     AFTER INSERT OR DELETE OR UPDATE OF project_id, name ON agents

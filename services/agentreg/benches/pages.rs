@@ -179,10 +179,13 @@ async fn measure(parameters: Parameters, database_url: Option<String>) {
 /// and their agents added through the storage port of a temporary store.
 async fn seeded_snapshot(dir: &Path, keys: &Keys, n_agents: usize) -> Vec<u8> {
     let seed_dir = dir.join("seed");
+    // The first start generates the instance key in the data directory; every later instance
+    // reads that one.
     let mut settings = settings(&seed_dir, keys, None);
-    settings.encryption_key_file = Some(keys.encryption_key_file.clone());
+    settings.encryption_key_file = None;
     let application = Application::build(settings).await.unwrap();
     application.run_until(std::future::ready(())).await.unwrap();
+    std::fs::copy(seed_dir.join("encryption_key"), &keys.encryption_key_file).unwrap();
     let fresh = SledStorage::open(&seed_dir.join("db")).unwrap();
     let fresh_snapshot = fresh.snapshot().await.unwrap();
     drop(fresh);

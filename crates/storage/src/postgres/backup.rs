@@ -295,16 +295,6 @@ pub(super) async fn write_dataset(
     if get::<bool>(&not_empty, 0)? {
         return Err(RestoreError::TargetNotEmpty(TARGET.to_owned()));
     }
-    // The name buckets and their pending changes are derived from the agents, which the inserts
-    // below record again (migration 0005); nothing may be left from agents removed without the
-    // trigger.
-    transaction
-        .batch_execute(
-            "LOCK TABLE agent_name_buckets, agent_name_changes IN EXCLUSIVE MODE; \
-             DELETE FROM agent_name_buckets; DELETE FROM agent_name_changes",
-        )
-        .await
-        .map_err(pg)?;
 
     let insert = transaction
         .prepare(
@@ -411,6 +401,12 @@ pub(super) async fn write_dataset(
             .map_err(pg)?;
     }
 
+    // The agents' name buckets (migration 0005) are counted once they are all in, rather than
+    // agent by agent.
+    transaction
+        .batch_execute("SET LOCAL agentreg.rebuilding_agent_name_buckets = 'on'")
+        .await
+        .map_err(pg)?;
     let insert = transaction
         .prepare(
             "INSERT INTO agents (id, project_id, name, created_by_user_id, created_at_ms, \
@@ -434,6 +430,14 @@ pub(super) async fn write_dataset(
             .await
             .map_err(pg)?;
     }
+
+    transaction
+        .batch_execute(
+            "SELECT agent_name_buckets_rebuild(); \
+             SET LOCAL agentreg.rebuilding_agent_name_buckets = 'off'",
+        )
+        .await
+        .map_err(pg)?;
 
     let insert = transaction
         .prepare(
