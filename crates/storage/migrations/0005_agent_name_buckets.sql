@@ -51,6 +51,24 @@ CREATE TABLE agent_name_changes (
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 CREATE INDEX agent_name_changes_project_id_name_idx ON agent_name_changes (project_id, name);
 
+-- Merges a bucket into the one before it, if either is empty or both fit in 256 names; says
+-- whether it did.
+CREATE FUNCTION agent_name_buckets_merge_if_small(
+    before agent_name_buckets, after agent_name_buckets
+) RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT (before.n_agents = 0 OR after.n_agents = 0
+            OR before.n_agents + after.n_agents <= 256) THEN
+        RETURN false;
+    END IF;
+    DELETE FROM agent_name_buckets
+    WHERE project_id = after.project_id AND lower_name = after.lower_name;
+    UPDATE agent_name_buckets
+    SET upper_name = after.upper_name, n_agents = before.n_agents + after.n_agents
+    WHERE project_id = before.project_id AND lower_name = before.lower_name;
+    RETURN true;
+END $$;
+
 -- Folds the project's visible pending changes into its buckets, then splits a bucket it grew to
 -- 512 names and merges one it shrank into a neighbour when either is empty or both fit in 256.
 -- It visits only the buckets the changes fell in. The caller holds the project's fold lock.
@@ -98,26 +116,13 @@ BEGIN
             SELECT * INTO neighbour FROM agent_name_buckets
             WHERE project_id = target_project_id AND lower_name < bucket.lower_name
             ORDER BY lower_name DESC LIMIT 1;
-            IF FOUND AND (bucket.n_agents = 0 OR neighbour.n_agents = 0
-                          OR neighbour.n_agents + bucket.n_agents <= 256) THEN
-                DELETE FROM agent_name_buckets
-                WHERE project_id = target_project_id AND lower_name = bucket.lower_name;
-                UPDATE agent_name_buckets
-                SET upper_name = bucket.upper_name,
-                    n_agents = neighbour.n_agents + bucket.n_agents
-                WHERE project_id = target_project_id AND lower_name = neighbour.lower_name;
+            IF FOUND AND agent_name_buckets_merge_if_small(neighbour, bucket) THEN
                 CONTINUE;
             END IF;
             SELECT * INTO neighbour FROM agent_name_buckets
             WHERE project_id = target_project_id AND lower_name = bucket.upper_name;
-            IF FOUND AND (bucket.n_agents = 0 OR neighbour.n_agents = 0
-                          OR neighbour.n_agents + bucket.n_agents <= 256) THEN
-                DELETE FROM agent_name_buckets
-                WHERE project_id = target_project_id AND lower_name = neighbour.lower_name;
-                UPDATE agent_name_buckets
-                SET upper_name = neighbour.upper_name,
-                    n_agents = neighbour.n_agents + bucket.n_agents
-                WHERE project_id = target_project_id AND lower_name = bucket.lower_name;
+            IF FOUND THEN
+                PERFORM agent_name_buckets_merge_if_small(bucket, neighbour);
             END IF;
             CONTINUE;
         END IF;
