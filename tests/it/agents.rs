@@ -1353,6 +1353,7 @@ async fn grpc_maintainer_registers_gets_lists_and_deletes_an_agent() {
         .list_agents(pb::ListAgentsRequest {
             project: project.clone(),
             page: None,
+            keyset: None,
         })
         .await
         .expect("listed")
@@ -1409,6 +1410,7 @@ async fn grpc_guest_and_reporter_reads_are_not_found_and_writes_permission_denie
             .list_agents(pb::ListAgentsRequest {
                 project: project.clone(),
                 page: None,
+                keyset: None,
             })
             .await;
         let get = agents
@@ -1471,6 +1473,7 @@ async fn grpc_developer_reads_but_cannot_register_or_delete() {
         .list_agents(pb::ListAgentsRequest {
             project: project.clone(),
             page: None,
+            keyset: None,
         })
         .await;
     let create = agents
@@ -1580,12 +1583,14 @@ async fn grpc_finds_projects_by_path_case_insensitively_but_not_by_bare_name() {
         .list_agents(pb::ListAgentsRequest {
             project: "ROOT/Test".to_owned(),
             page: None,
+            keyset: None,
         })
         .await;
     let bare = agents
         .list_agents(pb::ListAgentsRequest {
             project: "test".to_owned(),
             page: None,
+            keyset: None,
         })
         .await;
 
@@ -1638,6 +1643,7 @@ async fn grpc_anonymous_and_unknown_token_callers_are_unauthenticated() {
         .list_agents(pb::ListAgentsRequest {
             project: project_id.to_string(),
             page: None,
+            keyset: None,
         })
         .await;
     let anonymous_create = anonymous
@@ -1650,6 +1656,7 @@ async fn grpc_anonymous_and_unknown_token_callers_are_unauthenticated() {
         .list_agents(pb::ListAgentsRequest {
             project: project_id.to_string(),
             page: None,
+            keyset: None,
         })
         .await;
     let unknown_delete = unknown
@@ -1682,6 +1689,7 @@ async fn grpc_read_api_token_reads_but_cannot_write() {
         .list_agents(pb::ListAgentsRequest {
             project: project.clone(),
             page: None,
+            keyset: None,
         })
         .await;
     let create = agents
@@ -1717,6 +1725,7 @@ async fn grpc_list_reports_page_info_like_the_rest_headers() {
             page: Some(page),
             per_page: Some(per_page),
         }),
+        keyset: None,
     };
 
     let first = agents
@@ -2072,6 +2081,7 @@ async fn grpc_outcome(app: &TestApp, operation: &Operation) -> (tonic::Code, Str
             .list_agents(pb::ListAgentsRequest {
                 project: project.clone(),
                 page: None,
+                keyset: None,
             })
             .await
             .map(|_| ()),
@@ -2132,7 +2142,7 @@ fn agent_path(project: impl Display, agent_id: impl Display) -> String {
 }
 
 /// Sends a request and returns its status, headers and JSON body (`Null` when empty).
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
     let response = request.send().await.expect("request sent");
     let headers = response.headers().clone();
     let (status, body) = read(response).await;
@@ -2157,7 +2167,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 }
 
 /// The `Link` header as (relation, URL) pairs, in order.
-fn link_relations(headers: &HeaderMap) -> Vec<(String, String)> {
+pub(crate) fn link_relations(headers: &HeaderMap) -> Vec<(String, String)> {
     header(headers, "link")
         .split(", ")
         .map(|link| {
@@ -2190,7 +2200,7 @@ async fn agent_names(app: &TestApp, project_id: i64) -> Vec<String> {
     names_of(&body)
 }
 
-fn names_of(agents: &Value) -> Vec<String> {
+pub(crate) fn names_of(agents: &Value) -> Vec<String> {
     agents
         .as_array()
         .expect("an array of agents")

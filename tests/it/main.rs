@@ -15,6 +15,7 @@ mod hardening;
 mod helpers;
 mod identity;
 mod operations;
+mod pages;
 mod replicas;
 mod role_matrix;
 mod sudo;

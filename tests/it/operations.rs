@@ -107,6 +107,7 @@ async fn metrics_count_requests_by_route_and_report_the_inventory() {
         .list_agents(pb::ListAgentsRequest {
             project: project_id.to_string(),
             page: None,
+            keyset: None,
         })
         .await;
     assert!(listed.is_ok());

@@ -8,6 +8,7 @@ use crate::helpers::{
 };
 use agentreg::grpc::pb;
 use base64::Engine as _;
+use futures::FutureExt as _;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::io::Write as _;
@@ -346,6 +347,83 @@ async fn fifty_registrations_of_one_name_across_replicas_create_one_agent() {
     }
     let (_, agents) = replicas.apps[1].get(&path, ROOT_TOKEN).await;
     assert_eq!(agents.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registrations_and_deletions_across_replicas_keep_every_page_exact() {
+    let Some(admin_url) = postgres() else { return };
+    let database_url = create_database(&admin_url).await;
+    let replicas = Replicas::start(&database_url, 3).await;
+    let project_id = replicas.apps[0].project(ROOT_TOKEN, "shared").await;
+    let path = format!("/projects/{project_id}/cluster_agents");
+    let register = |index: usize| {
+        let app = &replicas.apps[index % replicas.apps.len()];
+        let path = path.clone();
+        async move {
+            let (status, body) = app
+                .post(
+                    &path,
+                    ROOT_TOKEN,
+                    json!({"name": format!("agent-{index:04}")}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            body["id"].as_i64().unwrap()
+        }
+    };
+    // More than two PostgreSQL buckets (split at 512 names), written through every replica.
+    let mut ids = Vec::new();
+    for chunk in (0..1_200).step_by(2).collect::<Vec<_>>().chunks(24) {
+        ids.extend(futures::future::join_all(chunk.iter().map(|index| register(*index))).await);
+    }
+
+    // Odd names arrive while every third even one goes, all at once across the replicas.
+    let creates = (1..1_200).step_by(2).map(|index| register(index).boxed());
+    let deletes = ids.iter().step_by(3).enumerate().map(|(index, agent_id)| {
+        let app = &replicas.apps[index % replicas.apps.len()];
+        let agent_path = format!("{path}/{agent_id}");
+        async move {
+            let (status, _) = app.delete(&agent_path, ROOT_TOKEN).await;
+            assert_eq!(status, StatusCode::NO_CONTENT);
+            0
+        }
+        .boxed()
+    });
+    let mut deletes = deletes.fuse();
+    let mut writes = Vec::new();
+    for create in creates {
+        writes.push(create);
+        writes.extend(deletes.next());
+    }
+    for chunk in writes.chunks_mut(24) {
+        futures::future::join_all(chunk.iter_mut()).await;
+    }
+
+    let mut expected: Vec<String> = (0..1_200)
+        .filter(|index| index % 2 == 1 || (index / 2) % 3 != 0)
+        .map(|index| format!("agent-{index:04}"))
+        .collect();
+    expected.sort();
+    for (page_idx, app) in (1..=9).zip(replicas.apps.iter().cycle()) {
+        let (status, body) = app
+            .get(&format!("{path}?page={page_idx}&per_page=100"), ROOT_TOKEN)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let names: Vec<&str> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|agent| agent["name"].as_str().unwrap())
+            .collect();
+        let start = (page_idx - 1) * 100;
+        let wanted: Vec<&str> = expected
+            .iter()
+            .skip(start)
+            .take(100)
+            .map(String::as_str)
+            .collect();
+        assert_eq!(names, wanted, "page {page_idx}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

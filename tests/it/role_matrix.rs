@@ -1101,6 +1101,7 @@ async fn grpc_call(
                     page: None,
                     per_page: Some(100),
                 }),
+                keyset: None,
             };
             let response = agents().list_agents(request).await?.into_inner();
             Ok(listed(

@@ -132,6 +132,7 @@ async fn sudo_is_refused_as_gitlab_refuses_it_on_both_protocols() {
     let grpc_request = || pb::ListAgentsRequest {
         project: "1".to_owned(),
         page: None,
+        keyset: None,
     };
     let (grpc_not_admin, not_admin_message) = grpc_error(
         grpc_agents_as(&app, &alice_token, "root")

@@ -47,6 +47,13 @@ def main():
     check(len(project.cluster_agents.list(get_all=True)) == 25, "list(get_all=True)")
     page = project.cluster_agents.list(page=2, per_page=10)
     check([a.name for a in page] == names[10:20], "explicit page")
+    keyset = project.cluster_agents.list(iterator=True, pagination="keyset", order_by="name",
+                                         sort="asc", per_page=10)
+    check([agent.name for agent in keyset] == names,
+          "list(iterator=True, pagination='keyset') follows the next links in name order")
+    newest_first = project.cluster_agents.list(iterator=True, pagination="keyset", per_page=7)
+    check([agent.name for agent in newest_first] == names,
+          "keyset pages default to the newest id first (registered in reverse name order)")
 
     agent = project.cluster_agents.get(project.cluster_agents.list(per_page=1, get_all=False)[0].id)
     check(agent.name == "agent-00" and agent.config_project["path_with_namespace"] == "root/compat",

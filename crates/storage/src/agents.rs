@@ -1,9 +1,11 @@
 //! Kubernetes agents: registration with a name unique in its project, the name-ordered index
-//! that pages the list, the per-project count, and deletion that cascades to everything the
-//! agent owns.
+//! that pages the list (offset pages start through the in-memory positions, keyset pages seek
+//! the index or the project's ids), the per-project count, and deletion that cascades to
+//! everything the agent owns.
 
 use crate::audit::{Audit, audit_entry};
 use crate::port::InventoryAgent;
+use crate::positions::Walk;
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, agent_name_key, id_key};
 use crate::{Page, PageWindow, Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
@@ -12,6 +14,7 @@ use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId,
 use agentreg_domain::names::AgentName;
 use sled::Transactional;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 /// A precondition for a delete: refuse it if the record changed after this instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,30 @@ pub enum DeleteAgentError {
     PreconditionFailed,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Which way a keyset page walks its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Ascending,
+    Descending,
+}
+
+/// Where a keyset page of a project's agents starts: just after an agent's key in one of the
+/// list's orders, or at the start of that order. Seeking a key costs O(log n) on every backend,
+/// however deep the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentSeek {
+    /// By id; after this id when set.
+    Id {
+        direction: Direction,
+        after: Option<AgentId>,
+    },
+    /// By name in byte order (names are unique in a project); after this name when set.
+    Name {
+        direction: Direction,
+        after: Option<String>,
+    },
 }
 
 /// What a deleted agent took with it, so that caches can forget it.
@@ -79,6 +106,7 @@ impl Store {
         let token_set = encode(&v1::AgentTokenSet::default());
         let name_key = agent_name_key(project_id, name.as_str());
         let _writing = self.writing();
+        let mut positions = self.positions.writer();
         let trees = &self.trees;
         finish_tx(
             (
@@ -107,6 +135,8 @@ impl Store {
                     Ok(())
                 }),
         )?;
+        positions.added(project_id, name.as_str(), id, &self.trees.agent_names);
+        drop(positions);
         self.flush()?;
         Ok(agent)
     }
@@ -156,9 +186,10 @@ impl Store {
         Ok(inventory)
     }
 
-    /// A page of a project's agents ordered by name. It walks the name index from the start of
-    /// the project's range, skipping `offset` index entries without decoding them, and reads only
-    /// the records on the page; the total comes from the per-project counter.
+    /// A page of a project's agents ordered by name, in O(log n + page): the positions give the
+    /// bucket of the name index that holds `offset`, and the page is read from there after
+    /// skipping fewer than `MAX_NAMES_PER_BUCKET` entries; the total comes from the
+    /// per-project counter.
     pub fn agents_page(
         &self,
         project_id: u64,
@@ -172,28 +203,99 @@ impl Store {
             .as_deref()
             .and_then(schema::decode_u64)
             .unwrap_or(0);
-        let offset = usize::try_from(window.offset).unwrap_or(usize::MAX);
         let limit = usize::try_from(window.limit).unwrap_or(usize::MAX);
-        let mut items = Vec::new();
-        for entry in self
+        let Some((lower_bound, n_skipped)) = self.positions.name_start(project_id, window.offset)
+        else {
+            return Ok(Page {
+                items: Vec::new(),
+                total,
+            });
+        };
+        let mut start = agent_name_key(project_id, "");
+        start.extend_from_slice(&lower_bound);
+        let entries = self
             .trees
             .agent_names
-            .scan_prefix(id_key(project_id))
-            .skip(offset)
-            .take(limit)
-        {
+            .range((Bound::Included(start), project_end(project_id)))
+            .skip(usize::try_from(n_skipped).unwrap_or(usize::MAX));
+        let items = self.named_agents(project_id, entries, limit)?;
+        Ok(Page { items, total })
+    }
+
+    /// Up to `limit` of a project's agents from a keyset position, in O(log n + limit): a range
+    /// of the name index, or of the project's ids in the positions.
+    pub fn agents_keyset_page(
+        &self,
+        project_id: u64,
+        seek: &AgentSeek,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError> {
+        match seek {
+            AgentSeek::Name { direction, after } => {
+                let after = after
+                    .as_deref()
+                    .map(|name| Bound::Excluded(agent_name_key(project_id, name)));
+                let names = &self.trees.agent_names;
+                match direction {
+                    Direction::Ascending => {
+                        let from = after.unwrap_or_else(|| project_start(project_id));
+                        let entries = names.range((from, project_end(project_id)));
+                        self.named_agents(project_id, entries, limit)
+                    }
+                    Direction::Descending => {
+                        let to = after.unwrap_or_else(|| project_end(project_id));
+                        let entries = names.range((project_start(project_id), to)).rev();
+                        self.named_agents(project_id, entries, limit)
+                    }
+                }
+            }
+            AgentSeek::Id { direction, after } => {
+                let walk = match direction {
+                    Direction::Ascending => Walk::Up,
+                    Direction::Descending => Walk::Down,
+                };
+                let mut after = after.map(AgentId::get);
+                let mut agents = Vec::new();
+                // An id whose agent was deleted since it was read is passed over, and more are
+                // read, so that a short page always means the end of the list.
+                while agents.len() < limit {
+                    let ids =
+                        self.positions
+                            .ids_after(project_id, after, walk, limit - agents.len());
+                    let Some(last) = ids.last().copied() else {
+                        break;
+                    };
+                    for agent_id in ids {
+                        agents.extend(self.agent(project_id, agent_id)?);
+                    }
+                    after = Some(last);
+                }
+                Ok(agents)
+            }
+        }
+    }
+
+    /// Reads the agents that name-index entries point at, up to `limit`, stopping at the end of
+    /// the project's range. An entry whose agent was deleted since the index was read is passed
+    /// over, so a short page always means the end of the list.
+    fn named_agents(
+        &self,
+        project_id: u64,
+        entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let mut agents = Vec::new();
+        for entry in entries {
+            if agents.len() >= limit {
+                break;
+            }
             let (_, id_bytes) = entry.map_err(engine)?;
             let agent_id = schema::decode_u64(&id_bytes).ok_or(StoreError::Dangling {
                 tree: schema::AGENT_NAMES,
             })?;
-            let agent = self
-                .agent(project_id, agent_id)?
-                .ok_or(StoreError::Dangling {
-                    tree: schema::AGENT_NAMES,
-                })?;
-            items.push(agent);
+            agents.extend(self.agent(project_id, agent_id)?);
         }
-        Ok(Page { items, total })
+        Ok(agents)
     }
 
     /// Deletes an agent with its tokens (active and revoked), their last-use times and its URL
@@ -208,6 +310,7 @@ impl Store {
     ) -> Result<DeletedAgent, DeleteAgentError> {
         let audit_id = self.audit_id(audit)?;
         let _writing = self.writing();
+        let mut positions = self.positions.writer();
         let trees = &self.trees;
         let deleted = finish_tx(
             (
@@ -288,6 +391,8 @@ impl Store {
                     },
                 ),
         )?;
+        positions.removed(project_id, &deleted.agent.name, agent_id);
+        drop(positions);
         self.flush()?;
         Ok(deleted)
     }
@@ -295,6 +400,19 @@ impl Store {
     /// The number of agents in every project together, for metrics.
     pub fn count_agents(&self) -> usize {
         self.trees.agents.len()
+    }
+}
+
+/// Where the project's part of the name index starts.
+fn project_start(project_id: u64) -> Bound<Vec<u8>> {
+    Bound::Included(id_key(project_id).to_vec())
+}
+
+/// Where the project's part of the name index ends.
+fn project_end(project_id: u64) -> Bound<Vec<u8>> {
+    match project_id.checked_add(1) {
+        Some(next) => Bound::Excluded(id_key(next).to_vec()),
+        None => Bound::Unbounded,
     }
 }
 

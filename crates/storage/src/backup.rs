@@ -133,6 +133,9 @@ impl Store {
             }
             tree.apply_batch(batch).map_err(engine)?;
         }
+        self.positions
+            .reload(&self.trees.agent_names)
+            .map_err(engine)?;
         self.flush()?;
         Ok(SnapshotSummary {
             n_trees: trees.len(),

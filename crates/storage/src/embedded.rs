@@ -3,7 +3,7 @@
 //! cache in microseconds and run inline, which spares every request a thread hop.
 
 use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError};
-use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
+use crate::agents::{AgentSeek, CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
 use crate::audit::NewAuditEvent;
 use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
 use crate::identity::{
@@ -269,6 +269,17 @@ impl Storage for SledStorage {
         window: PageWindow,
     ) -> Result<Page<Agent>, StoreError> {
         self.blocking(move |store| store.agents_page(project_id.get(), window))
+            .await
+    }
+
+    async fn agents_keyset_page(
+        &self,
+        project_id: ProjectId,
+        seek: AgentSeek,
+        limit: u64,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.blocking(move |store| store.agents_keyset_page(project_id.get(), &seek, limit))
             .await
     }
 

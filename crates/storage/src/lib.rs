@@ -20,6 +20,7 @@ pub mod hashing;
 pub mod identity;
 mod instance;
 pub mod port;
+mod positions;
 pub mod postgres;
 mod records;
 mod retrievals;
@@ -113,6 +114,8 @@ pub struct Store {
     /// Writers hold it shared; a snapshot holds it exclusively, so that it sees no write half
     /// done across trees.
     gate: std::sync::Arc<std::sync::RwLock<()>>,
+    /// Where each agent stands in its project's lists, rebuilt from `agent_names` at open.
+    positions: std::sync::Arc<positions::AgentPositions>,
     /// The locked [`LOCK_FILE`] of an on-disk store, held for as long as any clone lives.
     lock: Option<std::sync::Arc<std::fs::File>>,
     /// Lets concurrent writers share flushes (group commit).
@@ -230,10 +233,12 @@ impl Store {
             audit_events: db.open_tree(schema::AUDIT_EVENTS)?,
             rotation_retrievals: db.open_tree(schema::ROTATION_RETRIEVALS)?,
         };
+        let positions = positions::AgentPositions::load(&trees.agent_names)?;
         Ok(Store {
             db,
             trees,
             gate: std::sync::Arc::default(),
+            positions: std::sync::Arc::new(positions),
             lock: None,
             group_flush: std::sync::Arc::default(),
         })

@@ -9,7 +9,7 @@
 //! test suite (`tests/contract.rs`) runs against every backend.
 
 use crate::agent_tokens::{CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError};
-use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
+use crate::agents::{AgentSeek, CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
 use crate::audit::NewAuditEvent;
 use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
 use crate::hashing::SecretHash;
@@ -315,12 +315,22 @@ pub trait Storage: Send + Sync + 'static {
         project_id: ProjectId,
         agent_id: AgentId,
     ) -> Result<Option<Agent>, StoreError>;
-    /// A page of the project's agents ordered by name, with the project's total.
+    /// A page of the project's agents ordered by name, with the project's total. It costs the
+    /// same at any offset (O(log n + page) on sled, a bucket per few hundred agents on
+    /// PostgreSQL), not a walk over the agents before it.
     async fn agents_page(
         &self,
         project_id: ProjectId,
         window: PageWindow,
     ) -> Result<Page<Agent>, StoreError>;
+    /// Up to `limit` of the project's agents from a keyset position, in the position's order,
+    /// in O(log n + limit). Fewer than `limit` means the end of the list.
+    async fn agents_keyset_page(
+        &self,
+        project_id: ProjectId,
+        seek: AgentSeek,
+        limit: u64,
+    ) -> Result<Vec<Agent>, StoreError>;
     /// Deletes an agent with its tokens (revoked with it) and URL configuration.
     async fn delete_agent(
         &self,

@@ -88,6 +88,8 @@ mod backup;
 mod fixtures;
 #[path = "contract/identity.rs"]
 mod identity;
+#[path = "contract/pages.rs"]
+mod pages;
 #[path = "contract/url_configs.rs"]
 mod url_configs;
 
@@ -136,6 +138,14 @@ contract_cases! {
             deadlines_list_every_active_token_that_has_one,
             ended_tokens_are_recorded_once_with_their_reason_and_deadline,
         }
+        pages {
+            offset_pages_match_a_sorted_list_at_bucket_boundaries,
+            offset_pages_stay_exact_after_inserts_and_deletes_in_the_middle,
+            concurrent_registrations_and_deletions_keep_every_offset_page_exact,
+            random_changes_keep_offset_pages_equal_to_a_sorted_list,
+            keyset_pages_walk_every_agent_once_in_each_order,
+            a_keyset_page_continues_after_a_deleted_cursor,
+        }
         url_configs {
             an_agent_has_at_most_one_url_configuration,
             concurrent_url_configuration_creates_create_exactly_one,
@@ -162,6 +172,7 @@ contract_cases! {
             restore_refuses_a_damaged_snapshot_and_writes_nothing,
             restore_refuses_a_record_that_does_not_decode_and_writes_nothing,
             the_key_fingerprint_is_recorded_once_and_travels_with_a_snapshot,
+            a_restored_storage_pages_like_its_source,
         }
     }
 }

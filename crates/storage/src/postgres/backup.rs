@@ -401,6 +401,12 @@ pub(super) async fn write_dataset(
             .map_err(pg)?;
     }
 
+    // The agents' name buckets (migration 0005) are counted once they are all in, rather than
+    // agent by agent.
+    transaction
+        .batch_execute("SET LOCAL agentreg.rebuilding_agent_name_buckets = 'on'")
+        .await
+        .map_err(pg)?;
     let insert = transaction
         .prepare(
             "INSERT INTO agents (id, project_id, name, created_by_user_id, created_at_ms, \
@@ -424,6 +430,14 @@ pub(super) async fn write_dataset(
             .await
             .map_err(pg)?;
     }
+
+    transaction
+        .batch_execute(
+            "SELECT agent_name_buckets_rebuild(); \
+             SET LOCAL agentreg.rebuilding_agent_name_buckets = 'off'",
+        )
+        .await
+        .map_err(pg)?;
 
     let insert = transaction
         .prepare(

@@ -32,6 +32,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         sql: include_str!("../../migrations/0004_rotation_retrievals.sql"),
     },
+    Migration {
+        version: 5,
+        sql: include_str!("../../migrations/0005_agent_name_buckets.sql"),
+    },
 ];
 
 /// The advisory lock every migrating process takes: "agentreg" in ASCII.
@@ -58,6 +62,15 @@ pub(super) fn versions() -> Vec<u32> {
 /// Applies the migrations the database lacks, and returns their versions (none when the schema
 /// is current). Refuses a database migrated by a newer build.
 pub(super) async fn apply(client: &mut tokio_postgres::Client) -> Result<Vec<u32>, ConnectError> {
+    apply_through(client, u32::MAX).await
+}
+
+/// [`apply`], up to and including `last_version` only (tests apply an older schema, write to it,
+/// then migrate it).
+pub(super) async fn apply_through(
+    client: &mut tokio_postgres::Client,
+    last_version: u32,
+) -> Result<Vec<u32>, ConnectError> {
     let transaction = client.transaction().await.map_err(pg)?;
     // Waiting for another replica's migration, or a long migration, is not an outage.
     transaction
@@ -94,7 +107,7 @@ pub(super) async fn apply(client: &mut tokio_postgres::Client) -> Result<Vec<u32
     }
     let mut newly_applied = Vec::new();
     for migration in MIGRATIONS {
-        if applied.contains(&migration.version) {
+        if applied.contains(&migration.version) || migration.version > last_version {
             continue;
         }
         transaction

@@ -21,7 +21,9 @@ use crate::agent_tokens::{
     CreateAgentTokenError, RevokeAgentTokenError, RotateAgentTokenError, revocation_of,
     rotated as agent_tokens_rotated,
 };
-use crate::agents::{CreateAgentError, DeleteAgentError, DeletedAgent, UnmodifiedSince};
+use crate::agents::{
+    AgentSeek, CreateAgentError, DeleteAgentError, DeletedAgent, Direction, UnmodifiedSince,
+};
 use crate::audit::NewAuditEvent;
 use crate::backup::{RestoreError, SnapshotError, SnapshotSummary};
 use crate::identity::{
@@ -387,6 +389,51 @@ async fn notify_revoked(
         .map_err(pg)?;
     Ok(())
 }
+
+/// A page of a project's agents by name with the project's total, from the name buckets of
+/// migration 0005: each bucket's count is its folded count plus the pending changes of its
+/// range; the bucket that holds the offset (`$2`) is found by summing the counts before it, and
+/// the page (`$3` agents) is read from the name the skip of the rest of the offset reaches (a
+/// skip that reads only the index). Every row ends with the total; a page past the end is one
+/// row with the total alone.
+const AGENTS_PAGE: &str = "WITH pending AS ( \
+         SELECT coalesce(( \
+                    SELECT max(b.lower_name) FROM agent_name_buckets b \
+                    WHERE b.project_id = $1 AND b.lower_name <= c.name \
+                ), '' COLLATE \"C\") AS lower_name, \
+                sum(c.delta) AS delta \
+         FROM agent_name_changes c WHERE c.project_id = $1 GROUP BY 1 \
+     ), counted AS ( \
+         SELECT coalesce(b.lower_name, p.lower_name) AS lower_name, \
+                coalesce(b.n_agents, 0) + coalesce(p.delta, 0) AS n_agents \
+         FROM (SELECT lower_name, n_agents FROM agent_name_buckets WHERE project_id = $1) b \
+         FULL JOIN pending p ON p.lower_name = b.lower_name \
+     ), buckets AS ( \
+         SELECT lower_name, n_agents, \
+                sum(n_agents) OVER (ORDER BY lower_name)::BIGINT AS n_through \
+         FROM counted \
+     ), start AS ( \
+         SELECT lower_name, $2::BIGINT - (n_through - n_agents) AS n_skipped \
+         FROM buckets WHERE n_through > $2 ORDER BY lower_name LIMIT 1 \
+     ), first_name AS ( \
+         SELECT ( \
+             SELECT a.name FROM agents a \
+             WHERE a.project_id = $1 AND a.name >= start.lower_name \
+             ORDER BY a.name OFFSET start.n_skipped LIMIT 1 \
+         ) AS name FROM start \
+     ), page AS ( \
+         SELECT a.* FROM first_name CROSS JOIN LATERAL ( \
+             SELECT * FROM agents \
+             WHERE project_id = $1 AND name >= first_name.name \
+             ORDER BY name LIMIT $3 \
+         ) a \
+     ) \
+     SELECT a.id, a.project_id, a.name, a.created_by_user_id, a.created_at_ms, \
+            a.updated_at_ms, c.id, total.n \
+     FROM (SELECT coalesce(sum(n_agents), 0)::BIGINT AS n FROM counted) total \
+     LEFT JOIN page a ON true \
+     LEFT JOIN url_configurations c ON c.agent_id = a.id \
+     ORDER BY a.name";
 
 fn limit_and_offset(window: PageWindow) -> (i64, i64) {
     (
@@ -979,25 +1026,86 @@ impl Storage for PostgresStorage {
         let (limit, offset) = limit_and_offset(window);
         self.bounded(async {
             let client = self.client().await?;
-            let total = client
-                .query_one(
-                    "SELECT count(*) FROM agents WHERE project_id = $1",
-                    &[&key(project_id.get())],
-                )
-                .await
-                .map_err(pg)?;
-            // `name` is COLLATE "C": byte order, as sled's name index.
-            let sql = format!(
-                "{AGENT_SELECT} WHERE a.project_id = $1 ORDER BY a.name LIMIT $2 OFFSET $3"
-            );
+            // One statement, so one snapshot for the page and its total (migration 0005).
+            // Prepared once per connection: planning it costs about as much as running it.
+            let statement = client.prepare_cached(AGENTS_PAGE).await.map_err(pg)?;
             let rows = client
-                .query(&sql, &[&key(project_id.get()), &limit, &offset])
+                .query(&statement, &[&key(project_id.get()), &offset, &limit])
                 .await
                 .map_err(pg)?;
-            Ok(Page {
-                items: rows.iter().map(rows::agent).collect::<Result<_, _>>()?,
-                total: unsigned(get(&total, 0)?),
-            })
+            let total = match rows.first() {
+                Some(row) => unsigned(get(row, rows::AGENT_COLUMN_COUNT)?),
+                None => 0,
+            };
+            let mut items = Vec::with_capacity(rows.len());
+            for row in &rows {
+                // The total's row when the page is empty has no agent.
+                if get::<Option<i64>>(row, 0)?.is_some() {
+                    items.push(rows::agent(row)?);
+                }
+            }
+            Ok(Page { items, total })
+        })
+        .await
+    }
+
+    async fn agents_keyset_page(
+        &self,
+        project_id: ProjectId,
+        seek: AgentSeek,
+        limit: u64,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let project = key(project_id.get());
+        self.bounded(async {
+            let client = self.client().await?;
+            // Each is a range of an index on (project_id, id) or (project_id, name): O(log n +
+            // limit) at any depth.
+            let rows = match &seek {
+                AgentSeek::Id { direction, after } => {
+                    let (condition, order) = match direction {
+                        Direction::Ascending => ("a.id > $2", "a.id"),
+                        Direction::Descending => ("a.id < $2", "a.id DESC"),
+                    };
+                    let after = match (direction, after) {
+                        (_, Some(after)) => key(after.get()),
+                        (Direction::Ascending, None) => 0,
+                        (Direction::Descending, None) => i64::MAX,
+                    };
+                    let sql = format!(
+                        "{AGENT_SELECT} WHERE a.project_id = $1 AND {condition} \
+                         ORDER BY {order} LIMIT $3"
+                    );
+                    client.query(&sql, &[&project, &after, &limit]).await
+                }
+                AgentSeek::Name { direction, after } => {
+                    let order = match direction {
+                        Direction::Ascending => "a.name",
+                        Direction::Descending => "a.name DESC",
+                    };
+                    match after {
+                        Some(after) => {
+                            let condition = match direction {
+                                Direction::Ascending => "a.name > $2",
+                                Direction::Descending => "a.name < $2",
+                            };
+                            let sql = format!(
+                                "{AGENT_SELECT} WHERE a.project_id = $1 AND {condition} \
+                                 ORDER BY {order} LIMIT $3"
+                            );
+                            client.query(&sql, &[&project, after, &limit]).await
+                        }
+                        None => {
+                            let sql = format!(
+                                "{AGENT_SELECT} WHERE a.project_id = $1 ORDER BY {order} LIMIT $2"
+                            );
+                            client.query(&sql, &[&project, &limit]).await
+                        }
+                    }
+                }
+            }
+            .map_err(pg)?;
+            rows.iter().map(rows::agent).collect()
         })
         .await
     }

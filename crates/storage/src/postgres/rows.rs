@@ -28,6 +28,9 @@ pub(super) const PROJECT_COLUMNS: &str = "p.id, p.name, p.path, p.description, p
 pub(super) const PAT_COLUMNS: &str =
     "k.id, k.user_id, k.name, k.scopes, k.expires_at, k.revoked, k.created_at_ms, k.secret_hash";
 
+/// How many columns [`AGENT_SELECT`] reads: the index of a column selected after them.
+pub(super) const AGENT_COLUMN_COUNT: usize = 7;
+
 /// An agent with its URL configuration's id, if any.
 pub(super) const AGENT_SELECT: &str = "SELECT a.id, a.project_id, a.name, a.created_by_user_id, \
      a.created_at_ms, a.updated_at_ms, c.id \

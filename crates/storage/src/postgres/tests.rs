@@ -11,6 +11,7 @@ use crate::port::{Invalidation, NewPersonalAccessToken, RevokeAgentToken};
 use crate::records::DecodeError;
 use agentreg_domain::access::{ExpiryDate, Scope};
 use agentreg_domain::tokens::{TokenKind, generate_token};
+use futures::StreamExt as _;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::sync::Arc;
@@ -673,6 +674,169 @@ async fn agents_are_listed_in_byte_order() {
     let names: Vec<_> = page.items.iter().map(|agent| agent.name.as_str()).collect();
     // A linguistic collation would ignore the dash and put "a-1" after "a0".
     assert_eq!(names, vec!["a", "a-1", "a0", "a1", "b"]);
+    drop(storage);
+    database.drop_database().await;
+}
+
+/// Checks the invariant of migration 0005 against the agents themselves: the project's buckets
+/// partition its names, and each bucket's count plus its range's pending changes is the number
+/// of agents in its range. Returns the number of buckets.
+async fn assert_buckets_count_the_agents(
+    storage: &PostgresStorage,
+    project_id: ProjectId,
+) -> usize {
+    let client = storage.client().await.unwrap();
+    let buckets = client
+        .query(
+            "SELECT lower_name, upper_name, n_agents, \
+                    (SELECT count(*) FROM agents a WHERE a.project_id = b.project_id \
+                     AND a.name >= b.lower_name \
+                     AND (b.upper_name IS NULL OR a.name < b.upper_name)), \
+                    (SELECT coalesce(sum(c.delta), 0)::BIGINT FROM agent_name_changes c \
+                     WHERE c.project_id = b.project_id AND c.name >= b.lower_name \
+                     AND (b.upper_name IS NULL OR c.name < b.upper_name)) \
+             FROM agent_name_buckets b WHERE project_id = $1 ORDER BY lower_name",
+            &[&key(project_id.get())],
+        )
+        .await
+        .unwrap();
+    if let Some(first) = buckets.first() {
+        assert_eq!(
+            first.get::<_, String>(0),
+            "",
+            "the first bucket is below every name"
+        );
+    }
+    for (idx, bucket) in buckets.iter().enumerate() {
+        let upper: Option<String> = bucket.get(1);
+        let next_lower: Option<String> = buckets.get(idx + 1).map(|next| next.get(0));
+        assert_eq!(upper, next_lower, "bucket {idx} ends where the next starts");
+        let (folded, actual, pending): (i64, i64, i64) =
+            (bucket.get(2), bucket.get(3), bucket.get(4));
+        assert_eq!(folded + pending, actual, "bucket {idx} counts its agents");
+    }
+    buckets.len()
+}
+
+/// Folds a project's pending changes, as a writer does now and then.
+async fn fold(storage: &PostgresStorage, project_id: ProjectId) {
+    let mut client = storage.client().await.unwrap();
+    let transaction = client.transaction().await.unwrap();
+    transaction
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('agentreg.agent_name_buckets', $1))",
+            &[&key(project_id.get())],
+        )
+        .await
+        .unwrap();
+    transaction
+        .execute(
+            "SELECT agent_name_buckets_fold($1)",
+            &[&key(project_id.get())],
+        )
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn name_buckets_split_merge_and_count_exactly_under_concurrent_writers() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let storage = database.connect().await;
+    let (_, project_id) = project(&storage).await;
+    let mut names: Vec<String> = (0..2_000).map(|idx| format!("agent-{idx:05}")).collect();
+    rand::seq::SliceRandom::shuffle(names.as_mut_slice(), &mut StdRng::seed_from_u64(5));
+
+    // As many writers at once as the pool has connections, so that they contend in the
+    // database rather than in the pool.
+    let creates = names.iter().map(|name| {
+        let name = AgentName::parse(name).unwrap();
+        storage.create_agent(project_id, name, None, 3, None)
+    });
+    let mut agents: Vec<Agent> = futures::stream::iter(creates)
+        .buffer_unordered(8)
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_buckets_count_the_agents(&storage, project_id).await;
+    fold(&storage, project_id).await;
+    let n_buckets_full = assert_buckets_count_the_agents(&storage, project_id).await;
+    // Seven in eight of the first 1,600 names go, concurrently: buckets shrink and merge.
+    agents.sort_by(|a, b| a.name.cmp(&b.name));
+    let deletes = agents
+        .iter()
+        .take(1_600)
+        .enumerate()
+        .filter(|(idx, _)| idx % 8 != 0)
+        .map(|(_, agent)| storage.delete_agent(project_id, agent.id, None, 4, None));
+    let deleted: Vec<_> = futures::stream::iter(deletes)
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for outcome in &deleted {
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+    assert_buckets_count_the_agents(&storage, project_id).await;
+    fold(&storage, project_id).await;
+    let n_buckets_after = assert_buckets_count_the_agents(&storage, project_id).await;
+
+    assert!(n_buckets_full >= 2_000 / 512, "{n_buckets_full} buckets");
+    assert!(
+        n_buckets_full <= 2_000 / 256 + 1,
+        "{n_buckets_full} buckets after a fold"
+    );
+    assert!(
+        n_buckets_after < n_buckets_full,
+        "{n_buckets_after} buckets"
+    );
+    drop(storage);
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn migrating_to_name_buckets_counts_the_agents_already_registered() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let settings = tls::settings(&database.options).await.unwrap();
+    let mut client = connect_one(&settings).await.unwrap();
+    migrations::apply_through(&mut client, 4).await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO agents (project_id, name, created_at_ms, updated_at_ms) \
+             SELECT 7, 'agent-' || lpad(n::text, 5, '0'), 1, 1 FROM generate_series(1, 700) n; \
+             INSERT INTO agents (project_id, name, created_at_ms, updated_at_ms) \
+             VALUES (8, 'only', 1, 1)",
+        )
+        .await
+        .unwrap();
+    drop(client);
+
+    let storage = database.connect().await;
+    let page = storage
+        .agents_page(
+            ProjectId::new(7),
+            PageWindow {
+                offset: 690,
+                limit: 20,
+            },
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        assert_buckets_count_the_agents(&storage, ProjectId::new(7)).await,
+        3
+    );
+    assert_eq!(
+        assert_buckets_count_the_agents(&storage, ProjectId::new(8)).await,
+        1
+    );
+    assert_eq!(page.total, 700);
+    assert_eq!(page.items.len(), 10);
+    assert_eq!(page.items[0].name, "agent-00691");
     drop(storage);
     database.drop_database().await;
 }

@@ -15,6 +15,9 @@ use agentreg_storage::backup::RestoreError;
 use agentreg_storage::port::{Counts, NewAgentToken, NewRotation, RevokeAgentToken, Storage};
 use agentreg_storage::{Page, SecretHash};
 
+/// Paging a restored storage, beside the other restore cases.
+pub(crate) use crate::pages::a_restored_storage_pages_like_its_source;
+
 pub(crate) async fn a_snapshot_restores_every_record_into_an_empty_storage(
     storage: &dyn Storage,
     empty: &dyn Storage,

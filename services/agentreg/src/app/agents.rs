@@ -2,7 +2,7 @@
 //! of checks: parameters, then the project, then the role, then the record.
 
 use super::audit::{self, AuditEntry};
-use super::pagination::{PageInfo, Pagination};
+use super::pagination::{KeysetPageInfo, KeysetRequest, PageInfo, Pagination};
 use super::{AgentAccess, App, Caller, Error, author, now_ms};
 use agentreg_domain::access::ClusterPermission;
 use agentreg_domain::entities::{Agent, Project};
@@ -64,15 +64,30 @@ impl Agents<'_> {
             .agents_page(access.project.id, pagination.window())
             .await?;
         let info = pagination.info(page.total);
-        let agents = page
-            .items
-            .into_iter()
-            .map(|agent| AgentDetails {
-                agent,
-                project: access.project.clone(),
-            })
-            .collect();
-        Ok((agents, info))
+        Ok((with_project(page.items, &access.project), info))
+    }
+
+    /// A keyset page of the project's agents (`pagination=keyset`): by id or by name, either
+    /// way, from a cursor. Its order and cursor are checked after the project and the role.
+    pub async fn list_keyset(
+        &self,
+        caller: &Caller,
+        project_ref: &ProjectRef,
+        request: &KeysetRequest,
+    ) -> Result<(Vec<AgentDetails>, KeysetPageInfo), Error> {
+        let access = self.app.project_access(caller, project_ref).await?;
+        if !access.role.can_read_cluster() {
+            return Err(Error::ClusterAgentsNotFound);
+        }
+        let keyset = request.pagination()?;
+        // One more than the page: whether it exists decides the next link.
+        let mut agents = self
+            .app
+            .storage()
+            .agents_keyset_page(access.project.id, keyset.seek(), keyset.per_page() + 1)
+            .await?;
+        let info = keyset.finish(&mut agents);
+        Ok((with_project(agents, &access.project), info))
     }
 
     pub async fn get(
@@ -182,4 +197,14 @@ impl Agents<'_> {
             Err(DeleteAgentError::Store(error)) => Err(error.into()),
         }
     }
+}
+
+fn with_project(agents: Vec<Agent>, project: &Project) -> Vec<AgentDetails> {
+    agents
+        .into_iter()
+        .map(|agent| AgentDetails {
+            agent,
+            project: project.clone(),
+        })
+        .collect()
 }

@@ -69,6 +69,9 @@ pub enum Error {
     /// A parameter is missing, malformed or not allowed (Grape's `{"error": ...}`).
     #[error("{0}")]
     InvalidParameter(ParameterError),
+    /// Keyset pagination asked for an order it cannot follow (GitLab's 405).
+    #[error("Keyset pagination is not yet available for this type of request")]
+    KeysetUnavailable,
     /// An operation the current state does not allow, with GitLab's reason.
     #[error("400 Bad request - {0}")]
     Refused(Refusal),

@@ -25,6 +25,10 @@ pub enum ParameterError {
     /// `name, path are missing, at least one parameter must be provided`.
     #[error("{}, {} are missing, at least one parameter must be provided", .0[0], .0[1])]
     AtLeastOneOf([&'static str; 2]),
+    /// Two parameters that exclude each other are both present:
+    /// `page, keyset are mutually exclusive`.
+    #[error("{}, {} are mutually exclusive", .0[0], .0[1])]
+    MutuallyExclusive([&'static str; 2]),
     /// A revocation reason over its limit: `reason is too long (maximum is 255 characters)`.
     #[error("{0}")]
     ReasonTooLong(RevocationReasonTooLong),

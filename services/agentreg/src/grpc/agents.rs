@@ -3,11 +3,14 @@
 use super::pb::admin_token_service_server::AdminTokenService;
 use super::pb::agent_service_server::AgentService;
 use super::pb::agent_token_service_server::AgentTokenService;
-use super::{caller, id, page_info, pagination, pb, status, timestamp, unmodified_since};
+use super::{
+    caller, id, keyset_request, page_info, pagination, pb, status, timestamp, unmodified_since,
+};
 use crate::app::admin_tokens::IdentifiedToken;
 use crate::app::agent_tokens::{NewAgentTokenInput, RotateAgentTokenInput, TokenListStatus};
 use crate::app::agents::AgentDetails;
 use crate::app::inventory::InventoryFilters;
+use crate::app::refusals::ParameterError;
 use crate::app::{App, Error, Intent};
 use agentreg_domain::access::Scope;
 use agentreg_domain::entities::{AgentToken, TokenStatus};
@@ -67,17 +70,40 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let caller = caller(&self.app, &request, Intent::Read).await?;
         let request = request.into_inner();
-        let pagination = pagination(request.page)?;
-        let (agents, info) = self
-            .app
-            .agents()
-            .list(&caller, &ProjectRef::parse(&request.project), pagination)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::ListAgentsResponse {
-            agents: agents.iter().map(agent).collect(),
-            page_info: Some(page_info(&info)),
-        }))
+        let project = ProjectRef::parse(&request.project);
+        match (request.page, request.keyset) {
+            (page, None) => {
+                let pagination = pagination(page)?;
+                let (agents, info) = self
+                    .app
+                    .agents()
+                    .list(&caller, &project, pagination)
+                    .await
+                    .map_err(status)?;
+                Ok(Response::new(pb::ListAgentsResponse {
+                    agents: agents.iter().map(agent).collect(),
+                    page_info: Some(page_info(&info)),
+                    next_cursor: None,
+                }))
+            }
+            (None, Some(keyset)) => {
+                let keyset = keyset_request(keyset)?;
+                let (agents, info) = self
+                    .app
+                    .agents()
+                    .list_keyset(&caller, &project, &keyset)
+                    .await
+                    .map_err(status)?;
+                Ok(Response::new(pb::ListAgentsResponse {
+                    agents: agents.iter().map(agent).collect(),
+                    page_info: None,
+                    next_cursor: info.next_cursor,
+                }))
+            }
+            (Some(_), Some(_)) => Err(status(Error::InvalidParameter(
+                ParameterError::MutuallyExclusive(["page", "keyset"]),
+            ))),
+        }
     }
 
     async fn get_agent(

@@ -15,7 +15,7 @@ pub use internal::InternalGrpc;
 pub use url_configs::UrlConfigurationGrpc;
 
 use crate::app::credentials::{KAS_JWT_HEADER, SUDO_HEADER, presented_token};
-use crate::app::pagination::{PageInfo, Pagination};
+use crate::app::pagination::{KeysetRequest, PageInfo, Pagination};
 use crate::app::{App, Caller, Credentials, Error, Intent};
 use secrecy::SecretString;
 use std::convert::Infallible;
@@ -129,6 +129,7 @@ pub fn status(error: Error) -> Status {
         | Error::UserNotFound
         | Error::AdminTokenNotFound
         | Error::SudoUserNotFound(_) => Status::not_found(message),
+        Error::KeysetUnavailable => Status::unimplemented(message),
         Error::TokenTypeNotSupported
         | Error::InvalidParameter(_)
         | Error::Refused(_)
@@ -298,6 +299,10 @@ impl Services {
         self.routes.add_service(service);
         self
     }
+}
+
+fn keyset_request(keyset: pb::KeysetPageRequest) -> Result<KeysetRequest, Status> {
+    KeysetRequest::new(keyset.order_by, keyset.sort, keyset.cursor, keyset.per_page).map_err(status)
 }
 
 fn page_info(info: &PageInfo) -> pb::PageInfo {

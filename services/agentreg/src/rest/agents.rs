@@ -2,13 +2,13 @@
 
 use super::bodies::NewAgentBody;
 use super::dto::AgentJson;
-use super::extract::{Authenticated, Ids, Params, RequestTarget, unmodified_since};
+use super::extract::{Authenticated, Ids, Paging, Params, RequestTarget, unmodified_since};
 use super::openapi::schemas::{
-    AgentPage, AgentPath, BadRequest, InvalidParameter, NotFound, PageQuery, PayloadTooLarge,
-    PreconditionFailed, ProjectPath, TooManyRequests, Unauthorized, UnmodifiedSinceHeader,
-    UnsupportedMediaType, WriteForbidden,
+    AgentListQuery, AgentPage, AgentPath, BadRequest, InvalidParameter, KeysetUnavailable,
+    NotFound, PayloadTooLarge, PreconditionFailed, ProjectPath, TooManyRequests, Unauthorized,
+    UnmodifiedSinceHeader, UnsupportedMediaType, WriteForbidden,
 };
-use super::{ApiError, RestState, paginated};
+use super::{ApiError, RestState, keyset_paginated, paginated};
 use agentreg_domain::ids::AgentId;
 use axum::Json;
 use axum::extract::State;
@@ -21,12 +21,13 @@ use axum::response::{IntoResponse, Response};
     path = "/api/v4/projects/{id}/cluster_agents",
     operation_id = "list_cluster_agents",
     tag = "cluster_agents",
-    params(ProjectPath, PageQuery),
+    params(ProjectPath, AgentListQuery),
     responses(
         (status = 200, response = AgentPage),
         (status = 400, response = InvalidParameter),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
+        (status = 405, response = KeysetUnavailable),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = TooManyRequests),
@@ -39,14 +40,29 @@ pub(super) async fn list(
     ids: Ids,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let pagination = params.pagination()?;
-    let (agents, info) = state
-        .app
-        .agents()
-        .list(&caller, &ids.project(), pagination)
-        .await?;
-    let body: Vec<AgentJson> = agents.iter().map(AgentJson::from).collect();
-    Ok(paginated(&state, &target, &ids, &params, &info, body))
+    let project = ids.project();
+    match params.paging()? {
+        Paging::Offset(pagination) => {
+            let (agents, info) = state
+                .app
+                .agents()
+                .list(&caller, &project, pagination)
+                .await?;
+            let body: Vec<AgentJson> = agents.iter().map(AgentJson::from).collect();
+            Ok(paginated(&state, &target, &ids, &params, &info, body))
+        }
+        Paging::Keyset(request) => {
+            let (agents, info) = state
+                .app
+                .agents()
+                .list_keyset(&caller, &project, &request)
+                .await?;
+            let body: Vec<AgentJson> = agents.iter().map(AgentJson::from).collect();
+            Ok(keyset_paginated(
+                &state, &target, &ids, &params, &info, body,
+            ))
+        }
+    }
 }
 
 /// One agent (Developer and above).

@@ -4,7 +4,8 @@
 use super::{ApiError, MAX_BODY_BYTES, RestState};
 use crate::app::agents::UnmodifiedSinceSeconds;
 use crate::app::credentials::{SUDO_HEADER, presented_token};
-use crate::app::pagination::Pagination;
+use crate::app::pagination::{KeysetRequest, Pagination};
+use crate::app::refusals::ParameterError;
 use crate::app::{Caller, Credentials, Error, Intent};
 use agentreg_domain::ids::ProjectRef;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -235,6 +236,25 @@ impl Params {
         Pagination::new(page, per_page)
     }
 
+    /// The pagination a list asked for: offset (`pagination` absent or `offset`) or keyset
+    /// (`pagination=keyset`, with `order_by`, `sort` and `cursor`). `page` and `per_page` are
+    /// checked in both, as GitLab declares them for both.
+    pub(crate) fn paging(&self) -> Result<Paging, Error> {
+        let pagination = self.pagination()?;
+        match self.optional_text("pagination")?.as_deref() {
+            None | Some("offset") => Ok(Paging::Offset(pagination)),
+            Some("keyset") => Ok(Paging::Keyset(KeysetRequest::new(
+                self.optional_text("order_by")?,
+                self.optional_text("sort")?,
+                self.optional_text("cursor")?,
+                self.integer("per_page")?,
+            )?)),
+            Some(_) => Err(Error::InvalidParameter(ParameterError::UnknownValue(
+                "pagination",
+            ))),
+        }
+    }
+
     /// The query parameters to repeat in `Link` URLs (everything but the paging ones).
     pub(crate) fn link_pairs(&self) -> Vec<(String, String)> {
         self.values
@@ -243,6 +263,12 @@ impl Params {
             .filter_map(|(key, value)| scalar_text(value).map(|text| (key.clone(), text)))
             .collect()
     }
+}
+
+/// Which pagination a list request asked for.
+pub(crate) enum Paging {
+    Offset(Pagination),
+    Keyset(KeysetRequest),
 }
 
 /// Grape's Integer coercion: optional minus sign, then digits. Values beyond 64 bits are

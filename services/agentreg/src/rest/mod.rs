@@ -244,6 +244,11 @@ fn app_error_response(error: Error) -> Response {
             axum::Json(ParameterErrorJson::new(text)),
         )
             .into_response(),
+        Error::KeysetUnavailable => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            axum::Json(ParameterErrorJson::new(text)),
+        )
+            .into_response(),
         Error::Refused(_) | Error::Invalid(_) => message(StatusCode::BAD_REQUEST),
         Error::InvalidAttributes(errors) => (
             StatusCode::BAD_REQUEST,
@@ -305,12 +310,39 @@ fn paginated<T: serde::Serialize>(
     info: &crate::app::pagination::PageInfo,
     items: Vec<T>,
 ) -> Response {
+    let base = link_base(state, target, ids, params);
+    (pagination::headers(&base, info), axum::Json(items)).into_response()
+}
+
+/// A JSON array with GitLab's keyset pagination header: a `Link` to the next page only, absent
+/// on the last page, and none of the offset headers.
+fn keyset_paginated<T: serde::Serialize>(
+    state: &RestState,
+    target: &extract::RequestTarget,
+    ids: &extract::Ids,
+    params: &extract::Params,
+    info: &crate::app::pagination::KeysetPageInfo,
+    items: Vec<T>,
+) -> Response {
+    let mut base = link_base(state, target, ids, params);
+    // The link sets these itself.
+    base.params
+        .retain(|(key, _)| !matches!(key.as_str(), "cursor" | "order_by" | "sort"));
+    (pagination::keyset_headers(&base, info), axum::Json(items)).into_response()
+}
+
+/// Where `Link` URLs point: the list's URL with the request's parameters and route ids.
+fn link_base<'a>(
+    state: &RestState,
+    target: &'a extract::RequestTarget,
+    ids: &extract::Ids,
+    params: &extract::Params,
+) -> pagination::LinkBase<'a> {
     let mut link_params = params.link_pairs();
     link_params.extend(ids.pairs().iter().cloned());
-    let base = pagination::LinkBase {
+    pagination::LinkBase {
         origin: target.origin(state),
         path: &target.path,
         params: link_params,
-    };
-    (pagination::headers(&base, info), axum::Json(items)).into_response()
+    }
 }

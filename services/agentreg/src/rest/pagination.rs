@@ -1,8 +1,10 @@
 //! GitLab's pagination headers: `X-Total`, `X-Total-Pages`, `X-Per-Page`, `X-Page`,
 //! `X-Next-Page`, `X-Prev-Page` and an absolute `Link` whose query repeats every request
-//! parameter (route ids included) in alphabetical order, as GitLab builds it.
+//! parameter (route ids included) in alphabetical order, as GitLab builds it; and in keyset mode
+//! only a `Link` to the next page, with its `cursor`, as `Gitlab::Pagination::Keyset`'s header
+//! builder does.
 
-use crate::app::pagination::PageInfo;
+use crate::app::pagination::{KeysetPageInfo, PageInfo};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Where a list was requested, for building `Link` URLs.
@@ -57,10 +59,40 @@ pub(crate) fn headers(base: &LinkBase<'_>, info: &PageInfo) -> HeaderMap {
     headers
 }
 
+/// `Link: <...>; rel="next"` to the next keyset page, or nothing on the last page.
+pub(crate) fn keyset_headers(base: &LinkBase<'_>, info: &KeysetPageInfo) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(cursor) = &info.next_cursor {
+        let url = url_with(
+            base,
+            [
+                ("cursor", cursor.clone()),
+                ("order_by", info.order_by.to_owned()),
+                ("per_page", info.per_page.to_string()),
+                ("sort", info.sort.to_owned()),
+            ],
+        );
+        if let Ok(value) = HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")) {
+            headers.insert(header::LINK, value);
+        }
+    }
+    headers
+}
+
 fn page_url(base: &LinkBase<'_>, page: u64, per_page: u64) -> String {
+    url_with(
+        base,
+        [
+            ("page", page.to_string()),
+            ("per_page", per_page.to_string()),
+        ],
+    )
+}
+
+/// The list's URL with its parameters and these, sorted by name.
+fn url_with<const N: usize>(base: &LinkBase<'_>, extra: [(&str, String); N]) -> String {
     let mut params: Vec<(String, String)> = base.params.clone();
-    params.push(("page".to_owned(), page.to_string()));
-    params.push(("per_page".to_owned(), per_page.to_string()));
+    params.extend(extra.map(|(name, value)| (name.to_owned(), value)));
     params.sort();
     let query = serde_urlencoded::to_string(&params).unwrap_or_default();
     format!("{}{}?{query}", base.origin, base.path)
@@ -96,6 +128,36 @@ mod tests {
         );
         assert_eq!(headers["x-next-page"], "3");
         assert_eq!(headers["x-total"], "3");
+    }
+
+    #[test]
+    fn keyset_link_has_only_next_with_the_cursor_and_sorted_params() {
+        let base = LinkBase {
+            origin: "https://gitlab.example.com".to_owned(),
+            path: "/api/v4/projects/7/cluster_agents",
+            params: vec![
+                ("pagination".to_owned(), "keyset".to_owned()),
+                ("id".to_owned(), "7".to_owned()),
+            ],
+        };
+        let mut info = KeysetPageInfo {
+            per_page: 2,
+            order_by: "name",
+            sort: "asc",
+            next_cursor: Some("eyJuYW1lIjoiYiIsIl9rZCI6Im4ifQ==".to_owned()),
+        };
+
+        let headers = keyset_headers(&base, &info);
+
+        assert_eq!(
+            headers[header::LINK],
+            "<https://gitlab.example.com/api/v4/projects/7/cluster_agents?\
+             cursor=eyJuYW1lIjoiYiIsIl9rZCI6Im4ifQ%3D%3D&id=7&order_by=name&pagination=keyset&\
+             per_page=2&sort=asc>; rel=\"next\""
+        );
+        assert_eq!(headers.len(), 1, "no totals in keyset mode");
+        info.next_cursor = None;
+        assert!(keyset_headers(&base, &info).is_empty());
     }
 
     #[test]

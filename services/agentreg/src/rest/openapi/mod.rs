@@ -15,7 +15,7 @@ use super::{admin, agent_tokens, agents, identity, internal, url_configs};
 use axum::Json;
 use schemas::{
     AgentPage, AgentTokenPage, AuditEventPage, BadRequest, Conflict, Forbidden, InvalidAttributes,
-    InvalidParameter, InventoryPage, KasUnauthorized, NotFound, PayloadTooLarge,
+    InvalidParameter, InventoryPage, KasUnauthorized, KeysetUnavailable, NotFound, PayloadTooLarge,
     PreconditionFailed, ScopeForbidden, Snapshot, TooManyRequests, Unauthorized,
     UnsupportedMediaType, WriteForbidden,
 };
@@ -90,6 +90,7 @@ use utoipa::{Modify, OpenApi};
             WriteForbidden,
             NotFound,
             InvalidParameter,
+            KeysetUnavailable,
             BadRequest,
             InvalidAttributes,
             Conflict,

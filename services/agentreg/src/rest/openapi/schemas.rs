@@ -191,8 +191,18 @@ reusable_response!(
 );
 
 reusable_response!(
-    /// A page of agents.
-    AgentPage => paginated_response::<AgentJson>("A page of the project's agents.")
+    /// A page of agents, offset or keyset.
+    AgentPage => agent_list_response()
+);
+
+reusable_response!(
+    /// `405` for a keyset order the list cannot follow.
+    KeysetUnavailable => json_response(
+        "`pagination=keyset` with an `order_by` other than `id` or `name`, or a `sort` other \
+         than `asc` or `desc`, as GitLab answers: `{\"error\": \"Keyset pagination is not yet \
+         available for this type of request\"}`.",
+        schema_ref::<ParameterErrorJson>(),
+    ).build()
 );
 
 reusable_response!(
@@ -231,6 +241,10 @@ pub(in crate::rest) enum UserPath {}
 
 /// GitLab's offset pagination: `page` and `per_page`.
 pub(in crate::rest) enum PageQuery {}
+
+/// The agent list's pagination: offset (`page`, `per_page`) or keyset (`pagination=keyset`,
+/// `order_by`, `sort`, `cursor`, `per_page`).
+pub(crate) enum AgentListQuery {}
 
 /// The optimistic-concurrency header of the delete routes.
 pub(in crate::rest) enum UnmodifiedSinceHeader {}
@@ -378,6 +392,52 @@ impl IntoParams for PageQuery {
     }
 }
 
+impl IntoParams for AgentListQuery {
+    fn into_params(parameter_in: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let text = |name: &str, description: &str, values: Option<&[&str]>| {
+            let mut schema = ObjectBuilder::new().schema_type(Type::String);
+            if let Some(values) = values {
+                schema = schema.enum_values(Some(values.iter().copied()));
+            }
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(schema.build()))
+                .build()
+        };
+        let mut parameters = PageQuery::into_params(parameter_in);
+        parameters.extend([
+            text(
+                "pagination",
+                "`offset` (the default): pages by name with `page`, the `X-Total`... headers and \
+                 `prev`, `next`, `first` and `last` links. `keyset`: pages that follow a cursor, \
+                 as GitLab's large lists do, with only a `Link` to the next page (absent on the \
+                 last one) and no totals; a deep page costs what the first does.",
+                Some(&["offset", "keyset"]),
+            ),
+            text(
+                "order_by",
+                "Keyset pages only: `id` (the default) or `name`; another order is `405`.",
+                None,
+            ),
+            text(
+                "sort",
+                "Keyset pages only: `asc` or `desc` (the default); another value is `405`.",
+                None,
+            ),
+            text(
+                "cursor",
+                "Keyset pages only: where the page starts, from the previous page's `next` link; \
+                 absent for the first page. A value that is not such a cursor is `400`.",
+                None,
+            ),
+        ]);
+        parameters
+    }
+}
+
 impl IntoParams for UnmodifiedSinceHeader {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         vec![
@@ -431,6 +491,30 @@ fn www_authenticate() -> Header {
 }
 
 /// A JSON array of `T` with GitLab's pagination headers.
+/// The agent list's response: offset pages carry every pagination header, keyset pages only a
+/// `Link` to the next page, so none of them is always sent.
+fn agent_list_response() -> Response {
+    let mut response = paginated_response::<AgentJson>(
+        "A page of the project's agents, ordered by name (offset pages) or as `order_by` and \
+         `sort` say (keyset pages).",
+    );
+    for (name, header) in &mut response.headers {
+        if let RefOr::T(header) = header {
+            header.extensions = None;
+            let description = header.description.take().unwrap_or_default();
+            header.description = Some(if name == "Link" {
+                format!(
+                    "Offset pages: {description} Keyset pages: the `next` page only, with its \
+                     `cursor`; absent on the last page."
+                )
+            } else {
+                format!("Offset pages only: {description}")
+            });
+        }
+    }
+    response
+}
+
 fn paginated_response<T: ToSchema>(description: &str) -> Response {
     let items = ArrayBuilder::new().items(schema_ref::<T>()).build();
     let integer = |description: &str| {
