@@ -106,7 +106,7 @@ impl Store {
             .zip(audit)
             .map(|(audit_id, audit)| audit_entry(audit(&token), audit_id, now_ms));
         let handle_key = new.handle.as_str().as_bytes().to_vec();
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         finish_tx(
             (
@@ -141,7 +141,7 @@ impl Store {
                     Ok(())
                 }),
         )?;
-        self.flush()?;
+        self.commit(writing)?;
         Ok(token)
     }
 
@@ -216,7 +216,7 @@ impl Store {
         audit: Audit<'_, AgentToken>,
     ) -> Result<AgentToken, RevokeAgentTokenError> {
         let audit_id = self.audit_id(audit)?;
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         let record = finish_tx(
             (
@@ -254,7 +254,7 @@ impl Store {
                     Ok(record)
                 }),
         )?;
-        self.flush()?;
+        self.commit(writing)?;
         let last_used = self.last_used(token_id)?;
         Ok(token_from_record(token_id, record, last_used).token)
     }
@@ -298,7 +298,7 @@ impl Store {
         };
         let encoded_successor = encode(&successor_record);
         let handle_key = successor.handle.as_str().as_bytes().to_vec();
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         let predecessor_record = finish_tx(
             (
@@ -356,7 +356,7 @@ impl Store {
                     Ok(record)
                 }),
         )?;
-        self.flush()?;
+        self.commit(writing)?;
         let last_used = self.last_used(token_id)?;
         Ok(RotatedAgentToken {
             predecessor: token_from_record(token_id, predecessor_record, last_used).token,
@@ -373,7 +373,7 @@ impl Store {
     ) -> Result<Option<AgentToken>, StoreError> {
         let audit_id = self.audit_id(audit)?;
         let revoke = rotated();
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         let retired = finish_tx::<_, StoreError>(
             (
@@ -413,7 +413,7 @@ impl Store {
                     Ok(Some(revoked))
                 }),
         )?;
-        self.flush()?;
+        self.commit(writing)?;
         Ok(retired)
     }
 

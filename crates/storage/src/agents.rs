@@ -4,11 +4,15 @@
 //! everything the agent owns.
 
 use crate::audit::{Audit, audit_entry};
+use crate::combine::Combiner;
 use crate::port::InventoryAgent;
 use crate::positions::Walk;
 use crate::records::{encode, v1};
 use crate::schema::{self, IdKind, agent_name_key, id_key};
-use crate::{Page, PageWindow, Store, StoreError, abort, decode, decode_in_tx, engine, finish_tx};
+use crate::{
+    EngineError, Page, PageWindow, Store, StoreError, abort, decode, decode_in_tx, engine,
+    finish_tx,
+};
 use agentreg_domain::entities::{Agent, Project};
 use agentreg_domain::ids::{AgentId, AgentTokenId, ProjectId, UrlConfigurationId, UserId};
 use agentreg_domain::names::AgentName;
@@ -78,8 +82,40 @@ pub struct DeletedAgent {
     pub token_ids: Vec<AgentTokenId>,
 }
 
+/// Registrations waiting to be applied together; see [`Store::create_agent`].
+pub(crate) type Registrations = Combiner<Registration, Result<(), CreateAgentError>>;
+
+/// One agent to register, ready to write: its id and audit event are taken beforehand, so a
+/// re-run transaction writes the same values.
+pub(crate) struct Registration {
+    project_id: u64,
+    id: u64,
+    name: String,
+    encoded: Vec<u8>,
+    audit_event: Option<([u8; 16], Vec<u8>)>,
+}
+
+/// A write applied together with others failed; the first of them got the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("a write applied together with this one failed")]
+struct SharedWriteFailed;
+
+fn shared_write_failed() -> StoreError {
+    StoreError::Engine(EngineError::new(SharedWriteFailed))
+}
+
+/// The outcomes of a batch that failed as a whole: the first registration gets the cause, the
+/// others that they shared its failure.
+fn shared_failure(n_items: usize, error: StoreError) -> Vec<Result<(), CreateAgentError>> {
+    std::iter::once(Err(CreateAgentError::Store(error)))
+        .chain((1..n_items).map(|_| Err(CreateAgentError::Store(shared_write_failed()))))
+        .collect()
+}
+
 impl Store {
     /// Registers an agent. Name uniqueness is enforced atomically by the name index.
+    /// Registrations that arrive together are applied together (see [`crate::combine`]); each
+    /// returns once its agent is durable.
     pub fn create_agent(
         &self,
         project_id: u64,
@@ -103,12 +139,29 @@ impl Store {
         let audit_event = audit_id
             .zip(audit)
             .map(|(audit_id, audit)| audit_entry(audit(&agent), audit_id, now_ms));
+        let registration = Registration {
+            project_id,
+            id,
+            name: name.as_str().to_owned(),
+            encoded,
+            audit_event,
+        };
+        self.registrations.submit(
+            registration,
+            |batch| self.register_batch(&batch),
+            || Err(CreateAgentError::Store(shared_write_failed())),
+        )?;
+        Ok(agent)
+    }
+
+    /// Applies registrations in one transaction, then makes them durable; one outcome each, in
+    /// order. A name taken before or earlier in the batch refuses only its own registration.
+    fn register_batch(&self, batch: &[Registration]) -> Vec<Result<(), CreateAgentError>> {
         let token_set = encode(&v1::AgentTokenSet::default());
-        let name_key = agent_name_key(project_id, name.as_str());
-        let _writing = self.writing();
+        let writing = self.writing();
         let mut positions = self.positions.writer();
         let trees = &self.trees;
-        finish_tx(
+        let applied = finish_tx::<_, StoreError>(
             (
                 &trees.agents,
                 &trees.agent_names,
@@ -117,28 +170,62 @@ impl Store {
                 &trees.audit_events,
             )
                 .transaction(|(agents, names, counts, token_sets, audit_events)| {
-                    if names.get(&name_key)?.is_some() {
-                        return Err(abort(CreateAgentError::NameTaken));
+                    let mut taken = Vec::with_capacity(batch.len());
+                    for registration in batch {
+                        let project_id = registration.project_id;
+                        let name_key = agent_name_key(project_id, &registration.name);
+                        // The transaction reads its own writes, so an earlier registration of
+                        // the batch counts here.
+                        if names.get(&name_key)?.is_some() {
+                            taken.push(true);
+                            continue;
+                        }
+                        let count = counts
+                            .get(id_key(project_id))?
+                            .as_deref()
+                            .and_then(schema::decode_u64)
+                            .unwrap_or(0);
+                        let id = id_key(registration.id);
+                        names.insert(name_key.as_slice(), &id)?;
+                        counts.insert(&id_key(project_id), &(count + 1).to_be_bytes())?;
+                        agents.insert(&id, registration.encoded.as_slice())?;
+                        token_sets.insert(&id, token_set.as_slice())?;
+                        if let Some((key, value)) = &registration.audit_event {
+                            audit_events.insert(key, value.as_slice())?;
+                        }
+                        taken.push(false);
                     }
-                    let count = counts
-                        .get(id_key(project_id))?
-                        .as_deref()
-                        .and_then(schema::decode_u64)
-                        .unwrap_or(0);
-                    names.insert(name_key.as_slice(), &id_key(id))?;
-                    counts.insert(&id_key(project_id), &(count + 1).to_be_bytes())?;
-                    agents.insert(&id_key(id), encoded.as_slice())?;
-                    token_sets.insert(&id_key(id), token_set.as_slice())?;
-                    if let Some((key, value)) = &audit_event {
-                        audit_events.insert(key, value.as_slice())?;
-                    }
-                    Ok(())
+                    Ok(taken)
                 }),
-        )?;
-        positions.added(project_id, name.as_str(), id, &self.trees.agent_names);
+        );
+        let taken = match applied {
+            Ok(taken) => taken,
+            Err(error) => return shared_failure(batch.len(), error),
+        };
+        let registered =
+            batch
+                .iter()
+                .zip(&taken)
+                .filter(|(_, taken)| !**taken)
+                .map(|(registration, _)| {
+                    (
+                        registration.project_id,
+                        registration.name.as_str(),
+                        registration.id,
+                    )
+                });
+        positions.added(registered, &self.trees.agent_names);
         drop(positions);
-        self.flush()?;
-        Ok(agent)
+        if let Err(error) = self.commit(writing) {
+            return shared_failure(batch.len(), error);
+        }
+        taken
+            .into_iter()
+            .map(|taken| match taken {
+                true => Err(CreateAgentError::NameTaken),
+                false => Ok(()),
+            })
+            .collect()
     }
 
     /// The agent with this id, if it belongs to `project_id`.
@@ -309,7 +396,7 @@ impl Store {
         audit: Audit<'_, DeletedAgent>,
     ) -> Result<DeletedAgent, DeleteAgentError> {
         let audit_id = self.audit_id(audit)?;
-        let _writing = self.writing();
+        let writing = self.writing();
         let mut positions = self.positions.writer();
         let trees = &self.trees;
         let deleted = finish_tx(
@@ -393,7 +480,7 @@ impl Store {
         )?;
         positions.removed(project_id, &deleted.agent.name, agent_id);
         drop(positions);
-        self.flush()?;
+        self.commit(writing)?;
         Ok(deleted)
     }
 

@@ -77,18 +77,18 @@ impl Store {
             details: event.details,
             created_at_ms: now_ms,
         };
-        let _writing = self.writing();
+        let writing = self.writing();
         self.trees
             .audit_events
             .insert(pair_key(scope_key(scope), id), encode(&record))
             .map_err(engine)?;
-        self.flush()?;
+        self.commit(writing)?;
         Ok(event_from_record(scope_key(scope), id, record))
     }
 
     /// Deletes the instance-wide events created before `before_ms`, durably.
     pub fn delete_instance_audit_events_before(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let _writing = self.writing();
+        let writing = self.writing();
         let mut n_deleted = 0u64;
         for entry in self.trees.audit_events.scan_prefix(id_key(INSTANCE_KEY)) {
             let (key, bytes) = entry.map_err(engine)?;
@@ -99,7 +99,7 @@ impl Store {
             }
         }
         if n_deleted > 0 {
-            self.flush()?;
+            self.commit(writing)?;
         }
         Ok(n_deleted)
     }

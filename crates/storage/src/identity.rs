@@ -72,7 +72,7 @@ impl Store {
         let encoded = encode(&record);
         let username_key = folded_key(identity.username());
         let email_key = folded_key(identity.email());
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         finish_tx(
             (&trees.users, &trees.usernames, &trees.user_emails).transaction(
@@ -90,7 +90,7 @@ impl Store {
                 },
             ),
         )?;
-        self.flush()?;
+        self.commit(writing)?;
         Ok(user_from_record(id, record))
     }
 
@@ -136,7 +136,7 @@ impl Store {
         };
         let encoded = encode(&record);
         let handle_key = new.handle.as_str().as_bytes().to_vec();
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         finish_tx((&trees.users, &trees.pats, &trees.pat_handles).transaction(
             |(users, pats, handles)| {
@@ -148,7 +148,7 @@ impl Store {
                 Ok(())
             },
         ))?;
-        self.flush()?;
+        self.commit(writing)?;
         Ok(pat_from_record(id, record).0)
     }
 
@@ -160,7 +160,7 @@ impl Store {
         audit: Audit<'_, PersonalAccessToken>,
     ) -> Result<Option<PersonalAccessToken>, StoreError> {
         let audit_id = self.audit_id(audit)?;
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         let revoked = finish_tx::<_, StoreError>((&trees.pats, &trees.audit_events).transaction(
             |(pats, audit_events)| {
@@ -178,7 +178,7 @@ impl Store {
                 Ok(Some(revoked))
             },
         ))?;
-        self.flush()?;
+        self.commit(writing)?;
         Ok(revoked)
     }
 
@@ -241,7 +241,7 @@ impl Store {
             access_level: AccessLevel::Owner.value(),
             created_at_ms: now_ms,
         });
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         finish_tx(
             (&trees.projects, &trees.project_paths, &trees.members).transaction(
@@ -256,7 +256,7 @@ impl Store {
                 },
             ),
         )?;
-        self.flush()?;
+        self.commit(writing)?;
         Ok(project_from_record(id, record, owner))
     }
 
@@ -322,7 +322,7 @@ impl Store {
             created_at_ms: now_ms,
         };
         let encoded = encode(&record);
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         let user = finish_tx(
             (&trees.users, &trees.members).transaction(|(users, members)| {
@@ -337,7 +337,7 @@ impl Store {
                 decode_in_tx::<v1::User, AddMemberError>(schema::USERS, &user_bytes)
             }),
         )?;
-        self.flush()?;
+        self.commit(writing)?;
         Ok(Member {
             user: user_from_record(user_id, user),
             access_level,

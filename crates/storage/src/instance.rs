@@ -8,7 +8,7 @@ use crate::{Store, StoreError, engine};
 impl Store {
     /// Records `fingerprint` unless one is recorded already, and returns the recorded one.
     pub fn record_key_fingerprint(&self, fingerprint: &str) -> Result<String, StoreError> {
-        let _writing = self.writing();
+        let writing = self.writing();
         let swapped = self
             .trees
             .meta
@@ -20,7 +20,7 @@ impl Store {
             .map_err(engine)?;
         match swapped {
             Ok(()) => {
-                self.flush()?;
+                self.commit(writing)?;
                 Ok(fingerprint.to_owned())
             }
             Err(conflict) => Ok(conflict

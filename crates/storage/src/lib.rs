@@ -13,9 +13,10 @@ pub mod agent_tokens;
 pub mod agents;
 pub mod audit;
 pub mod backup;
+mod combine;
 mod dataset;
 pub mod embedded;
-mod group_flush;
+mod group_commit;
 pub mod hashing;
 pub mod identity;
 mod instance;
@@ -72,8 +73,8 @@ fn engine(error: sled::Error) -> StoreError {
     StoreError::Engine(EngineError::new(error))
 }
 
-impl From<group_flush::SharedFlushFailed> for StoreError {
-    fn from(error: group_flush::SharedFlushFailed) -> StoreError {
+impl From<group_commit::SharedFlushFailed> for StoreError {
+    fn from(error: group_commit::SharedFlushFailed) -> StoreError {
         StoreError::Engine(EngineError::new(error))
     }
 }
@@ -119,7 +120,16 @@ pub struct Store {
     /// The locked [`LOCK_FILE`] of an on-disk store, held for as long as any clone lives.
     lock: Option<std::sync::Arc<std::fs::File>>,
     /// Lets concurrent writers share flushes (group commit).
-    group_flush: std::sync::Arc<group_flush::GroupFlush>,
+    group_commit: std::sync::Arc<group_commit::GroupCommit>,
+    /// Applies concurrent agent registrations together, in one transaction and one flush.
+    registrations: std::sync::Arc<agents::Registrations>,
+}
+
+/// A write in progress; see [`Store::writing`].
+#[must_use = "a write is finished when this drops"]
+struct Writing<'a> {
+    _gate: std::sync::RwLockReadGuard<'a, ()>,
+    write: group_commit::Write<'a>,
 }
 
 /// Pauses a synchronous open while sled releases a lock (only ever on a blocking thread).
@@ -240,23 +250,40 @@ impl Store {
             gate: std::sync::Arc::default(),
             positions: std::sync::Arc::new(positions),
             lock: None,
-            group_flush: std::sync::Arc::default(),
+            group_commit: std::sync::Arc::default(),
+            registrations: std::sync::Arc::default(),
         })
     }
 
-    /// Held by every write for the span of its transaction; see [`Store::write_snapshot`].
-    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        // The guarded data is `()`, so a poisoned lock holds nothing inconsistent.
-        self.gate
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Held by every write for the span of its transaction: it keeps snapshots out (see
+    /// [`Store::write_snapshot`]) and tells group commit that a write is in progress. Hand it to
+    /// [`Store::commit`] to make the write durable; never wait for a flush while holding it.
+    fn writing(&self) -> Writing<'_> {
+        Writing {
+            // The guarded data is `()`, so a poisoned lock holds nothing inconsistent.
+            _gate: self
+                .gate
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            write: self.group_commit.begin(),
+        }
     }
 
-    /// Makes every write so far durable. Concurrent callers share flushes: a caller waits for
-    /// the first flush that starts after its call, which may be one another caller runs.
+    /// Finishes a write and returns once it is durable. Concurrent writers share flushes.
+    fn commit(&self, writing: Writing<'_>) -> Result<(), StoreError> {
+        let Writing { _gate, write } = writing;
+        drop(_gate);
+        self.group_commit.commit(write, || self.flush_engine())
+    }
+
+    /// Makes every write finished so far durable. Concurrent callers share flushes: a caller
+    /// waits for the first flush that starts after its call, which may be one another caller runs.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.group_flush
-            .flush(|| self.db.flush().map(drop).map_err(engine))
+        self.group_commit.flush(|| self.flush_engine())
+    }
+
+    fn flush_engine(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(engine)
     }
 
     /// The next id of a kind: monotonic and never reused, even across restarts, because the

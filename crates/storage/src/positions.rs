@@ -182,24 +182,37 @@ impl AgentPositions {
 }
 
 impl PositionsWriter<'_> {
-    /// Records a committed agent. `names` is the name index it was committed to: a bucket that
-    /// passes [`MAX_NAMES_PER_BUCKET`] is split at the name the index holds in its middle.
-    pub(crate) fn added(&mut self, project_id: u64, name: &str, agent_id: u64, names: &sled::Tree) {
-        let positions = self
-            .projects
-            .entry(project_id)
-            .or_insert_with(ProjectPositions::empty);
-        if positions.counts.is_empty() {
-            positions.lower_bounds.push(Box::default());
-            positions.counts.push(0);
-            positions.totals = Fenwick::build(&positions.counts);
+    /// Records agents committed together. `names` is the name index they were committed to: a
+    /// bucket that passes [`MAX_NAMES_PER_BUCKET`] is split at the name the index holds in its
+    /// middle, once every agent is counted, so that the counts match the index when it is read.
+    pub(crate) fn added<'n>(
+        &mut self,
+        agents: impl IntoIterator<Item = (u64, &'n str, u64)>,
+        names: &sled::Tree,
+    ) {
+        let mut projects = Vec::new();
+        for (project_id, name, agent_id) in agents {
+            let positions = self
+                .projects
+                .entry(project_id)
+                .or_insert_with(ProjectPositions::empty);
+            if positions.counts.is_empty() {
+                positions.lower_bounds.push(Box::default());
+                positions.counts.push(0);
+                positions.totals = Fenwick::build(&positions.counts);
+            }
+            positions.ids.insert(agent_id);
+            let bucket_idx = positions.bucket_of(name.as_bytes());
+            positions.counts[bucket_idx] += 1;
+            positions.totals.add(bucket_idx, 1);
+            if !projects.contains(&project_id) {
+                projects.push(project_id);
+            }
         }
-        positions.ids.insert(agent_id);
-        let bucket_idx = positions.bucket_of(name.as_bytes());
-        positions.counts[bucket_idx] += 1;
-        positions.totals.add(bucket_idx, 1);
-        if positions.counts[bucket_idx] > MAX_NAMES_PER_BUCKET {
-            positions.split(project_id, bucket_idx, names);
+        for project_id in projects {
+            if let Some(positions) = self.projects.get_mut(&project_id) {
+                positions.split_full(project_id, names);
+            }
         }
     }
 
@@ -258,21 +271,36 @@ impl ProjectPositions {
 
     /// Splits a bucket at its [`NAMES_PER_BUCKET`]th name, read from the index. If the index
     /// cannot be read the bucket stays whole: it is then only slower to skip through.
-    fn split(&mut self, project_id: u64, bucket_idx: usize, names: &sled::Tree) {
+    /// Splits every bucket over [`MAX_NAMES_PER_BUCKET`] until none is.
+    fn split_full(&mut self, project_id: u64, names: &sled::Tree) {
+        let mut bucket_idx = 0;
+        while bucket_idx < self.counts.len() {
+            if self.counts[bucket_idx] <= MAX_NAMES_PER_BUCKET
+                || !self.split(project_id, bucket_idx, names)
+            {
+                bucket_idx += 1;
+            }
+        }
+    }
+
+    /// Splits a bucket after its first [`NAMES_PER_BUCKET`] names; false if the index does not
+    /// hold that many past the bucket's lower bound.
+    fn split(&mut self, project_id: u64, bucket_idx: usize, names: &sled::Tree) -> bool {
         let mut start = agent_name_key(project_id, "");
         start.extend_from_slice(&self.lower_bounds[bucket_idx]);
         let skip = usize::try_from(NAMES_PER_BUCKET).unwrap_or(usize::MAX);
         let Some(Ok((key, _))) = names.range(start..).nth(skip) else {
-            return;
+            return false;
         };
         if key.get(..8).and_then(decode_u64) != Some(project_id) {
-            return;
+            return false;
         }
         let n_moved = self.counts[bucket_idx] - NAMES_PER_BUCKET;
         self.counts[bucket_idx] = NAMES_PER_BUCKET;
         self.lower_bounds.insert(bucket_idx + 1, key[8..].into());
         self.counts.insert(bucket_idx + 1, n_moved);
         self.totals = Fenwick::build(&self.counts);
+        true
     }
 
     /// Merges a bucket into its predecessor, or its successor into it, when one of the two is
@@ -449,7 +477,9 @@ mod tests {
             let name = format!("agent-{idx:04}");
             tree.insert(agent_name_key(1, &name), &id_key(idx + 1))
                 .unwrap();
-            positions.writer().added(1, &name, idx + 1, &tree);
+            positions
+                .writer()
+                .added([(1, name.as_str(), idx + 1)], &tree);
             names.insert(0, name);
         }
         let n_buckets_full = positions.n_buckets(1);
@@ -482,13 +512,43 @@ mod tests {
     }
 
     #[test]
+    fn agents_committed_together_are_counted_before_any_bucket_splits() {
+        let tree = names_tree();
+        let positions = AgentPositions::default();
+        // One batch, as concurrent registrations commit: the index holds every name of it
+        // before any is counted, and the batch alone overfills the first bucket several times.
+        let names: Vec<String> = (0..300).map(|idx| format!("agent-{idx:04}")).collect();
+        for (idx, name) in names.iter().enumerate() {
+            tree.insert(agent_name_key(1, name), &id_key(idx as u64 + 1))
+                .unwrap();
+        }
+        positions.writer().added(
+            names
+                .iter()
+                .enumerate()
+                .map(|(idx, name)| (1, name.as_str(), idx as u64 + 1)),
+            &tree,
+        );
+
+        assert!(positions.n_buckets(1) >= 300 / MAX_NAMES_PER_BUCKET as usize);
+        for offset in [0, 31, 32, 63, 64, 65, 150, 299] {
+            assert_eq!(
+                names_from(&positions, &tree, offset)[0],
+                names[offset as usize],
+                "offset {offset}"
+            );
+        }
+        assert!(names_from(&positions, &tree, 300).is_empty());
+    }
+
+    #[test]
     fn ids_are_walked_both_ways_after_a_cursor() {
         let tree = names_tree();
         let positions = AgentPositions::default();
         for id in [5, 1, 9, 3] {
             let name = format!("n{id}");
             tree.insert(agent_name_key(1, &name), &id_key(id)).unwrap();
-            positions.writer().added(1, &name, id, &tree);
+            positions.writer().added([(1, name.as_str(), id)], &tree);
         }
 
         assert_eq!(positions.ids_after(1, None, Walk::Up, 10), [1, 3, 5, 9]);
@@ -503,7 +563,7 @@ mod tests {
         let tree = names_tree();
         let positions = AgentPositions::default();
         tree.insert(agent_name_key(1, "a"), &id_key(1)).unwrap();
-        positions.writer().added(1, "a", 1, &tree);
+        positions.writer().added([(1, "a", 1)], &tree);
 
         positions.writer().removed(1, "a", 1);
 

@@ -23,7 +23,7 @@ impl Store {
             sealed_secret: retrieval.sealed_secret,
             expires_at_ms: retrieval.expires_at_ms,
         };
-        let _writing = self.writing();
+        let writing = self.writing();
         self.trees
             .rotation_retrievals
             .insert(
@@ -31,7 +31,7 @@ impl Store {
                 encode(&record),
             )
             .map_err(engine)?;
-        self.flush()
+        self.commit(writing)
     }
 
     /// Takes the held secret of this rotation, once, if `user_id` rotated it with this key and
@@ -52,7 +52,7 @@ impl Store {
         if record.user_id != user_id.get() || record.expires_at_ms <= now_ms {
             return Ok(None);
         }
-        let _writing = self.writing();
+        let writing = self.writing();
         // Only the caller whose compare-and-swap removes the record gets the secret.
         let taken = tree
             .compare_and_swap(&key, Some(&bytes), None as Option<&[u8]>)
@@ -60,7 +60,7 @@ impl Store {
         if taken.is_err() {
             return Ok(None);
         }
-        self.flush()?;
+        self.commit(writing)?;
         Ok(Some((
             AgentTokenId::new(record.successor_id),
             record.sealed_secret,

@@ -74,7 +74,7 @@ impl Store {
         let audit_event = audit_id
             .zip(audit)
             .map(|(audit_id, audit)| audit_entry(audit(&config), audit_id, now_ms));
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         finish_tx(
             (
@@ -103,7 +103,7 @@ impl Store {
                     Ok(())
                 }),
         )?;
-        self.flush()?;
+        self.commit(writing)?;
         Ok(config)
     }
 
@@ -154,7 +154,7 @@ impl Store {
         audit: Audit<'_, UrlConfiguration>,
     ) -> Result<UrlConfiguration, DeleteUrlConfigurationError> {
         let audit_id = self.audit_id(audit)?;
-        let _writing = self.writing();
+        let writing = self.writing();
         let trees = &self.trees;
         let record = finish_tx(
             (
@@ -193,7 +193,7 @@ impl Store {
                     Ok(record)
                 }),
         )?;
-        self.flush()?;
+        self.commit(writing)?;
         Ok(config_from_record(url_configuration_id, record))
     }
 
@@ -213,7 +213,7 @@ impl Store {
 
     /// Replaces the configuration's sealed key, unless the configuration was deleted meanwhile.
     pub fn replace_sealed_key(&self, id: u64, sealed: Vec<u8>) -> Result<bool, StoreError> {
-        let _writing = self.writing();
+        let writing = self.writing();
         let tree = &self.trees.url_configurations;
         let Some(old_bytes) = tree.get(id_key(id)).map_err(engine)? else {
             return Ok(false);
@@ -232,7 +232,7 @@ impl Store {
             .compare_and_swap(id_key(id), Some(old_bytes), Some(encode(&record)))
             .map_err(engine)?
             .is_ok();
-        self.flush()?;
+        self.commit(writing)?;
         Ok(swapped)
     }
 

@@ -19,8 +19,9 @@
 //! - agent_info with a cached agent token vs bare axum;
 //! - REST GET agent while 4 clients create and revoke tokens (argon2 saturated) vs idle, in
 //!   requests per second and in p99 latency;
-//! - durable registrations per second with 16 clients vs the disk's serial fsync rate, measured
-//!   in the same directory as a loop of 512-byte writes each followed by `fdatasync`.
+//! - durable registrations per second with 16 clients (wrk POSTing unique names through a Lua
+//!   script) vs the disk's serial fsync rate, measured in the same directory as a loop of
+//!   512-byte writes each followed by `fdatasync`.
 //!
 //! `BENCH_ROUNDS` (default 3), `BENCH_SECONDS` (default 3, per measurement) and
 //! `BENCH_CONCURRENCY` (default 64) override the defaults. `BENCH_ONLY`, a comma-separated list
@@ -66,6 +67,24 @@ const GRPC_CONNECTIONS: usize = 8;
 const STORM_CLIENTS: usize = 4;
 /// Clients registering agents in the durability measurement.
 const REGISTRATION_CLIENTS: usize = 16;
+/// wrk's script for registrations: each request POSTs a name no other request used (the
+/// round, wrk's thread and a per-thread counter), so every answer must be a 201.
+const REGISTER_LUA: &str = r#"
+local threads = 0
+function setup(thread)
+  thread:set("thread_index", threads)
+  threads = threads + 1
+end
+function init(args)
+  round = args[1]
+  counter = 0
+end
+function request()
+  counter = counter + 1
+  local body = string.format('{"name":"registered-%s-%d-%d"}', round, thread_index, counter)
+  return wrk.format("POST", nil, nil, body)
+end
+"#;
 
 #[derive(Clone, Copy)]
 struct Parameters {
@@ -436,7 +455,24 @@ impl Bench {
                     "{}/projects/{}/cluster_agents",
                     self.agentreg_base, self.project_id
                 );
-                registrations(&self.http, &url, parameters.duration, round).await
+                if self.wrk {
+                    let script = self.dir.path().join("register.lua");
+                    std::fs::write(&script, REGISTER_LUA).unwrap();
+                    let headers = vec![
+                        format!("PRIVATE-TOKEN: {ROOT_TOKEN}"),
+                        "Content-Type: application/json".to_owned(),
+                    ];
+                    let load = Parameters {
+                        concurrency: REGISTRATION_CLIENTS,
+                        ..parameters
+                    };
+                    let script = Some((script, round.to_string()));
+                    tokio::task::spawn_blocking(move || wrk(&url, &headers, load, script))
+                        .await
+                        .unwrap()
+                } else {
+                    registrations(&self.http, &url, parameters.duration, round).await
+                }
             }
             Figure::SerialFsync => {
                 let path = self.dir.path().join("fsync-probe");
@@ -460,7 +496,7 @@ impl Bench {
                 .iter()
                 .map(|(name, value)| format!("{name}: {value}"))
                 .collect();
-            tokio::task::spawn_blocking(move || wrk(&url, &headers, parameters))
+            tokio::task::spawn_blocking(move || wrk(&url, &headers, parameters, None))
                 .await
                 .unwrap()
         } else {
@@ -473,8 +509,14 @@ impl Bench {
     }
 }
 
-/// Runs wrk with two threads and parses its requests per second and 99th percentile.
-fn wrk(url: &str, headers: &[String], parameters: Parameters) -> Measured {
+/// Runs wrk with two threads and parses its requests per second and 99th percentile; with a
+/// script, wrk runs it with the one argument given.
+fn wrk(
+    url: &str,
+    headers: &[String],
+    parameters: Parameters,
+    script: Option<(PathBuf, String)>,
+) -> Measured {
     let mut command = std::process::Command::new("wrk");
     command
         .arg("-t2")
@@ -484,7 +526,14 @@ fn wrk(url: &str, headers: &[String], parameters: Parameters) -> Measured {
     for header in headers {
         command.arg("-H").arg(header);
     }
-    let output = command.arg(url).output().unwrap();
+    if let Some((script, _)) = &script {
+        command.arg("-s").arg(script);
+    }
+    command.arg(url);
+    if let Some((_, argument)) = &script {
+        command.arg("--").arg(argument);
+    }
+    let output = command.output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "wrk failed: {text}");
     assert!(
@@ -626,8 +675,8 @@ async fn token_storm(http: reqwest::Client, tokens_url: String, stop: Arc<Atomic
     cycles
 }
 
-/// Durable registrations per second: `REGISTRATION_CLIENTS` clients each registering agents
-/// one after another; every 201 means the agent was flushed to disk.
+/// Durable registrations per second without wrk: `REGISTRATION_CLIENTS` in-process clients each
+/// registering agents one after another; every 201 means the agent was flushed to disk.
 async fn registrations(
     http: &reqwest::Client,
     url: &str,
