@@ -136,6 +136,7 @@ impl Store {
         self.positions
             .reload(&self.trees.agent_names)
             .map_err(engine)?;
+        self.decoded_projects.clear();
         self.flush()?;
         Ok(SnapshotSummary {
             n_trees: trees.len(),

@@ -199,7 +199,7 @@ impl Storage for SledStorage {
     async fn project_with_access(
         &self,
         project_ref: &ProjectRef,
-        user_id: UserId,
+        member: Option<UserId>,
         agent_id: Option<AgentId>,
     ) -> Result<Option<ProjectWithAccess>, StoreError> {
         let project = match project_ref {
@@ -210,7 +210,10 @@ impl Storage for SledStorage {
         let Some(project) = project else {
             return Ok(None);
         };
-        let access_level = self.store.access_level(project.id.get(), user_id.get())?;
+        let access_level = match member {
+            Some(user_id) => self.store.access_level(project.id.get(), user_id.get())?,
+            None => None,
+        };
         let agent = match agent_id {
             Some(agent_id) => self.store.agent(project.id.get(), agent_id.get())?,
             None => None,

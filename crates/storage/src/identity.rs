@@ -261,6 +261,9 @@ impl Store {
     }
 
     pub fn project(&self, project_id: u64) -> Result<Option<Project>, StoreError> {
+        if let Some(project) = self.decoded_projects.get(project_id) {
+            return Ok(Some(project));
+        }
         let Some(bytes) = self
             .trees
             .projects
@@ -273,7 +276,9 @@ impl Store {
         let owner = self.user(record.owner_id)?.ok_or(StoreError::Dangling {
             tree: schema::PROJECTS,
         })?;
-        Ok(Some(project_from_record(project_id, record, owner)))
+        let project = project_from_record(project_id, record, owner);
+        self.decoded_projects.insert(&project);
+        Ok(Some(project))
     }
 
     /// Finds a project by `namespace/path`, case-insensitively.
@@ -453,5 +458,42 @@ mod tests {
         let carol = UserIdentity::parse("carol", "Carol", "c@example.com").unwrap();
         let second = store.create_user(&carol, false, 1).unwrap().id.get();
         assert_eq!(second, first + 1);
+    }
+}
+
+/// Projects decoded before, with their owners, by id. Neither a project nor a user changes once
+/// created (the API has no update or delete for them, and a restore fills only an empty store),
+/// so an entry never goes stale; it spares the hot read path two record reads and decodes.
+/// Bounded: past [`DecodedProjects::MAX_ENTRIES`] it starts over.
+#[derive(Default)]
+pub(crate) struct DecodedProjects(std::sync::RwLock<std::collections::HashMap<u64, Project>>);
+
+impl DecodedProjects {
+    const MAX_ENTRIES: usize = 4096;
+
+    fn get(&self, project_id: u64) -> Option<Project> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&project_id)
+            .cloned()
+    }
+
+    fn insert(&self, project: &Project) {
+        let mut projects = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if projects.len() >= Self::MAX_ENTRIES {
+            projects.clear();
+        }
+        projects.insert(project.id.get(), project.clone());
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 }

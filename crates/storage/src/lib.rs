@@ -123,6 +123,8 @@ pub struct Store {
     group_commit: std::sync::Arc<group_commit::GroupCommit>,
     /// Applies concurrent agent registrations together, in one transaction and one flush.
     registrations: std::sync::Arc<agents::Registrations>,
+    /// Projects (with their owners) decoded before; see [`identity::DecodedProjects`].
+    decoded_projects: std::sync::Arc<identity::DecodedProjects>,
 }
 
 /// A write in progress; see [`Store::writing`].
@@ -252,6 +254,7 @@ impl Store {
             lock: None,
             group_commit: std::sync::Arc::default(),
             registrations: std::sync::Arc::default(),
+            decoded_projects: std::sync::Arc::default(),
         })
     }
 

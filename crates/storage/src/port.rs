@@ -282,13 +282,14 @@ pub trait Storage: Send + Sync + 'static {
         project_id: ProjectId,
         user_id: UserId,
     ) -> Result<Option<AccessLevel>, StoreError>;
-    /// The project named by id or by full path (matched case-insensitively), with `user_id`'s
-    /// membership level in it and, when `agent_id` is given, that agent if it belongs to the
-    /// project: one read, so one round trip on PostgreSQL. `None` when no project matches.
+    /// The project named by id or by full path (matched case-insensitively), with `member`'s
+    /// membership level in it (none asked for an administrator, whose role does not depend on
+    /// it) and, when `agent_id` is given, that agent if it belongs to the project: one read, so
+    /// one round trip on PostgreSQL. `None` when no project matches.
     async fn project_with_access(
         &self,
         project_ref: &ProjectRef,
-        user_id: UserId,
+        member: Option<UserId>,
         agent_id: Option<AgentId>,
     ) -> Result<Option<ProjectWithAccess>, StoreError>;
     async fn add_member(

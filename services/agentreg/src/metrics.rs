@@ -16,8 +16,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tracing::Instrument as _;
 
@@ -216,23 +219,70 @@ impl Collector for AppCollector {
     }
 }
 
-/// Middleware around every REST request: runs it in the `http` span (method and path, never the
-/// query string, which may hold a `private_token`) and records it under its route template.
-pub async fn track_rest(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || Arc::clone(&metrics.unmatched),
-        |path| Arc::from(path.as_str()),
-    );
-    let span = crate::telemetry::http_span(&request);
-    let started = Instant::now();
-    let response = next.run(request).instrument(span).await;
-    let status = response.status().as_u16();
-    metrics.observe("rest", route, status, started.elapsed().as_secs_f64());
-    response
+/// The layer around every REST route: runs each request in the `http` span (method and path,
+/// never the query string, which may hold a `private_token`), records it under its route
+/// template, and names a request that ended in a server error (5xx) at `warn`, beside the
+/// error's own line. A plain tower layer rather than `from_fn`, which would box the route and
+/// clone it for every request.
+#[derive(Clone)]
+pub struct TrackRestLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for TrackRestLayer {
+    type Service = TrackRest<S>;
+
+    fn layer(&self, inner: S) -> TrackRest<S> {
+        TrackRest {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// See [`TrackRestLayer`].
+#[derive(Clone)]
+pub struct TrackRest<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> tower::Service<Request> for TrackRest<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let metrics = self.metrics.clone();
+        let route = request.extensions().get::<MatchedPath>().map_or_else(
+            || Arc::clone(&metrics.unmatched),
+            |path| Arc::from(path.as_str()),
+        );
+        let span = crate::telemetry::http_span(&request);
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        let started = Instant::now();
+        let response = self.inner.call(request).instrument(span);
+        Box::pin(async move {
+            let Ok(response) = response.await;
+            let status = response.status();
+            if status.is_server_error() {
+                tracing::warn!(%method, path = %uri.path(), status = status.as_u16(), "request failed");
+            }
+            metrics.observe(
+                "rest",
+                route,
+                status.as_u16(),
+                started.elapsed().as_secs_f64(),
+            );
+            Ok(response)
+        })
+    }
 }
 
 /// Middleware recording every gRPC call under its method and `grpc-status` (0 when the status

@@ -216,10 +216,7 @@ impl Application {
         if metrics_listener.is_none() {
             rest_router = rest_router.merge(metrics_route.clone());
         }
-        let rest_router = rest_router.layer(middleware::from_fn_with_state(
-            metrics.clone(),
-            metrics::track_rest,
-        ));
+        let rest_router = rest_router.layer(metrics::TrackRestLayer(metrics.clone()));
         let grpc::Routes {
             routes: grpc_routes,
             health_reporter,

@@ -964,7 +964,7 @@ impl Storage for PostgresStorage {
     async fn project_with_access(
         &self,
         project_ref: &ProjectRef,
-        user_id: UserId,
+        member: Option<UserId>,
         agent_id: Option<AgentId>,
     ) -> Result<Option<ProjectWithAccess>, StoreError> {
         let (condition, project): (&str, Box<dyn tokio_postgres::types::ToSql + Sync + Send>) =
@@ -978,10 +978,12 @@ impl Storage for PostgresStorage {
             };
         let sql = format!("{PROJECT_WITH_ACCESS_SELECT} WHERE {condition}");
         let agent_key = agent_id.map(|agent_id| key(agent_id.get()));
+        // NULL matches no membership.
+        let member_key = member.map(|user_id| key(user_id.get()));
         self.bounded(async {
             let client = self.client().await?;
             let row = client
-                .query_opt(&sql, &[project.as_ref(), &key(user_id.get()), &agent_key])
+                .query_opt(&sql, &[project.as_ref(), &member_key, &agent_key])
                 .await
                 .map_err(pg)?;
             let Some(row) = row else {

@@ -148,22 +148,22 @@ pub(crate) async fn a_project_is_read_with_the_users_level_and_the_agent_asked_f
     let by_path = ProjectRef::FullPath("OWNER/App".to_owned());
 
     let owner_with_agent = storage
-        .project_with_access(&by_id, owner.id, Some(agent.id))
+        .project_with_access(&by_id, Some(owner.id), Some(agent.id))
         .await
         .unwrap()
         .unwrap();
     let bob_by_path = storage
-        .project_with_access(&by_path, bob.id, Some(agent.id))
+        .project_with_access(&by_path, Some(bob.id), Some(agent.id))
         .await
         .unwrap()
         .unwrap();
     let carol_without_agent = storage
-        .project_with_access(&by_id, carol.id, None)
+        .project_with_access(&by_id, Some(carol.id), None)
         .await
         .unwrap()
         .unwrap();
     let missing_agent = storage
-        .project_with_access(&by_id, owner.id, Some(AgentId::new(999_999)))
+        .project_with_access(&by_id, Some(owner.id), Some(AgentId::new(999_999)))
         .await
         .unwrap()
         .unwrap();
@@ -184,6 +184,18 @@ pub(crate) async fn a_project_is_read_with_the_users_level_and_the_agent_asked_f
     assert_eq!(carol_without_agent.agent, None);
     assert_eq!(missing_agent.access_level, Some(AccessLevel::Owner));
     assert_eq!(missing_agent.agent, None);
+
+    let for_an_administrator = storage
+        .project_with_access(&by_path, None, Some(agent.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(for_an_administrator.project, project);
+    assert_eq!(
+        for_an_administrator.access_level, None,
+        "no membership is read when none is asked for"
+    );
+    assert_eq!(for_an_administrator.agent, owner_with_agent.agent);
 }
 
 pub(crate) async fn a_project_read_with_access_finds_nothing_it_does_not_name(
@@ -194,24 +206,32 @@ pub(crate) async fn a_project_read_with_access_finds_nothing_it_does_not_name(
     let agent = fixtures::agent(storage, project.id, "a").await;
 
     let through_other = storage
-        .project_with_access(&ProjectRef::Id(other_project.id), owner.id, Some(agent.id))
+        .project_with_access(
+            &ProjectRef::Id(other_project.id),
+            Some(owner.id),
+            Some(agent.id),
+        )
         .await
         .unwrap()
         .unwrap();
     let missing_id = storage
-        .project_with_access(&ProjectRef::Id(ProjectId::new(999_999)), owner.id, None)
+        .project_with_access(
+            &ProjectRef::Id(ProjectId::new(999_999)),
+            Some(owner.id),
+            None,
+        )
         .await
         .unwrap();
     let missing_path = storage
         .project_with_access(
             &ProjectRef::FullPath("owner/missing".to_owned()),
-            owner.id,
+            Some(owner.id),
             Some(agent.id),
         )
         .await
         .unwrap();
     let nothing = storage
-        .project_with_access(&ProjectRef::Nothing, owner.id, Some(agent.id))
+        .project_with_access(&ProjectRef::Nothing, Some(owner.id), Some(agent.id))
         .await
         .unwrap();
 

@@ -453,7 +453,11 @@ impl App {
     ) -> Result<(ProjectAccess, Option<Agent>), Error> {
         let found = self
             .storage()
-            .project_with_access(project_ref, caller.user.id, agent_id)
+            .project_with_access(
+                project_ref,
+                (!caller.user.is_admin).then_some(caller.user.id),
+                agent_id,
+            )
             .await?;
         let Some(found) = found else {
             return Err(Error::ProjectNotFound);

@@ -142,6 +142,10 @@ impl<S: Send + Sync> FromRequest<S> for Params {
         if let Some(query) = request.uri().query() {
             merge_form(&mut values, query.as_bytes())?;
         }
+        // Most reads come without a body: nothing to read or parse.
+        if axum::body::HttpBody::is_end_stream(request.body()) {
+            return Ok(Params { values });
+        }
         let content_type =
             header_text(request.headers(), header::CONTENT_TYPE.as_str()).map(|value| {
                 value

@@ -7,8 +7,7 @@ use super::openapi::schemas::{KasUnauthorized, NotFound, TooManyRequests};
 use super::{ApiError, RestState};
 use crate::app::credentials::{AGENT_TOKEN_HEADER, KAS_JWT_HEADER};
 use axum::Json;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 
@@ -28,9 +27,9 @@ use secrecy::SecretString;
 pub(super) async fn agent_info(
     state: State<RestState>,
     client: ClientAddress,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    authenticate_agent(state, client, headers).await
+    authenticate_agent(state, client, request).await
 }
 
 /// The agent a token belongs to, at GitLab's older path.
@@ -49,9 +48,9 @@ pub(super) async fn agent_info(
 pub(super) async fn legacy_agent_info(
     state: State<RestState>,
     client: ClientAddress,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    authenticate_agent(state, client, headers).await
+    authenticate_agent(state, client, request).await
 }
 
 /// Every receptive agent's configuration, private keys in clear, for the agent server.
@@ -71,9 +70,9 @@ pub(super) async fn legacy_agent_info(
 pub(super) async fn receptive_agents(
     State(state): State<RestState>,
     ClientAddress(client): ClientAddress,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let jwt = header_text(&headers, KAS_JWT_HEADER);
+    let jwt = header_text(request.headers(), KAS_JWT_HEADER);
     let agents = state.app.receptive_agents(jwt, client).await?;
     Ok(Json(ReceptiveAgentsJson::new(&agents)).into_response())
 }
@@ -81,10 +80,12 @@ pub(super) async fn receptive_agents(
 async fn authenticate_agent(
     State(state): State<RestState>,
     ClientAddress(client): ClientAddress,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let jwt = header_text(&headers, KAS_JWT_HEADER);
-    let token = header_text(&headers, AGENT_TOKEN_HEADER)
+    // Read in place: the `HeaderMap` extractor would copy every header.
+    let headers = request.headers();
+    let jwt = header_text(headers, KAS_JWT_HEADER);
+    let token = header_text(headers, AGENT_TOKEN_HEADER)
         .map(|value| SecretString::from(value.trim().to_owned()));
     let agent = state.app.authenticate_agent(jwt, token, client).await?;
     Ok(Json(AgentInfoJson::from(&agent)).into_response())
