@@ -8,9 +8,8 @@ use super::openapi::schemas::{
     NotFound, PayloadTooLarge, PreconditionFailed, ProjectPath, TooManyRequests, Unauthorized,
     UnmodifiedSinceHeader, UnsupportedMediaType, WriteForbidden,
 };
-use super::{ApiError, RestState, keyset_paginated, paginated};
+use super::{ApiError, RestState, json_entity, keyset_paginated, paginated};
 use agentreg_domain::ids::AgentId;
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -94,7 +93,7 @@ pub(super) async fn show(
         .agents()
         .get(&caller, &ids.project(), agent_id)
         .await?;
-    Ok(Json(AgentJson::from(&agent)).into_response())
+    Ok(json_entity(StatusCode::OK, &AgentJson::from(&agent)))
 }
 
 /// Registers an agent (Maintainer and above).
@@ -158,7 +157,7 @@ pub(super) async fn create(
         .agents()
         .create(&caller, &ids.project(), name)
         .await?;
-    Ok((StatusCode::CREATED, Json(AgentJson::from(&agent))).into_response())
+    Ok(json_entity(StatusCode::CREATED, &AgentJson::from(&agent)))
 }
 
 /// Deletes an agent with its tokens and URL configuration (Maintainer and above).

@@ -4,10 +4,11 @@
 use super::dto::{AgentInfoJson, ReceptiveAgentsJson};
 use super::extract::{ClientAddress, header_text};
 use super::openapi::schemas::{KasUnauthorized, NotFound, TooManyRequests};
-use super::{ApiError, RestState};
+use super::{ApiError, RestState, json_entity};
 use crate::app::credentials::{AGENT_TOKEN_HEADER, KAS_JWT_HEADER};
 use axum::Json;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 
@@ -88,5 +89,5 @@ async fn authenticate_agent(
     let token = header_text(headers, AGENT_TOKEN_HEADER)
         .map(|value| SecretString::from(value.trim().to_owned()));
     let agent = state.app.authenticate_agent(jwt, token, client).await?;
-    Ok(Json(AgentInfoJson::from(&agent)).into_response())
+    Ok(json_entity(StatusCode::OK, &AgentInfoJson::from(&agent)))
 }

@@ -274,6 +274,24 @@ fn app_error_response(error: Error) -> Response {
     }
 }
 
+/// An entity as a JSON response with `status`, serialized into a buffer sized for one entity
+/// (axum's `Json` starts at 128 bytes and grows it several times for an agent).
+pub(crate) fn json_entity<T: serde::Serialize>(status: StatusCode, entity: &T) -> Response {
+    let mut body = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut body, entity) {
+        Ok(()) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(error) => app_error_response(Error::internal("serializing a response", error)),
+    }
+}
+
 /// `response` with `Retry-After`: the whole seconds a client should wait.
 fn with_retry_after(mut response: Response, retry_after_secs: u64) -> Response {
     response
