@@ -16,8 +16,8 @@ use axum::Json;
 use schemas::{
     AgentPage, AgentTokenPage, AuditEventPage, BadRequest, Conflict, Forbidden, InvalidAttributes,
     InvalidParameter, InventoryPage, KasUnauthorized, KeysetUnavailable, NotFound, PayloadTooLarge,
-    PreconditionFailed, ScopeForbidden, Snapshot, TooManyRequests, Unauthorized,
-    UnsupportedMediaType, WriteForbidden,
+    PreconditionFailed, ScopeForbidden, ServiceUnavailable, Snapshot, TooManyRequests,
+    Unauthorized, UnsupportedMediaType, WriteForbidden,
 };
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -98,6 +98,7 @@ use utoipa::{Modify, OpenApi};
             PayloadTooLarge,
             UnsupportedMediaType,
             TooManyRequests,
+            ServiceUnavailable,
             Snapshot,
             AgentPage,
             InventoryPage,
@@ -105,7 +106,7 @@ use utoipa::{Modify, OpenApi};
             AuditEventPage,
         ),
     ),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &AnyOperationMayBeUnavailable),
     security(("private_token" = []), ("bearer" = []), ("private_token_query" = [])),
     tags(
         (name = "meta", description = "The service itself: this document, the version, backups."),
@@ -136,6 +137,31 @@ pub(super) struct ApiDoc;
 )]
 pub(super) async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+/// Lists `503` ([`ServiceUnavailable`]) on every operation: a timeout or an unreachable
+/// backend can end any of them.
+struct AnyOperationMayBeUnavailable;
+
+impl Modify for AnyOperationMayBeUnavailable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Ref, RefOr};
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation.responses.responses.insert(
+                    "503".to_owned(),
+                    RefOr::Ref(Ref::from_response_name("ServiceUnavailable")),
+                );
+            }
+        }
+    }
 }
 
 /// The ways to authenticate.
@@ -250,6 +276,21 @@ mod tests {
                 document.pointer(pointer).is_some(),
                 "dangling reference {reference}"
             );
+        }
+    }
+
+    #[test]
+    fn every_operation_documents_503() {
+        let document = document_json();
+        assert!(document["components"]["responses"]["ServiceUnavailable"].is_object());
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                assert_eq!(
+                    operation["responses"]["503"]["$ref"],
+                    "#/components/responses/ServiceUnavailable",
+                    "{method} {path} lacks 503"
+                );
+            }
         }
     }
 

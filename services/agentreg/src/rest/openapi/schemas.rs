@@ -168,6 +168,28 @@ reusable_response!(
 );
 
 reusable_response!(
+    /// `503`, which any operation may answer: the request ran past the request timeout, the
+    /// storage backend is unreachable, or (for the operations that verify or hash a secret) the
+    /// argon2 queue is full, which also sends `Retry-After`.
+    ServiceUnavailable => json_response(
+        "The service cannot answer now: the request timed out, the storage backend is \
+         unreachable, or too many secrets wait for argon2 (then with `Retry-After`): \
+         `{\"message\": \"503 Service Unavailable\"}`.",
+        schema_ref::<MessageErrorJson>(),
+    )
+    .header(
+        "Retry-After",
+        HeaderBuilder::new()
+            .schema(Some(integer_schema()))
+            .description(Some(
+                "Seconds to wait before trying again; sent when the argon2 queue is full.",
+            ))
+            .build(),
+    )
+    .build()
+);
+
+reusable_response!(
     /// The online backup.
     Snapshot => ResponseBuilder::new()
         .description("The snapshot, in the format `agentreg restore` reads.")
