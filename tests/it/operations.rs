@@ -97,6 +97,57 @@ async fn tls_serves_rest_and_grpc_to_a_client_that_trusts_the_ca() {
 }
 
 #[tokio::test]
+async fn calls_to_made_up_grpc_methods_share_one_metric_label() {
+    let app = TestApp::spawn().await;
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    for index in 0..20 {
+        grpc.ready().await.unwrap();
+        let path = format!("/agentreg.v1.AgentService/MadeUp{index}");
+        let answer = grpc
+            .unary::<pb::ListAgentsRequest, pb::ListAgentsResponse, _>(
+                tonic::Request::new(pb::ListAgentsRequest::default()),
+                path.parse().unwrap(),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        // Refused by the token check before any method is looked up.
+        assert_eq!(answer.unwrap_err().code(), tonic::Code::Unauthenticated);
+    }
+    let known = app
+        .grpc_agents(ROOT_TOKEN)
+        .list_agents(pb::ListAgentsRequest {
+            project: "999".to_owned(),
+            page: None,
+            keyset: None,
+        })
+        .await;
+    assert_eq!(known.unwrap_err().code(), tonic::Code::NotFound);
+
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("MadeUp"), "{text}");
+    assert!(
+        text.contains(
+            r#"agentreg_requests_total{protocol="grpc",route="unmatched",status="16"} 20"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"agentreg_requests_total{protocol="grpc",route="/agentreg.v1.AgentService/ListAgents",status="5"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_requests_by_route_and_report_the_inventory() {
     let app = TestApp::spawn().await;
     let project_id = app.project(ROOT_TOKEN, "metrics").await;

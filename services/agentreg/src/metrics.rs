@@ -42,6 +42,33 @@ pub struct Metrics {
     state: Arc<Mutex<ScrapeState>>,
     /// The route label of requests that matched no route.
     unmatched: Arc<str>,
+    /// Every gRPC method served (`/package.Service/Method`), read from the services'
+    /// descriptors; only these label their calls.
+    grpc_methods: std::collections::HashSet<Arc<str>>,
+}
+
+/// The paths of every method of the services these encoded descriptor sets describe.
+fn grpc_methods(descriptor_sets: &[&[u8]]) -> std::collections::HashSet<Arc<str>> {
+    use prost::Message as _;
+    let mut methods = std::collections::HashSet::new();
+    for encoded in descriptor_sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(*encoded) else {
+            continue;
+        };
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.insert(Arc::from(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    )));
+                }
+            }
+        }
+    }
+    methods
 }
 
 /// Values read from the app just before each scrape.
@@ -100,7 +127,21 @@ impl Metrics {
             latency,
             state,
             unmatched: Arc::from("unmatched"),
+            grpc_methods: grpc_methods(&[
+                crate::grpc::pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ]),
         }
+    }
+
+    /// The route label of a gRPC call: its method path for a method a service has, else
+    /// `unmatched`, so that calls to made-up methods cannot grow the label set.
+    fn grpc_route(&self, path: &str) -> Arc<str> {
+        self.grpc_methods
+            .get(path)
+            .map_or_else(|| Arc::clone(&self.unmatched), Arc::clone)
     }
 
     fn observe(&self, protocol: &'static str, route: Arc<str>, status: u16, seconds: f64) {
@@ -285,19 +326,15 @@ where
     }
 }
 
-/// Middleware recording every gRPC call under its method and `grpc-status` (0 when the status
-/// travels in the trailers, which only successful unary calls do).
+/// Middleware recording every gRPC call under its method (see [`Metrics::grpc_route`]) and
+/// `grpc-status` (0 when the status travels in the trailers, which only successful unary calls
+/// do).
 pub async fn track_grpc(
     State(metrics): State<Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
-    let route = if path.starts_with("/agentreg.v1.") || path.starts_with("/grpc.") {
-        Arc::from(path)
-    } else {
-        Arc::clone(&metrics.unmatched)
-    };
+    let uri = request.uri().clone();
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response
@@ -306,6 +343,7 @@ pub async fn track_grpc(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse().ok())
         .unwrap_or(0);
+    let route = metrics.grpc_route(uri.path());
     metrics.observe("grpc", route, status, started.elapsed().as_secs_f64());
     response
 }
