@@ -82,8 +82,17 @@ pub struct DeletedAgent {
     pub token_ids: Vec<AgentTokenId>,
 }
 
-/// Registrations waiting to be applied together; see [`Store::create_agent`].
-pub(crate) type Registrations = Combiner<Registration, Result<(), CreateAgentError>>;
+/// Registrations waiting to be applied together; see [`Store::register_together`].
+pub(crate) type Registrations = Combiner<NewRegistration, Result<Agent, CreateAgentError>>;
+
+/// An agent to register, as the caller asked for it.
+pub(crate) struct NewRegistration {
+    pub(crate) project_id: u64,
+    pub(crate) name: AgentName,
+    pub(crate) created_by_user_id: Option<u64>,
+    pub(crate) now_ms: i64,
+    pub(crate) audit: crate::port::Audit<Agent>,
+}
 
 /// One agent to register, ready to write: its id and audit event are taken beforehand, so a
 /// re-run transaction writes the same values.
@@ -113,9 +122,8 @@ fn shared_failure(n_items: usize, error: StoreError) -> Vec<Result<(), CreateAge
 }
 
 impl Store {
-    /// Registers an agent. Name uniqueness is enforced atomically by the name index.
-    /// Registrations that arrive together are applied together (see [`crate::combine`]); each
-    /// returns once its agent is durable.
+    /// Registers an agent and returns once it is durable. Name uniqueness is enforced
+    /// atomically by the name index.
     pub fn create_agent(
         &self,
         project_id: u64,
@@ -124,6 +132,77 @@ impl Store {
         now_ms: i64,
         audit: Audit<'_, Agent>,
     ) -> Result<Agent, CreateAgentError> {
+        let (agent, registration) =
+            self.prepare_registration(project_id, name, created_by_user_id, now_ms, audit)?;
+        let outcome = self.register_batch(std::slice::from_ref(&registration));
+        outcome
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(CreateAgentError::Store(shared_write_failed())))
+            .map(|()| agent)
+    }
+
+    /// Registers an agent like [`Store::create_agent`], applied together with the registrations
+    /// that arrive while others are being written (see [`crate::combine`]): one transaction and
+    /// one flush per batch. The caller waits without holding a thread.
+    pub(crate) async fn register_together(
+        &self,
+        registration: NewRegistration,
+    ) -> Result<Agent, CreateAgentError> {
+        self.registrations
+            .submit(
+                registration,
+                || {
+                    let store = self.clone();
+                    move |batch| store.register_new(batch)
+                },
+                || Err(CreateAgentError::Store(shared_write_failed())),
+            )
+            .await
+    }
+
+    /// Takes the ids of a batch of registrations, in order, and applies them together.
+    fn register_new(&self, batch: Vec<NewRegistration>) -> Vec<Result<Agent, CreateAgentError>> {
+        let mut outcomes: Vec<Result<Agent, CreateAgentError>> = Vec::with_capacity(batch.len());
+        let mut prepared = Vec::with_capacity(batch.len());
+        // Where each prepared registration's outcome goes in `outcomes`.
+        let mut slots = Vec::with_capacity(batch.len());
+        for new in &batch {
+            match self.prepare_registration(
+                new.project_id,
+                &new.name,
+                new.created_by_user_id,
+                new.now_ms,
+                new.audit.as_deref().map(|audit| audit as _),
+            ) {
+                Ok((agent, registration)) => {
+                    slots.push(outcomes.len());
+                    outcomes.push(Ok(agent));
+                    prepared.push(registration);
+                }
+                Err(error) => outcomes.push(Err(CreateAgentError::Store(error))),
+            }
+        }
+        if prepared.is_empty() {
+            return outcomes;
+        }
+        for (slot, applied) in slots.into_iter().zip(self.register_batch(&prepared)) {
+            if let Err(error) = applied {
+                outcomes[slot] = Err(error);
+            }
+        }
+        outcomes
+    }
+
+    /// Takes an agent's id and audit event id, and encodes what its registration writes.
+    fn prepare_registration(
+        &self,
+        project_id: u64,
+        name: &AgentName,
+        created_by_user_id: Option<u64>,
+        now_ms: i64,
+        audit: Audit<'_, Agent>,
+    ) -> Result<(Agent, Registration), StoreError> {
         let id = self.next_id(IdKind::Agent)?;
         let audit_id = self.audit_id(audit)?;
         let record = v1::Agent {
@@ -146,12 +225,7 @@ impl Store {
             encoded,
             audit_event,
         };
-        self.registrations.submit(
-            registration,
-            |batch| self.register_batch(&batch),
-            || Err(CreateAgentError::Store(shared_write_failed())),
-        )?;
-        Ok(agent)
+        Ok((agent, registration))
     }
 
     /// Applies registrations in one transaction, then makes them durable; one outcome each, in

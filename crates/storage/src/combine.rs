@@ -1,34 +1,29 @@
 //! Write combining for the sled engine: concurrent writes of one kind are applied together, in
-//! one transaction and one flush, by whichever caller finds no batch running.
+//! one transaction and one flush, by one worker on the blocking pool.
 //!
 //! sled 0.34 writes its log buffer out twice for every transaction (it rolls the buffer before
 //! and after the transaction's batch marker), so sharing flushes alone still costs two disk
 //! writes per write. Applying the writes that queue up while a batch runs as the next batch costs
 //! two disk writes and one flush per batch instead.
 //!
-//! A caller queues its item and waits. If no batch is running it runs one: it takes every item
-//! queued so far (its own among them), applies them, and hands each caller its own outcome. A
-//! caller returns once its item's outcome is known; the items of a batch are applied in the order
-//! they were queued.
+//! A caller queues its item and awaits its outcome; it holds no thread while it waits. The
+//! caller that finds no worker running starts one on the blocking pool, which applies batches
+//! (every item queued so far, in the order queued) until the queue is empty. Each outcome goes
+//! straight to its caller's task, so a batch wakes each of its callers once and no one else.
 
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::oneshot;
 
 /// Combines concurrent submissions of items `I` into batches, each item getting an outcome `O`.
 pub(crate) struct Combiner<I, O> {
     state: Mutex<CombinerState<I, O>>,
-    /// Signalled when a batch ends.
-    finished: Condvar,
 }
 
 struct CombinerState<I, O> {
-    /// Items waiting for the next batch, with the number of their submission.
-    queued: Vec<(u64, I)>,
-    /// Outcomes not yet taken by their callers, by submission number.
-    outcomes: Vec<(u64, O)>,
-    /// Submissions so far.
-    submitted: u64,
-    /// A batch is being applied.
+    /// Items waiting for the next batch, each with where its outcome goes.
+    queued: Vec<(I, oneshot::Sender<O>)>,
+    /// A worker is applying batches.
     running: bool,
 }
 
@@ -37,116 +32,137 @@ impl<I, O> Default for Combiner<I, O> {
         Combiner {
             state: Mutex::new(CombinerState {
                 queued: Vec::new(),
-                outcomes: Vec::new(),
-                submitted: 0,
                 running: false,
             }),
-            finished: Condvar::new(),
         }
     }
 }
 
-impl<I, O> Combiner<I, O> {
-    /// Queues `item` and returns its outcome. `apply` applies a batch and returns one outcome per
-    /// item, in order; `abandoned` is the outcome of an item whose batch panicked.
-    pub(crate) fn submit(
-        &self,
+impl<I: Send + 'static, O: Send + 'static> Combiner<I, O> {
+    /// Queues `item` and returns its outcome. `apply` (made by `make_apply`, called only when
+    /// this caller starts the worker) applies a batch and returns one outcome per item, in order;
+    /// `abandoned` is the outcome of an item whose batch panicked or never ran (the runtime shut
+    /// down). An item is applied even if its caller stops waiting.
+    pub(crate) async fn submit<A>(
+        self: &Arc<Self>,
         item: I,
-        apply: impl Fn(Vec<I>) -> Vec<O>,
-        abandoned: impl Fn() -> O,
-    ) -> O {
-        let mut state = self.lock();
-        state.submitted += 1;
-        let number = state.submitted;
-        state.queued.push((number, item));
-        loop {
-            if let Some(index) = state.outcomes.iter().position(|(n, _)| *n == number) {
-                return state.outcomes.swap_remove(index).1;
-            }
-            if state.running {
-                state = self
-                    .finished
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            state.running = true;
-            let (numbers, items): (Vec<u64>, Vec<I>) =
-                std::mem::take(&mut state.queued).into_iter().unzip();
-            drop(state);
-            let applied = catch_unwind(AssertUnwindSafe(|| apply(items)));
-            state = self.lock();
-            state.running = false;
-            let panic = match applied {
-                Ok(outcomes) => {
-                    debug_assert_eq!(outcomes.len(), numbers.len(), "one outcome per item");
-                    state.outcomes.extend(numbers.iter().copied().zip(outcomes));
-                    None
-                }
-                Err(panic) => {
-                    state
-                        .outcomes
-                        .extend(numbers.iter().map(|number| (*number, abandoned())));
-                    Some(panic)
-                }
+        make_apply: impl FnOnce() -> A,
+        abandoned: fn() -> O,
+    ) -> O
+    where
+        A: Fn(Vec<I>) -> Vec<O> + Send + 'static,
+    {
+        let (sender, receiver) = oneshot::channel();
+        let start_worker = {
+            let mut state = self.lock();
+            state.queued.push((item, sender));
+            !std::mem::replace(&mut state.running, true)
+        };
+        if start_worker {
+            let worker = Worker {
+                combiner: self.clone(),
+                done: false,
             };
-            // An item the batch did not answer (a bug in `apply`) must not wait forever.
-            for number in numbers {
-                if !state.outcomes.iter().any(|(n, _)| *n == number) {
-                    state.outcomes.push((number, abandoned()));
-                }
-            }
-            self.finished.notify_all();
-            if let Some(panic) = panic {
-                state.outcomes.retain(|(n, _)| *n != number);
-                drop(state);
-                resume_unwind(panic);
-            }
+            // Detached: it ends when the queue is empty.
+            let apply = make_apply();
+            drop(tokio::task::spawn_blocking(move || worker.run(apply)));
         }
+        receiver.await.unwrap_or_else(|_| abandoned())
     }
+}
 
+impl<I, O> Combiner<I, O> {
     fn lock(&self) -> MutexGuard<'_, CombinerState<I, O>> {
         // Every update of the state is complete before the guard drops.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+/// The one worker applying batches. Dropped without finishing (a task the runtime never ran),
+/// it lets the next submission start a worker, and its queued callers get `abandoned`.
+struct Worker<I, O> {
+    combiner: Arc<Combiner<I, O>>,
+    done: bool,
+}
+
+impl<I, O> Worker<I, O> {
+    fn run(mut self, apply: impl Fn(Vec<I>) -> Vec<O>) {
+        loop {
+            let batch = {
+                let mut state = self.combiner.lock();
+                if state.queued.is_empty() {
+                    state.running = false;
+                    self.done = true;
+                    return;
+                }
+                std::mem::take(&mut state.queued)
+            };
+            let (items, senders): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.into_iter().unzip();
+            // A panicking batch drops its senders: its callers get `abandoned`, and the next
+            // batch still runs.
+            if let Ok(outcomes) = catch_unwind(AssertUnwindSafe(|| apply(items))) {
+                // An item `apply` did not answer (a bug) has its sender dropped: `abandoned`.
+                for (sender, outcome) in senders.into_iter().zip(outcomes) {
+                    // The caller may have stopped waiting; the item is applied all the same.
+                    let _ = sender.send(outcome);
+                }
+            } else {
+                tracing::error!("a batch of combined writes panicked; its callers get an error");
+            }
+        }
+    }
+}
+
+impl<I, O> Drop for Worker<I, O> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut state = self.combiner.lock();
+            state.running = false;
+            state.queued.clear();
+        }
+    }
+}
+
 #[cfg(test)]
 #[expect(
     clippy::disallowed_methods,
-    reason = "plain threads stand in for blocking-pool writers; no async worker is involved"
+    reason = "the batches sleep on the blocking pool, where the combiner runs them"
 )]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    #[test]
-    fn concurrent_submissions_share_batches_and_each_gets_its_own_outcome() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_submissions_share_batches_and_each_gets_its_own_outcome() {
         let combiner = Arc::new(Combiner::<u64, u64>::default());
         let n_batches = Arc::new(AtomicU64::new(0));
-        let threads: Vec<_> = (0..16u64)
-            .map(|thread| {
+        let callers: Vec<_> = (0..16u64)
+            .map(|caller| {
                 let (combiner, n_batches) = (combiner.clone(), n_batches.clone());
-                std::thread::spawn(move || {
+                tokio::spawn(async move {
                     for round in 0..50u64 {
-                        let item = thread * 1000 + round;
-                        let outcome = combiner.submit(
-                            item,
-                            |items| {
-                                n_batches.fetch_add(1, Ordering::SeqCst);
-                                std::thread::sleep(std::time::Duration::from_millis(1));
-                                items.into_iter().map(|item| item * 2).collect()
-                            },
-                            || u64::MAX,
-                        );
+                        let item = caller * 1000 + round;
+                        let n_batches = n_batches.clone();
+                        let outcome = combiner
+                            .submit(
+                                item,
+                                || {
+                                    move |items: Vec<u64>| {
+                                        n_batches.fetch_add(1, Ordering::SeqCst);
+                                        std::thread::sleep(std::time::Duration::from_millis(1));
+                                        items.into_iter().map(|item| item * 2).collect()
+                                    }
+                                },
+                                || u64::MAX,
+                            )
+                            .await;
                         assert_eq!(outcome, item * 2, "an outcome went to the wrong caller");
                     }
                 })
             })
             .collect();
-        for thread in threads {
-            thread.join().unwrap();
+        for caller in callers {
+            caller.await.unwrap();
         }
         let n_batches = n_batches.load(Ordering::SeqCst);
         assert!(
@@ -155,17 +171,31 @@ mod tests {
         );
     }
 
-    #[test]
-    fn items_of_a_panicked_batch_are_abandoned_and_the_next_batch_runs() {
-        let combiner = Combiner::<u64, Option<u64>>::default();
-        let panicked = catch_unwind(AssertUnwindSafe(|| {
-            combiner.submit(1, |_| panic!("apply failed"), || None)
-        }));
-        assert!(
-            panicked.is_err(),
-            "the panic reaches the caller that ran the batch"
-        );
-        let outcome = combiner.submit(2, |items| items.into_iter().map(Some).collect(), || None);
-        assert_eq!(outcome, Some(2));
+    #[tokio::test]
+    async fn items_of_a_panicked_batch_are_abandoned_and_the_next_batch_runs() {
+        let combiner = Arc::new(Combiner::<u64, Option<u64>>::default());
+
+        let panicked = combiner
+            .submit(1, || |_| panic!("apply failed"), || None)
+            .await;
+        let next = combiner
+            .submit(
+                2,
+                || |items: Vec<u64>| items.into_iter().map(Some).collect(),
+                || None,
+            )
+            .await;
+
+        assert_eq!(panicked, None);
+        assert_eq!(next, Some(2));
+    }
+
+    #[tokio::test]
+    async fn an_item_without_an_outcome_is_abandoned() {
+        let combiner = Arc::new(Combiner::<u64, Option<u64>>::default());
+
+        let unanswered = combiner.submit(1, || |_| Vec::new(), || None).await;
+
+        assert_eq!(unanswered, None);
     }
 }

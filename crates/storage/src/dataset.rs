@@ -28,8 +28,9 @@ pub(crate) type Tree = (&'static str, Vec<(Vec<u8>, Vec<u8>)>);
 /// follow from the records and are rebuilt by [`Dataset::to_trees`].
 #[derive(Clone, Default)]
 pub(crate) struct Dataset {
-    /// The last id issued per kind, keyed by the sled counter key; a kind that never issued an
-    /// id has no entry.
+    /// Per kind, the highest id that may have been issued (sled reserves ids in blocks, so this
+    /// is the end of the last block reserved), keyed by the sled counter key; a kind that never
+    /// issued an id has no entry.
     pub(crate) counters: BTreeMap<&'static [u8], u64>,
     /// The fingerprint of the instance key that sealed the data, once recorded.
     pub(crate) key_fingerprint: Option<String>,

@@ -246,16 +246,15 @@ impl Storage for SledStorage {
         now_ms: i64,
         audit: Audit<Agent>,
     ) -> Result<Agent, CreateAgentError> {
-        self.blocking(move |store| {
-            store.create_agent(
-                project_id.get(),
-                &name,
-                created_by_user_id.map(UserId::get),
+        self.store
+            .register_together(crate::agents::NewRegistration {
+                project_id: project_id.get(),
+                name,
+                created_by_user_id: created_by_user_id.map(UserId::get),
                 now_ms,
-                audit.as_deref().map(|audit| audit as _),
-            )
-        })
-        .await
+                audit,
+            })
+            .await
     }
 
     async fn agent(

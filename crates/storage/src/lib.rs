@@ -19,6 +19,7 @@ pub mod embedded;
 mod group_commit;
 pub mod hashing;
 pub mod identity;
+mod ids;
 mod instance;
 pub mod port;
 mod positions;
@@ -125,6 +126,8 @@ pub struct Store {
     registrations: std::sync::Arc<agents::Registrations>,
     /// Projects (with their owners) decoded before; see [`identity::DecodedProjects`].
     decoded_projects: std::sync::Arc<identity::DecodedProjects>,
+    /// The unused rest of each kind's reserved block of ids.
+    id_blocks: std::sync::Arc<ids::IdBlocks>,
 }
 
 /// A write in progress; see [`Store::writing`].
@@ -255,6 +258,7 @@ impl Store {
             group_commit: std::sync::Arc::default(),
             registrations: std::sync::Arc::default(),
             decoded_projects: std::sync::Arc::default(),
+            id_blocks: std::sync::Arc::default(),
         })
     }
 
@@ -289,22 +293,11 @@ impl Store {
         self.db.flush().map(drop).map_err(engine)
     }
 
-    /// The next id of a kind: monotonic and never reused, even across restarts, because the
-    /// counter is persisted with the writes that use it. Taken before a transaction starts, so
-    /// a refused or re-run transaction leaves a gap rather than a reused id.
+    /// The next id of a kind: increasing and never reused, even across restarts (see
+    /// [`ids`]). Taken before a transaction starts, so a refused or re-run transaction leaves a
+    /// gap rather than a reused id.
     fn next_id(&self, kind: IdKind) -> Result<u64, StoreError> {
-        let updated = self
-            .trees
-            .meta
-            .update_and_fetch(kind.counter_key(), |current| {
-                let next = current.and_then(schema::decode_u64).unwrap_or(0) + 1;
-                Some(next.to_be_bytes().to_vec())
-            })
-            .map_err(engine)?;
-        updated
-            .as_deref()
-            .and_then(schema::decode_u64)
-            .ok_or(StoreError::Dangling { tree: schema::META })
+        self.id_blocks.next(&self.trees.meta, kind)
     }
 }
 

@@ -7,6 +7,7 @@
 use crate::app::address_key;
 use crate::config::{Cidr, ConnectionLimits};
 use crate::rest::ClientScheme;
+use atomic_waker::AtomicWaker;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, Response, StatusCode};
@@ -15,12 +16,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tower::ServiceExt as _;
 
 /// How a listener answers a request that ran past its timeout.
@@ -216,7 +219,7 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::default());
         let service = {
             let activity = activity.clone();
             let router = self.router.clone();
@@ -235,27 +238,106 @@ impl Connection {
         };
         let connection = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
-        let idle_timeout = self.options.limits.idle_timeout;
-        let mut idle_check =
-            tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(50)));
+        // The stop signal and the idle check live in a task of their own, woken only by them;
+        // polled beside the connection, they would be polled again on every read and write.
+        let verdict = Arc::new(Verdict::default());
+        let _watchdog = AbortOnDropHandle::new(tokio::spawn(watch(
+            activity,
+            verdict.clone(),
+            self.stop.clone(),
+            self.options.limits.idle_timeout,
+        )));
         let mut draining = false;
-        loop {
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(peer = %self.peer, error = %error, "connection ended with an error");
+        let ended = std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
+                }
+                match verdict.poll(cx) {
+                    Ask::Close => return Poll::Ready(None),
+                    Ask::Drain if !draining => {
+                        draining = true;
+                        connection.as_mut().graceful_shutdown();
                     }
+                    Ask::Drain | Ask::Serve => return Poll::Pending,
+                }
+            }
+        })
+        .await;
+        match ended {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
+                tracing::debug!(peer = %self.peer, error = %error, "connection ended with an error");
+            }
+            None => tracing::debug!(peer = %self.peer, "closing an idle connection"),
+        }
+    }
+}
+
+/// What a connection's watchdog asks of it, in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Ask {
+    Serve = 0,
+    /// The server is stopping: finish the requests in flight, take no more.
+    Drain = 1,
+    /// The connection was idle for the idle timeout.
+    Close = 2,
+}
+
+/// The watchdog's latest [`Ask`], and the connection task to wake when it changes.
+#[derive(Default)]
+struct Verdict {
+    ask: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Verdict {
+    fn raise(&self, ask: Ask) {
+        self.ask.fetch_max(ask as u8, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// The current ask; the task is woken when it is raised.
+    fn poll(&self, cx: &mut Context<'_>) -> Ask {
+        // Registered before reading, so a raise between the two still wakes the task.
+        self.waker.register(cx.waker());
+        match self.ask.load(Ordering::SeqCst) {
+            0 => Ask::Serve,
+            1 => Ask::Drain,
+            _ => Ask::Close,
+        }
+    }
+}
+
+/// Asks a connection to drain when the server stops, and to close once it has had no request
+/// in flight and none started for `idle_timeout`. It looks every eighth of the timeout, so an
+/// idle connection closes between one and one and a quarter timeouts after its last request.
+async fn watch(
+    activity: Arc<Activity>,
+    verdict: Arc<Verdict>,
+    stop: CancellationToken,
+    idle_timeout: Duration,
+) {
+    let mut check = tokio::time::interval((idle_timeout / 8).max(Duration::from_millis(25)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = activity.requests.load(Ordering::SeqCst);
+    let mut quiet_since = Instant::now();
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled(), if !stopping => {
+                stopping = true;
+                verdict.raise(Ask::Drain);
+            }
+            _ = check.tick() => {
+                let requests = activity.requests.load(Ordering::SeqCst);
+                if requests != seen || activity.in_flight.load(Ordering::SeqCst) > 0 {
+                    seen = requests;
+                    quiet_since = Instant::now();
+                } else if quiet_since.elapsed() >= idle_timeout {
+                    verdict.raise(Ask::Close);
                     return;
-                }
-                () = self.stop.cancelled(), if !draining => {
-                    draining = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                _ = idle_check.tick() => {
-                    if activity.idle_for() >= idle_timeout {
-                        tracing::debug!(peer = %self.peer, "closing an idle connection");
-                        return;
-                    }
                 }
             }
         }
@@ -305,49 +387,28 @@ fn timeout_response(answer: TimeoutAnswer) -> Response<axum::body::Body> {
     }
 }
 
-/// Requests in flight on a connection and when the last one ended.
+/// A connection's requests: how many are in flight, and a count of starts and ends that the
+/// watchdog compares between its checks (no clock is read per request).
+#[derive(Default)]
 struct Activity {
-    opened: Instant,
     in_flight: AtomicUsize,
-    last_active_ms: AtomicU64,
+    requests: AtomicU64,
 }
 
 /// Marks a request as finished when dropped (also when it is cancelled).
 struct InFlight<'a>(&'a Activity);
 
 impl Activity {
-    fn new() -> Activity {
-        Activity {
-            opened: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_active_ms: AtomicU64::new(0),
-        }
-    }
-
     fn start(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.touch();
+        self.requests.fetch_add(1, Ordering::SeqCst);
         InFlight(self)
-    }
-
-    fn touch(&self) {
-        let elapsed = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_active_ms.store(elapsed, Ordering::SeqCst);
-    }
-
-    /// How long the connection has had no request in flight; zero while one is.
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
-            return Duration::ZERO;
-        }
-        let last = Duration::from_millis(self.last_active_ms.load(Ordering::SeqCst));
-        self.opened.elapsed().saturating_sub(last)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.touch();
+        self.0.requests.fetch_add(1, Ordering::SeqCst);
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
