@@ -6,10 +6,8 @@
 
 use crate::app::address_key;
 use crate::config::{Cidr, ConnectionLimits};
-use crate::rest::ClientScheme;
 use atomic_waker::AtomicWaker;
 use axum::Router;
-use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -344,6 +342,16 @@ async fn watch(
     }
 }
 
+/// Who sent a request, as the listener decided it; in every request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address: the peer's, or as a trusted proxy reports it.
+    pub address: IpAddr,
+    /// The scheme the client used (`https` over TLS, or as a trusted proxy reports it), for
+    /// absolute links.
+    pub scheme: &'static str,
+}
+
 /// Runs one request: records the client address and scheme, bounds its duration, and keeps
 /// the connection's activity up to date.
 async fn handle(
@@ -356,10 +364,10 @@ async fn handle(
     let _in_flight = activity.start();
     let client = client_address(peer.ip(), request.headers(), &options.trusted_proxies);
     let scheme = client_scheme(peer.ip(), request.headers(), options);
-    request
-        .extensions_mut()
-        .insert(ConnectInfo(SocketAddr::new(client, peer.port())));
-    request.extensions_mut().insert(ClientScheme(scheme));
+    request.extensions_mut().insert(Client {
+        address: client,
+        scheme,
+    });
     let request = request.map(axum::body::Body::new);
     match tokio::time::timeout(options.limits.request_timeout, router.oneshot(request)).await {
         Ok(Ok(response)) => response,

@@ -56,8 +56,8 @@ struct PresentedToken(Option<SecretString>);
 fn client_address<T>(request: &Request<T>) -> Option<std::net::IpAddr> {
     request
         .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip())
+        .get::<crate::server::Client>()
+        .map(|client| client.address)
 }
 
 /// Reads `private-token` or `authorization: Bearer` metadata into the request's extensions.

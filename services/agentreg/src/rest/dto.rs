@@ -674,18 +674,18 @@ impl From<&AuditEvent> for AuditEventJson {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = AgentInfo)]
-pub(crate) struct AgentInfoJson {
+pub(crate) struct AgentInfoJson<'a> {
     project_id: u64,
     agent_id: u64,
-    agent_name: String,
+    agent_name: &'a str,
 }
 
-impl From<&AuthenticatedAgent> for AgentInfoJson {
-    fn from(agent: &AuthenticatedAgent) -> AgentInfoJson {
+impl<'a> From<&'a AuthenticatedAgent> for AgentInfoJson<'a> {
+    fn from(agent: &'a AuthenticatedAgent) -> AgentInfoJson<'a> {
         AgentInfoJson {
             project_id: agent.project_id.get(),
             agent_id: agent.agent_id.get(),
-            agent_name: agent.agent_name.clone(),
+            agent_name: &agent.agent_name,
         }
     }
 }

@@ -53,8 +53,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
 fn client_address(parts: &Parts) -> Option<std::net::IpAddr> {
     parts
         .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip())
+        .get::<crate::server::Client>()
+        .map(|client| client.address)
 }
 
 /// The token from `PRIVATE-TOKEN`, `Authorization: Bearer`, or `private_token` in the query.
@@ -336,8 +336,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestTarget {
                 .or_else(|| parts.uri.authority().map(ToString::to_string)),
             scheme: parts
                 .extensions
-                .get::<super::ClientScheme>()
-                .map_or("http", |scheme| scheme.0),
+                .get::<crate::server::Client>()
+                .map_or("http", |client| client.scheme),
         })
     }
 }

@@ -25,11 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use dto::{AttributeErrorsJson, InsufficientScopeJson, MessageErrorJson, ParameterErrorJson};
 
-/// The scheme the client used (`https` over TLS, or as a trusted proxy reports it); the
-/// listener puts it in every request's extensions for absolute links.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientScheme(pub &'static str);
-
 /// What every REST handler shares.
 #[derive(Clone)]
 pub struct RestState {
