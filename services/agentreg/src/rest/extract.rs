@@ -3,12 +3,16 @@
 
 use super::{ApiError, MAX_BODY_BYTES, RestState};
 use crate::app::agents::UnmodifiedSinceSeconds;
-use crate::app::credentials::{SUDO_HEADER, presented_token};
+use crate::app::credentials::{
+    AGENT_TOKEN_HEADER, AUTHORIZATION_HEADER, KAS_JWT_HEADER, PRIVATE_TOKEN_HEADER, SUDO_HEADER,
+    presented_token,
+};
 use crate::app::pagination::{KeysetRequest, Pagination};
 use crate::app::refusals::ParameterError;
 use crate::app::{Caller, Credentials, Error, Intent};
 use agentreg_domain::ids::ProjectRef;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AsHeaderName, HeaderName};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use secrecy::SecretString;
@@ -68,12 +72,15 @@ fn sudo_identifier(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
             .map(|(_, value)| value)
     });
     from_query
-        .or_else(|| header_text(headers, SUDO_HEADER).map(|value| value.trim().to_owned()))
+        .or_else(|| header_text(headers, &SUDO).map(|value| value.trim().to_owned()))
         .filter(|identifier| !identifier.is_empty())
 }
 
 fn personal_token(headers: &HeaderMap, query: Option<&str>) -> Option<SecretString> {
-    if let Some(token) = presented_token(|name| header_text(headers, name)) {
+    if let Some(token) = presented_token(|name| match credential_header(name) {
+        Some(known) => header_text(headers, known),
+        None => header_text(headers, name),
+    }) {
         return Some(SecretString::from(token));
     }
     let query = query?;
@@ -84,9 +91,24 @@ fn personal_token(headers: &HeaderMap, query: Option<&str>) -> Option<SecretStri
         .map(|(_, value)| SecretString::from(value))
 }
 
-/// A header's value as text, if present and printable.
-pub(crate) fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// A header's value as text, if present and printable. Pass a [`HeaderName`] on hot paths: a
+/// lookup by `&str` parses the name on every call.
+pub(crate) fn header_text(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// The credential headers, parsed once.
+pub(crate) static PRIVATE_TOKEN: HeaderName = HeaderName::from_static(PRIVATE_TOKEN_HEADER);
+pub(crate) static AUTHORIZATION: HeaderName = HeaderName::from_static(AUTHORIZATION_HEADER);
+pub(crate) static SUDO: HeaderName = HeaderName::from_static(SUDO_HEADER);
+pub(crate) static KAS_JWT: HeaderName = HeaderName::from_static(KAS_JWT_HEADER);
+pub(crate) static AGENT_TOKEN: HeaderName = HeaderName::from_static(AGENT_TOKEN_HEADER);
+
+/// The parsed name of a credential header that [`presented_token`] asks for by name.
+fn credential_header(name: &str) -> Option<&'static HeaderName> {
+    [&PRIVATE_TOKEN, &AUTHORIZATION]
+        .into_iter()
+        .find(|known| known.as_str() == name)
 }
 
 /// The route's path parameters, percent-decoded.
@@ -146,15 +168,14 @@ impl<S: Send + Sync> FromRequest<S> for Params {
         if axum::body::HttpBody::is_end_stream(request.body()) {
             return Ok(Params { values });
         }
-        let content_type =
-            header_text(request.headers(), header::CONTENT_TYPE.as_str()).map(|value| {
-                value
-                    .split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            });
+        let content_type = header_text(request.headers(), header::CONTENT_TYPE).map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
         let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
@@ -331,7 +352,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestTarget {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(RequestTarget {
             path: parts.uri.path().to_owned(),
-            host: header_text(&parts.headers, header::HOST.as_str())
+            host: header_text(&parts.headers, header::HOST)
                 .map(str::to_owned)
                 .or_else(|| parts.uri.authority().map(ToString::to_string)),
             scheme: parts
@@ -356,7 +377,7 @@ impl RequestTarget {
 /// `If-Unmodified-Since` as GitLab reads it (Ruby's `Time.parse`): an HTTP date or an ISO 8601
 /// time. A value that does not parse is ignored, as GitLab ignores it.
 pub(crate) fn unmodified_since(headers: &HeaderMap) -> Option<UnmodifiedSinceSeconds> {
-    let text = header_text(headers, header::IF_UNMODIFIED_SINCE.as_str())?.trim();
+    let text = header_text(headers, header::IF_UNMODIFIED_SINCE)?.trim();
     if let Ok(at) = httpdate::parse_http_date(text) {
         let seconds = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
         return Some(UnmodifiedSinceSeconds(i64::try_from(seconds).ok()?));

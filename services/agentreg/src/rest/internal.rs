@@ -2,10 +2,9 @@
 //! `receptive_agents`. They authenticate with the KAS JWT, not a personal access token.
 
 use super::dto::{AgentInfoJson, ReceptiveAgentsJson};
-use super::extract::{ClientAddress, header_text};
+use super::extract::{AGENT_TOKEN, ClientAddress, KAS_JWT, header_text};
 use super::openapi::schemas::{KasUnauthorized, NotFound, TooManyRequests};
 use super::{ApiError, RestState, json_entity};
-use crate::app::credentials::{AGENT_TOKEN_HEADER, KAS_JWT_HEADER};
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -73,7 +72,7 @@ pub(super) async fn receptive_agents(
     ClientAddress(client): ClientAddress,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let jwt = header_text(request.headers(), KAS_JWT_HEADER);
+    let jwt = header_text(request.headers(), &KAS_JWT);
     let agents = state.app.receptive_agents(jwt, client).await?;
     Ok(Json(ReceptiveAgentsJson::new(&agents)).into_response())
 }
@@ -85,9 +84,9 @@ async fn authenticate_agent(
 ) -> Result<Response, ApiError> {
     // Read in place: the `HeaderMap` extractor would copy every header.
     let headers = request.headers();
-    let jwt = header_text(headers, KAS_JWT_HEADER);
-    let token = header_text(headers, AGENT_TOKEN_HEADER)
-        .map(|value| SecretString::from(value.trim().to_owned()));
+    let jwt = header_text(headers, &KAS_JWT);
+    let token =
+        header_text(headers, &AGENT_TOKEN).map(|value| SecretString::from(value.trim().to_owned()));
     let agent = state.app.authenticate_agent(jwt, token, client).await?;
     Ok(json_entity(StatusCode::OK, &AgentInfoJson::from(&agent)))
 }
