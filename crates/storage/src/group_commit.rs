@@ -11,6 +11,15 @@
 //! so writers that arrive while a flush runs pile up behind it. The caller that leads the next
 //! flush therefore first lets the writes already in progress finish (for at most
 //! [`MAX_GATHER`]), so that one flush covers all of them rather than one or two.
+//!
+//! A write does not even *begin* while a flush runs: [`GroupCommit::begin`] waits for the flush
+//! to end. The write would wait inside sled anyway, but there it would wait for sled's
+//! concurrency-control lock in write mode, and that lock is fair: once a writer waits for it,
+//! every new reader waits too. sled's flush holds the lock in read mode across its `fsync`, and
+//! every `Tree::get` takes it in read mode, so one transaction queued behind a flush used to
+//! stall every read, on the async workers that serve cached reads inline, for as long as the
+//! disk took (up to 460 ms per GET in the `limits` bench's token storm). Waiting here keeps
+//! reads clear of the disk.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,7 +34,7 @@ pub(crate) struct GroupCommit {
     state: Mutex<CommitState>,
     /// Signalled when the last write in progress finishes while a leader gathers.
     gathered: Condvar,
-    /// Signalled when a flush ends.
+    /// Signalled when a flush ends, for the callers it covers and the writes waiting to begin.
     flushed: Condvar,
 }
 
@@ -33,6 +42,9 @@ pub(crate) struct GroupCommit {
 struct CommitState {
     /// Writes begun and not yet finished.
     in_progress: usize,
+    /// Writes waiting to begin until a flush ends. A leader gathers them like the writes in
+    /// progress: they begin as soon as the flush before it ends.
+    waiting: usize,
     /// Writes finished so far; a write's number is this count just after it finished.
     finished: u64,
     /// Every write numbered up to this is durable.
@@ -43,6 +55,15 @@ struct CommitState {
     leading: bool,
     /// The leader waits for the writes in progress to finish.
     gathering: bool,
+    /// The leader's flush runs; no write begins until it ends.
+    flushing: bool,
+}
+
+impl CommitState {
+    /// The writes a leader gathers: those in progress and those about to begin.
+    fn unfinished(&self) -> usize {
+        self.in_progress + self.waiting
+    }
 }
 
 /// A write in progress. Dropping it (or handing it to [`GroupCommit::commit`]) marks it finished.
@@ -63,9 +84,21 @@ impl Drop for Write<'_> {
 pub(crate) struct SharedFlushFailed;
 
 impl GroupCommit {
-    /// Marks a write as begun; take it just before the write's transaction.
+    /// Marks a write as begun; take it just before the write's transaction. Waits while a
+    /// flush runs (see the module documentation), so call it on a blocking thread.
     pub(crate) fn begin(&self) -> Write<'_> {
-        self.lock().in_progress += 1;
+        let mut state = self.lock();
+        if state.flushing {
+            state.waiting += 1;
+            while state.flushing {
+                state = self
+                    .flushed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            state.waiting -= 1;
+        }
+        state.in_progress += 1;
         Write { group: self }
     }
 
@@ -94,7 +127,7 @@ impl GroupCommit {
         let mut state = self.lock();
         state.in_progress -= 1;
         state.finished += 1;
-        if state.gathering && state.in_progress == 0 {
+        if state.gathering && state.unfinished() == 0 {
             self.gathered.notify_one();
         }
     }
@@ -125,7 +158,7 @@ impl GroupCommit {
             }
             state.leading = true;
             let deadline = Instant::now() + MAX_GATHER;
-            while state.in_progress > 0 {
+            while state.unfinished() > 0 {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -139,9 +172,11 @@ impl GroupCommit {
                 state.gathering = false;
             }
             let covers = state.finished;
+            state.flushing = true;
             drop(state);
             let result = flush();
             state = self.lock();
+            state.flushing = false;
             state.leading = false;
             match &result {
                 Ok(()) => state.durable = state.durable.max(covers),
@@ -227,6 +262,44 @@ mod tests {
             n_flushes < 16 * 50 / 4,
             "16 writers should share flushes, but {n_flushes} ran for 800 writes"
         );
+    }
+
+    #[test]
+    fn no_write_begins_while_a_flush_runs() {
+        let group = Arc::new(GroupCommit::default());
+        let (entered_sender, entered) = std::sync::mpsc::channel();
+        let (release, release_receiver) = std::sync::mpsc::channel::<()>();
+        let leader = {
+            let group = group.clone();
+            std::thread::spawn(move || {
+                group.commit(group.begin(), || {
+                    entered_sender.send(()).unwrap();
+                    release_receiver.recv().unwrap();
+                    Ok::<(), Failure>(())
+                })
+            })
+        };
+        entered.recv().unwrap();
+        let (began_sender, began) = std::sync::mpsc::channel();
+        let writer = {
+            let group = group.clone();
+            std::thread::spawn(move || {
+                let write = group.begin();
+                began_sender.send(()).unwrap();
+                group.commit(write, || Ok::<(), Failure>(()))
+            })
+        };
+        assert_eq!(
+            began.recv_timeout(std::time::Duration::from_millis(100)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout),
+            "a write began while a flush ran"
+        );
+        release.send(()).unwrap();
+        began
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the write begins once the flush ends");
+        assert_eq!(leader.join().unwrap(), Ok(()));
+        assert_eq!(writer.join().unwrap(), Ok(()));
     }
 
     #[test]
