@@ -264,9 +264,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn no_write_begins_while_a_flush_runs() {
-        let group = Arc::new(GroupCommit::default());
+    /// A writer whose flush has begun and runs until `release` sends.
+    fn leader_in_flush(
+        group: &Arc<GroupCommit>,
+    ) -> (
+        std::thread::JoinHandle<Result<(), Failure>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
         let (entered_sender, entered) = std::sync::mpsc::channel();
         let (release, release_receiver) = std::sync::mpsc::channel::<()>();
         let leader = {
@@ -280,6 +284,13 @@ mod tests {
             })
         };
         entered.recv().unwrap();
+        (leader, release)
+    }
+
+    #[test]
+    fn no_write_begins_while_a_flush_runs() {
+        let group = Arc::new(GroupCommit::default());
+        let (leader, release) = leader_in_flush(&group);
         let (began_sender, began) = std::sync::mpsc::channel();
         let writer = {
             let group = group.clone();
@@ -316,19 +327,7 @@ mod tests {
         );
 
         let group = Arc::new(GroupCommit::default());
-        let (entered_sender, entered) = std::sync::mpsc::channel();
-        let (release, release_receiver) = std::sync::mpsc::channel::<()>();
-        let leader = {
-            let group = group.clone();
-            std::thread::spawn(move || {
-                group.commit(group.begin(), || {
-                    entered_sender.send(()).unwrap();
-                    release_receiver.recv().unwrap();
-                    Ok::<(), Failure>(())
-                })
-            })
-        };
-        entered.recv().unwrap();
+        let (leader, release) = leader_in_flush(&group);
         // Arrives while the first flush runs, so it needs the second, which fails; a third
         // caller queued behind the same flush is told so too.
         let waiters: Vec<_> = (0..2)
