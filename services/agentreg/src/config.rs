@@ -189,6 +189,11 @@ pub struct ServeArgs {
     /// its own [default: 64]
     #[arg(long, env = "AGENTREG_ARGON2_QUEUE_LIMIT")]
     pub argon2_queue_limit: Option<usize>,
+    /// How much lower the argon2 threads' scheduling priority is than the process's (Linux
+    /// niceness, 0 to 19), so that cached requests win the CPU from them; 0 keeps them equal
+    /// [default: 10]
+    #[arg(long, env = "AGENTREG_ARGON2_NICE", value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub argon2_nice: Option<u8>,
     /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are
     /// believed, e.g. 10.0.0.0/8,::1/128 [default: none]
     #[arg(long, env = "AGENTREG_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -276,6 +281,8 @@ pub struct Settings {
     pub agent_token_failures_per_minute: u32,
     /// Callers waiting for argon2 beyond which new ones are refused at once.
     pub argon2_queue_limit: usize,
+    /// How much nicer than the process the argon2 threads run.
+    pub argon2_nice: u8,
     /// Reverse proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
     /// How long instance audit events are kept; `None` keeps them forever.
@@ -313,6 +320,10 @@ pub const DEFAULT_AGENT_TOKEN_FAILURES_PER_MINUTE: u32 = 600;
 pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 90;
 /// The default of `--argon2-queue-limit`.
 pub const DEFAULT_ARGON2_QUEUE_LIMIT: usize = 64;
+/// The default of `--argon2-nice`.
+pub const DEFAULT_ARGON2_NICE: u8 = 10;
+/// The largest `--argon2-nice`: Linux's lowest priority is niceness 19.
+const MAX_ARGON2_NICE: u8 = 19;
 
 /// What one listener allows a connection; each field is a flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,6 +438,7 @@ struct FileSettings {
     auth_failures_per_minute: Option<u32>,
     agent_token_failures_per_minute: Option<u32>,
     argon2_queue_limit: Option<usize>,
+    argon2_nice: Option<u8>,
     trusted_proxies: Option<Vec<Cidr>>,
     audit_retention_days: Option<u32>,
     max_connections: Option<usize>,
@@ -475,6 +487,8 @@ pub enum SettingsError {
     IncompleteTls,
     #[error("duration {0:?} must be a positive number followed by s, m, h or d")]
     Duration(String),
+    #[error("argon2_nice must be 0 to 19, not {0}")]
+    Argon2Nice(u8),
 }
 
 /// The shortest root token accepted from `AGENTREG_ROOT_TOKEN`.
@@ -577,6 +591,12 @@ impl Settings {
                 .argon2_queue_limit
                 .or(file.argon2_queue_limit)
                 .unwrap_or(DEFAULT_ARGON2_QUEUE_LIMIT),
+            argon2_nice: match args.argon2_nice.or(file.argon2_nice) {
+                Some(nice) if nice > MAX_ARGON2_NICE => {
+                    return Err(SettingsError::Argon2Nice(nice));
+                }
+                nice => nice.unwrap_or(DEFAULT_ARGON2_NICE),
+            },
             trusted_proxies: args
                 .trusted_proxies
                 .or(file.trusted_proxies)
@@ -693,6 +713,7 @@ impl Settings {
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             agent_token_failures_per_minute: DEFAULT_AGENT_TOKEN_FAILURES_PER_MINUTE,
             argon2_queue_limit: DEFAULT_ARGON2_QUEUE_LIMIT,
+            argon2_nice: DEFAULT_ARGON2_NICE,
             trusted_proxies: Vec::new(),
             audit_retention: Some(Duration::from_secs(
                 u64::from(DEFAULT_AUDIT_RETENTION_DAYS) * 24 * 3600,
@@ -750,6 +771,36 @@ mod tests {
         assert_eq!(settings.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.grpc_addr.to_string(), "127.0.0.1:50051");
         assert!(settings.receptive_agents_enabled);
+        assert_eq!(settings.argon2_nice, DEFAULT_ARGON2_NICE);
+    }
+
+    #[test]
+    fn argon2_nice_comes_from_the_flag_or_the_file_and_stays_in_linux_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentreg.toml");
+        std::fs::write(&path, "argon2_nice = 3\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(Settings::resolve(from_file, None).unwrap().argon2_nice, 3);
+        let flag = ServeArgs {
+            config: Some(path.clone()),
+            argon2_nice: Some(0),
+            ..ServeArgs::default()
+        };
+        assert_eq!(Settings::resolve(flag, None).unwrap().argon2_nice, 0);
+        std::fs::write(&path, "argon2_nice = 20\n").unwrap();
+        let too_nice = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(
+            Settings::resolve(too_nice, None),
+            Err(SettingsError::Argon2Nice(20))
+        ));
+        assert!(Cli::try_parse_from(["agentreg", "serve", "--argon2-nice", "20"]).is_err());
+        assert!(Cli::try_parse_from(["agentreg", "serve", "--argon2-nice", "19"]).is_ok());
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Application {
                 auth_failures_per_minute: settings.auth_failures_per_minute,
                 agent_token_failures_per_minute: settings.agent_token_failures_per_minute,
                 argon2_queue_limit: settings.argon2_queue_limit,
+                argon2_nice: settings.argon2_nice,
                 agent_token_max_lifetime: settings.agent_token_max_lifetime,
                 require_agent_token_expiry: settings.require_agent_token_expiry,
                 max_rotation_overlap: settings.max_rotation_overlap,

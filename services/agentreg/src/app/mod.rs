@@ -178,6 +178,8 @@ pub struct AppConfig {
     pub agent_token_failures_per_minute: u32,
     /// Callers waiting for argon2 beyond which new verifications are refused at once.
     pub argon2_queue_limit: usize,
+    /// How much nicer than the process the argon2 threads run (Linux only).
+    pub argon2_nice: u8,
     /// How far ahead an agent token's `expires_at` may be; `None` for no limit.
     pub agent_token_max_lifetime: Option<std::time::Duration>,
     /// Refuse agent tokens without an `expires_at`.
@@ -277,6 +279,7 @@ impl App {
                 argon2: argon2_pool::Argon2Pool::new(
                     argon2_pool::Argon2Pool::default_threads(),
                     config.argon2_queue_limit,
+                    config.argon2_nice,
                 ),
                 config,
             }),
