@@ -304,14 +304,20 @@ impl Store {
 
     /// The agent with this id, if it belongs to `project_id`.
     pub fn agent(&self, project_id: u64, agent_id: u64) -> Result<Option<Agent>, StoreError> {
-        let Some(bytes) = self.trees.agents.get(id_key(agent_id)).map_err(engine)? else {
-            return Ok(None);
+        let agent = match self.decoded_agents.get(agent_id) {
+            Some(agent) => agent,
+            None => {
+                let generation = self.decoded_agents.generation();
+                let Some(bytes) = self.trees.agents.get(id_key(agent_id)).map_err(engine)? else {
+                    return Ok(None);
+                };
+                let record: v1::Agent = decode(schema::AGENTS, &bytes)?;
+                let agent = agent_from_record(agent_id, record);
+                self.decoded_agents.insert(generation, &agent);
+                agent
+            }
         };
-        let record: v1::Agent = decode(schema::AGENTS, &bytes)?;
-        if record.project_id != project_id {
-            return Ok(None);
-        }
-        Ok(Some(agent_from_record(agent_id, record)))
+        Ok((agent.project_id.get() == project_id).then_some(agent))
     }
 
     /// Every agent, ordered by id, with its project and tokens.
@@ -551,7 +557,9 @@ impl Store {
                         Ok(deleted)
                     },
                 ),
-        )?;
+        );
+        self.decoded_agents.forget(agent_id);
+        let deleted = deleted?;
         positions.removed(project_id, &deleted.agent.name, agent_id);
         drop(positions);
         self.commit(writing)?;
@@ -760,5 +768,114 @@ mod tests {
             )
             .unwrap();
         assert_eq!(page.total, 1);
+    }
+}
+
+/// Agents decoded before, by id, so that a read of an agent takes neither sled's lock (which
+/// every write's transaction holds exclusively) nor a decode. Every write that changes or
+/// removes an agent record calls [`DecodedAgents::forget`] once its transaction is over; a read
+/// that missed keeps what it decoded only if no such write ended since it began, so an entry is
+/// never older than the last write acknowledged. Bounded: past [`DecodedAgents::MAX_ENTRIES`]
+/// it starts over.
+#[derive(Default)]
+pub(crate) struct DecodedAgents {
+    entries: std::sync::RwLock<std::collections::HashMap<u64, Agent>>,
+    /// Bumped, under the write lock, by every forget.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl DecodedAgents {
+    const MAX_ENTRIES: usize = 16_384;
+
+    fn get(&self, agent_id: u64) -> Option<Agent> {
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&agent_id)
+            .cloned()
+    }
+
+    /// Taken before reading the record that a later [`DecodedAgents::insert`] keeps.
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Keeps `agent`, read after `generation` was taken, unless an agent was forgotten since.
+    fn insert(&self, generation: u64, agent: &Agent) {
+        let mut entries = self.write();
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) != generation {
+            return;
+        }
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(agent.id.get(), agent.clone());
+    }
+
+    /// Drops the agent's entry, and keeps any read that began before from filling it again.
+    pub(crate) fn forget(&self, agent_id: u64) {
+        let mut entries = self.write();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entries.remove(&agent_id);
+    }
+
+    /// Drops every entry (a restore replaced the records).
+    pub(crate) fn clear(&self) {
+        let mut entries = self.write();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entries.clear();
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<u64, Agent>> {
+        // Every update is complete before the guard drops.
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod decoded_agents_tests {
+    use super::*;
+    use agentreg_domain::ids::ProjectId;
+
+    fn agent(id: u64, name: &str) -> Agent {
+        Agent {
+            id: AgentId::new(id),
+            project_id: ProjectId::new(1),
+            name: name.to_owned(),
+            created_by_user_id: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            url_configuration_id: None,
+        }
+    }
+
+    #[test]
+    fn a_read_that_began_before_a_forget_keeps_nothing() {
+        let decoded = DecodedAgents::default();
+        let generation = decoded.generation();
+        // A write changes agent 7 and forgets it while the read decodes the old record.
+        decoded.forget(7);
+        decoded.insert(generation, &agent(7, "old"));
+        assert!(decoded.get(7).is_none(), "a stale record was kept");
+
+        let generation = decoded.generation();
+        decoded.insert(generation, &agent(7, "new"));
+        assert_eq!(decoded.get(7).unwrap().name, "new");
+        decoded.forget(7);
+        assert!(decoded.get(7).is_none());
+    }
+
+    #[test]
+    fn past_the_bound_it_starts_over() {
+        let decoded = DecodedAgents::default();
+        for id in 0..=DecodedAgents::MAX_ENTRIES as u64 {
+            decoded.insert(decoded.generation(), &agent(id, "a"));
+        }
+        assert!(decoded.get(0).is_none());
+        assert!(decoded.get(DecodedAgents::MAX_ENTRIES as u64).is_some());
     }
 }

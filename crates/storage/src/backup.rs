@@ -137,6 +137,7 @@ impl Store {
             .reload(&self.trees.agent_names)
             .map_err(engine)?;
         self.decoded_projects.clear();
+        self.decoded_agents.clear();
         self.id_blocks.forget();
         self.flush()?;
         Ok(SnapshotSummary {

@@ -126,6 +126,8 @@ pub struct Store {
     registrations: std::sync::Arc<agents::Registrations>,
     /// Projects (with their owners) decoded before; see [`identity::DecodedProjects`].
     decoded_projects: std::sync::Arc<identity::DecodedProjects>,
+    /// Agents decoded before; see [`agents::DecodedAgents`].
+    decoded_agents: std::sync::Arc<agents::DecodedAgents>,
     /// The unused rest of each kind's reserved block of ids.
     id_blocks: std::sync::Arc<ids::IdBlocks>,
 }
@@ -258,6 +260,7 @@ impl Store {
             group_commit: std::sync::Arc::default(),
             registrations: std::sync::Arc::default(),
             decoded_projects: std::sync::Arc::default(),
+            decoded_agents: std::sync::Arc::default(),
             id_blocks: std::sync::Arc::default(),
         })
     }

@@ -76,7 +76,7 @@ impl Store {
             .map(|(audit_id, audit)| audit_entry(audit(&config), audit_id, now_ms));
         let writing = self.writing();
         let trees = &self.trees;
-        finish_tx(
+        let created = finish_tx(
             (
                 &trees.agents,
                 &trees.url_configurations,
@@ -102,7 +102,9 @@ impl Store {
                     }
                     Ok(())
                 }),
-        )?;
+        );
+        self.decoded_agents.forget(agent_id);
+        created?;
         self.commit(writing)?;
         Ok(config)
     }
@@ -192,7 +194,9 @@ impl Store {
                     }
                     Ok(record)
                 }),
-        )?;
+        );
+        self.decoded_agents.forget(agent_id);
+        let record = record?;
         self.commit(writing)?;
         Ok(config_from_record(url_configuration_id, record))
     }
@@ -310,6 +314,10 @@ mod tests {
         let agent = store
             .create_agent(project_id, &AgentName::parse("a").unwrap(), None, 1, None)
             .unwrap();
+        // Read first, so that every later read would find a stale decoded agent if a write
+        // failed to forget it.
+        let before = store.agent(project_id, agent.id.get()).unwrap().unwrap();
+        assert!(!before.is_receptive());
         let config = store
             .create_url_configuration(project_id, agent.id.get(), jwt(), 2, None)
             .unwrap();
@@ -348,9 +356,14 @@ mod tests {
         store
             .create_url_configuration(project_id, agent.id.get(), jwt(), 2, None)
             .unwrap();
+        assert!(store.agent(project_id, agent.id.get()).unwrap().is_some());
         store
             .delete_agent(project_id, agent.id.get(), None, 0, None)
             .unwrap();
         assert!(store.all_url_configurations().unwrap().is_empty());
+        assert!(
+            store.agent(project_id, agent.id.get()).unwrap().is_none(),
+            "a deleted agent is not served from the decoded agents"
+        );
     }
 }
