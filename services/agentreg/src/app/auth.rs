@@ -15,6 +15,7 @@ use agentreg_domain::tokens::{
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 use time::Date;
 
@@ -76,7 +77,7 @@ impl App {
         &self,
         credentials: Credentials,
         intent: Intent,
-    ) -> Result<Caller, Error> {
+    ) -> Result<Arc<Caller>, Error> {
         let client = credentials.client;
         // A request without any credential is anonymous, not a failed authentication: it
         // neither feeds the throttle nor writes an audit event.
@@ -107,7 +108,7 @@ impl App {
 
     /// GitLab's `sudo!`: only an administrator, only with a token that has the `sudo` scope,
     /// acts as the user named by id or (case-insensitive) username.
-    async fn sudo(&self, caller: Caller, identifier: &str) -> Result<Caller, Error> {
+    async fn sudo(&self, caller: Arc<Caller>, identifier: &str) -> Result<Arc<Caller>, Error> {
         if !caller.user.is_admin {
             return Err(Error::SudoForbidden);
         }
@@ -125,11 +126,11 @@ impl App {
         let Some(user) = found else {
             return Err(Error::SudoUserNotFound(identifier.to_owned()));
         };
-        Ok(Caller {
+        Ok(Arc::new(Caller {
             sudo_by: Some(caller.user.id),
             user,
-            ..caller
-        })
+            ..Caller::clone(&caller)
+        }))
     }
 
     /// A cached token answers at once and is never throttled. Anything else that could be a
@@ -139,7 +140,7 @@ impl App {
         &self,
         token: SecretString,
         client: Option<IpAddr>,
-    ) -> Result<Caller, Error> {
+    ) -> Result<Arc<Caller>, Error> {
         let digest = TokenDigest::of(&token);
         if let Some(caller) = self.cached_caller(&digest)? {
             return Ok(caller);
@@ -177,7 +178,7 @@ impl App {
     }
 
     /// The cached caller of a token, unless it expired since it was cached.
-    fn cached_caller(&self, digest: &TokenDigest) -> Result<Option<Caller>, Error> {
+    fn cached_caller(&self, digest: &TokenDigest) -> Result<Option<Arc<Caller>>, Error> {
         let today = time::OffsetDateTime::now_utc().date();
         let cache = &self.inner.personal_tokens;
         let Some(caller) = cache.get(digest) else {
@@ -197,7 +198,7 @@ impl App {
         digest: TokenDigest,
         handle: TokenHandle,
         client: Option<IpAddr>,
-    ) -> Result<Caller, Error> {
+    ) -> Result<Arc<Caller>, Error> {
         let _turn = match client {
             Some(client) => Some(self.inner.turns.take(address_key(client)).await),
             None => None,
@@ -228,12 +229,12 @@ impl App {
             return Err(Error::Unauthorized);
         }
         let (pat, user) = (credential.token, credential.user);
-        let caller = Caller {
+        let caller = Arc::new(Caller {
             user,
             scopes: pat.scopes,
             sudo_by: None,
             expires_on: pat.expires_at.map(ExpiryDate::date),
-        };
+        });
         if caller.expired(today) {
             return Err(Error::Unauthorized);
         }

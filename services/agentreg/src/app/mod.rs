@@ -228,7 +228,7 @@ struct Inner {
     storage: Arc<dyn Storage>,
     hasher: SecretHasher,
     config: AppConfig,
-    personal_tokens: TokenCache<PersonalAccessTokenId, Caller>,
+    personal_tokens: TokenCache<PersonalAccessTokenId, Arc<Caller>>,
     agent_tokens: TokenCache<AgentTokenId, internal::AuthenticatedAgent>,
     sealer: crypto::Sealer,
     kas: internal::KasVerifier,

@@ -88,7 +88,11 @@ pub fn require_kas_jwt(request: Request<()>) -> Result<Request<()>, Status> {
 }
 
 /// Authenticates the caller of a request that passed through [`extract_credentials`].
-async fn caller<T>(app: &App, request: &Request<T>, intent: Intent) -> Result<Caller, Status> {
+async fn caller<T>(
+    app: &App,
+    request: &Request<T>,
+    intent: Intent,
+) -> Result<std::sync::Arc<Caller>, Status> {
     let token = request
         .extensions()
         .get::<PresentedToken>()

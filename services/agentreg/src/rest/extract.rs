@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 
 /// The authenticated caller. Extract it first, so that a 401 beats every other error.
-pub(crate) struct Authenticated(pub(crate) Caller);
+pub(crate) struct Authenticated(pub(crate) std::sync::Arc<Caller>);
 
 impl FromRequestParts<RestState> for Authenticated {
     type Rejection = ApiError;
