@@ -839,18 +839,13 @@ impl DecodedAgents {
 #[cfg(test)]
 mod decoded_agents_tests {
     use super::*;
-    use agentreg_domain::ids::ProjectId;
 
+    /// Agent `id` of project 1, as a read decodes it.
     fn agent(id: u64, name: &str) -> Agent {
-        Agent {
-            id: AgentId::new(id),
-            project_id: ProjectId::new(1),
-            name: name.to_owned(),
-            created_by_user_id: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-            url_configuration_id: None,
-        }
+        let mut record: v1::Agent =
+            serde_json::from_str(r#"{"project_id":1,"name":"","created_by_user_id":null,"created_at_ms":0,"updated_at_ms":0,"url_configuration_id":null}"#).unwrap();
+        record.name = name.to_owned();
+        agent_from_record(id, record)
     }
 
     #[test]
