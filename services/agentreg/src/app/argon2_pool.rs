@@ -7,11 +7,13 @@
 //! turned away at once with [`Error::Overloaded`] (503 with `Retry-After`) instead of waiting
 //! without bound. A job whose caller went away while it waited is skipped.
 //!
-//! On Linux the threads also run at a lower scheduling priority than the rest of the process
-//! (`--argon2-nice`, 10 by default), so that when the cores are contended the kernel gives them
-//! to the request workers first. One thread still takes a whole core while nothing else wants
-//! it. In the `limits` bench's token storm this lifted GET throughput from 0.58-0.68x idle to
-//! 0.77-0.79x, and made token creations about 45% slower while GETs saturated the machine.
+//! On Linux `--argon2-nice N` (off by default) runs the threads N steps below the rest of the
+//! process, so that when the cores are contended the kernel gives them to the request workers
+//! first. In the `limits` bench's token storm nice 10 lifted GET throughput from 0.58-0.68x idle
+//! to 0.77-0.79x and made token creations about 45% slower; but it slows a first login just as
+//! much while a flood of cheap requests keeps the cores busy (the end-to-end test of a login
+//! during 400 forgeries once took over its 1 s bound), so it is left to operators who prefer
+//! reads over logins.
 
 use super::Error;
 use std::sync::atomic::{AtomicUsize, Ordering};
