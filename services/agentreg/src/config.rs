@@ -193,7 +193,7 @@ pub struct ServeArgs {
     /// niceness, 0 to 19), so that cached requests win contended cores from them; it also slows
     /// first logins and token creations while the cores are busy, so 0 keeps them equal
     /// [default: 0]
-    #[arg(long, env = "AGENTREG_ARGON2_NICE", value_parser = clap::value_parser!(u8).range(0..=19))]
+    #[arg(long, env = "AGENTREG_ARGON2_NICE", value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_ARGON2_NICE)))]
     pub argon2_nice: Option<u8>,
     /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are
     /// believed, e.g. 10.0.0.0/8,::1/128 [default: none]
@@ -324,7 +324,7 @@ pub const DEFAULT_ARGON2_QUEUE_LIMIT: usize = 64;
 /// The default of `--argon2-nice`.
 pub const DEFAULT_ARGON2_NICE: u8 = 0;
 /// The largest `--argon2-nice`: Linux's lowest priority is niceness 19.
-const MAX_ARGON2_NICE: u8 = 19;
+pub(crate) const MAX_ARGON2_NICE: u8 = 19;
 
 /// What one listener allows a connection; each field is a flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -488,7 +488,7 @@ pub enum SettingsError {
     IncompleteTls,
     #[error("duration {0:?} must be a positive number followed by s, m, h or d")]
     Duration(String),
-    #[error("argon2_nice must be 0 to 19, not {0}")]
+    #[error("argon2_nice must be 0 to {max}, not {0}", max = MAX_ARGON2_NICE)]
     Argon2Nice(u8),
 }
 

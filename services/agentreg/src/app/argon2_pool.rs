@@ -123,9 +123,10 @@ impl Argon2Pool {
     }
 }
 
-/// Makes the calling thread `nice` steps nicer than it is (capped at Linux's 19). A failure
-/// only costs the priority, so it is logged, not fatal. Linux schedules each thread on its own,
-/// so this touches no other thread; elsewhere niceness is per process and this does nothing.
+/// Makes the calling thread `nice` steps nicer than it is (capped at Linux's lowest priority,
+/// [`crate::config::MAX_ARGON2_NICE`]). A failure only costs the priority, so it is logged, not
+/// fatal. Linux schedules each thread on its own, so this touches no other thread; elsewhere
+/// niceness is per process and this does nothing.
 fn lower_priority(nice: u8) {
     if nice == 0 {
         return;
@@ -134,7 +135,10 @@ fn lower_priority(nice: u8) {
     {
         let thread = Some(rustix::thread::gettid());
         let lowered = rustix::process::getpriority_process(thread).and_then(|current| {
-            rustix::process::setpriority_process(thread, (current + i32::from(nice)).min(19))
+            rustix::process::setpriority_process(
+                thread,
+                (current + i32::from(nice)).min(i32::from(crate::config::MAX_ARGON2_NICE)),
+            )
         });
         if let Err(error) = lowered {
             tracing::warn!(%error, "could not lower the priority of an argon2 thread");
