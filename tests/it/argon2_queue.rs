@@ -1,11 +1,14 @@
 //! The argon2 queue: past `--argon2-queue-limit` waiting jobs, a request that needs argon2 is
 //! refused at once with 503 and `Retry-After` (gRPC: `UNAVAILABLE` with `retry-after`), nothing
-//! of it is written, and cached requests keep being served.
+//! of it is written, and cached requests keep being served. A first login passes the token
+//! creations queued before it.
 
 use crate::helpers::{ROOT_TOKEN, TestApp};
 use agentreg::grpc::pb;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Concurrent token creations, one per agent, far more than the queue admits.
 const STORM: usize = 24;
@@ -151,4 +154,81 @@ async fn grpc_token_creations_past_the_queue_limit_get_unavailable_with_retry_af
         "the first creation is always admitted"
     );
     assert_eq!(tokens_per_agent(&app, project_id, &agents).await, expected);
+}
+
+/// Starts two token creations on each of 30 agents per argon2 slot (max(1, cores - 1)) at once,
+/// so that hashing them all takes about 60 runs' time on any machine. Returns the number finished
+/// so far, as it grows, with their total; the creations are queued when it returns.
+async fn creation_storm(app: &TestApp) -> (Arc<AtomicUsize>, usize) {
+    let slots = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1);
+    let project_id = app.project(ROOT_TOKEN, "creations").await;
+    let mut agents = Vec::new();
+    for index in 0..30 * slots {
+        agents.push(app.agent(project_id, &format!("agent-{index}")).await);
+    }
+    let finished = Arc::new(AtomicUsize::new(0));
+    for agent_id in agents.iter().chain(&agents) {
+        let request = app
+            .request(
+                reqwest::Method::POST,
+                &format!("/projects/{project_id}/cluster_agents/{agent_id}/tokens"),
+                Some(ROOT_TOKEN),
+            )
+            .json(&json!({"name": "creation"}));
+        let finished = finished.clone();
+        tokio::spawn(async move {
+            let status = request.send().await.expect("sent").status();
+            assert_eq!(status, StatusCode::CREATED);
+            finished.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    // Long enough for every creation to reach the queue, a tenth of hashing them all.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    (finished, 2 * agents.len())
+}
+
+/// An instance whose argon2 queue admits a whole [`creation_storm`].
+async fn spawn_with_a_long_queue() -> TestApp {
+    TestApp::spawn_with(|settings| settings.argon2_queue_limit = 100_000).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rest_first_login_passes_the_token_creations_queued_before_it() {
+    let app = spawn_with_a_long_queue().await;
+    let (_, token) = app.user("late").await;
+    let (finished, total) = creation_storm(&app).await;
+
+    let (status, user) = app.get("/user", &token).await;
+    let finished_at_login = finished.load(Ordering::SeqCst);
+
+    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(user["username"], "late");
+    assert!(
+        finished_at_login < total / 2,
+        "the login waited for {finished_at_login} of {total} creations"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_first_login_passes_the_token_creations_queued_before_it() {
+    let app = spawn_with_a_long_queue().await;
+    let (_, token) = app.user("late").await;
+    let (finished, total) = creation_storm(&app).await;
+
+    let user = app
+        .grpc_meta(&token)
+        .get_current_user(pb::GetCurrentUserRequest {})
+        .await
+        .expect("the login is answered")
+        .into_inner();
+    let finished_at_login = finished.load(Ordering::SeqCst);
+
+    assert_eq!(user.username, "late");
+    assert!(
+        finished_at_login < total / 2,
+        "the login waited for {finished_at_login} of {total} creations"
+    );
 }

@@ -26,7 +26,8 @@
 //! `BENCH_ROUNDS` (default 3), `BENCH_SECONDS` (default 3, per measurement) and
 //! `BENCH_CONCURRENCY` (default 64) override the defaults. `BENCH_ONLY`, a comma-separated list
 //! of figure names as printed (`RestGetAgent,BareAxumGetAgent`), measures only those, for
-//! profiling one path under a long `BENCH_SECONDS`.
+//! profiling one path under a long `BENCH_SECONDS`. `BENCH_ARGON2_NICE` runs agentreg with
+//! that `--argon2-nice` instead of the default, to measure the storm's trade-off.
 //!
 //! agentreg runs as the binary does: with mimalloc, and a tracing subscriber at `info` without
 //! colours (as when logging to a file or a pipe), writing to nowhere.
@@ -261,6 +262,9 @@ impl Bench {
         let mut settings = Settings::for_tests(&dir.path().join("data"));
         settings.root_token = Some(ROOT_TOKEN.to_owned().into());
         settings.kas_secret_file = Some(PathBuf::from(&kas_file));
+        if let Ok(nice) = std::env::var("BENCH_ARGON2_NICE") {
+            settings.argon2_nice = nice.parse().expect("BENCH_ARGON2_NICE is 0 to 19");
+        }
         let application = Application::build(settings).await.unwrap();
         let agentreg_base = format!("http://{}/api/v4", application.http_addr().unwrap());
         let agentreg_grpc = format!("http://{}", application.grpc_addr().unwrap());

@@ -189,10 +189,10 @@ pub struct ServeArgs {
     /// its own [default: 64]
     #[arg(long, env = "AGENTREG_ARGON2_QUEUE_LIMIT")]
     pub argon2_queue_limit: Option<usize>,
-    /// How much lower the argon2 threads' scheduling priority is than the process's (Linux
-    /// niceness, 0 to 19), so that cached requests win contended cores from them; it also slows
-    /// first logins and token creations while the cores are busy, so 0 keeps them equal
-    /// [default: 0]
+    /// How much lower the scheduling priority of the threads that hash new secrets (token
+    /// creations) is than the process's (Linux niceness, 0 to 19), so that requests and logins
+    /// win contended cores from them; verifying a presented secret keeps the process's priority
+    /// [default: 10]
     #[arg(long, env = "AGENTREG_ARGON2_NICE", value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_ARGON2_NICE)))]
     pub argon2_nice: Option<u8>,
     /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are
@@ -322,7 +322,7 @@ pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 90;
 /// The default of `--argon2-queue-limit`.
 pub const DEFAULT_ARGON2_QUEUE_LIMIT: usize = 64;
 /// The default of `--argon2-nice`.
-pub const DEFAULT_ARGON2_NICE: u8 = 0;
+pub const DEFAULT_ARGON2_NICE: u8 = 10;
 /// The largest `--argon2-nice`: Linux's lowest priority is niceness 19.
 pub(crate) const MAX_ARGON2_NICE: u8 = 19;
 

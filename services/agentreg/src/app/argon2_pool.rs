@@ -2,115 +2,143 @@
 //!
 //! One argon2id run takes a core for about 20 ms and 19 MiB. With as many runs as cores, a storm
 //! of token creations or first logins would take the whole machine and every cached request
-//! would wait behind it. So argon2 gets its own threads, one fewer than the cores (at least
-//! one), fed from one first-in-first-out queue. Past `queue_limit` waiting jobs a caller is
+//! would wait behind it. So argon2 runs on threads of its own in `slots` = max(1, cores - 1)
+//! slots, fed from one first-in-first-out queue. Past `queue_limit` waiting jobs a caller is
 //! turned away at once with [`Error::Overloaded`] (503 with `Retry-After`) instead of waiting
 //! without bound. A job whose caller went away while it waited is skipped.
 //!
-//! On Linux `--argon2-nice N` (off by default) runs the threads N steps below the rest of the
-//! process, so that when the cores are contended the kernel gives them to the request workers
-//! first. In the `limits` bench's token storm nice 10 lifted GET throughput from 0.58-0.68x idle
-//! to 0.77-0.79x and made token creations about 45% slower; but it slows a first login just as
-//! much while a flood of cheap requests keeps the cores busy (the end-to-end test of a login
-//! during 400 forgeries once took over its 1 s bound), so it is left to operators who prefer
-//! reads over logins.
+//! Jobs come in two classes, each with `slots` threads of its own:
+//! - [`Class::Verify`] checks a presented secret: a caller waits to be let in. These threads
+//!   keep the process's priority.
+//! - [`Class::Hash`] hashes a new secret, for a token creation. On Linux these threads run
+//!   `--argon2-nice` steps (10 by default) below the process, so that while the cores are
+//!   contended the kernel gives them to requests and logins first. In the `limits` bench's
+//!   token storm that lifted GET throughput from about 0.6x idle to about 0.8x, and token
+//!   creations took about 45% longer.
+//!
+//! A hash starts only while fewer than `slots` jobs of both classes run. A verification starts
+//! while fewer than `slots` verifications run, passing queued hashes that cannot start: it
+//! never waits for a slot that a creation holds at a lower priority (no priority inversion). So
+//! at most `slots` verifications and `slots` hashes run at once, and a hash beyond the slots
+//! only ever runs at the lower priority, beside a verification that passed it.
+//!
+//! An earlier design ran every job at one lowered priority. It slowed first logins as much as
+//! creations while an attacker's flood of cheap requests kept the cores busy: a login during
+//! 400 forgeries once took over its 1 s bound.
 
 use super::Error;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 /// How long one argon2id run takes on one core, roughly; sizes the `Retry-After` advice.
 const RUN_MILLIS: usize = 25;
 
+/// What an argon2 job does, which decides the threads that run it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Checks a presented secret against its stored hash; a caller waits to be let in.
+    Verify,
+    /// Hashes a newly generated secret.
+    Hash,
+}
+
+/// A bounded set of argon2 threads with a bounded, fair queue.
+pub(crate) struct Argon2Pool {
+    shared: Arc<Shared>,
+    queue_limit: usize,
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A fixed set of argon2 threads with a bounded, fair queue.
-pub(crate) struct Argon2Pool {
-    jobs: mpsc::Sender<Job>,
-    /// Jobs submitted and not yet started.
-    queued: Arc<AtomicUsize>,
-    queue_limit: usize,
-    threads: usize,
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled on every change of the state; the few threads each check whether it lets them
+    /// start a job.
+    changed: Condvar,
+    /// How many jobs may run at once.
+    slots: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Jobs submitted and not yet started, oldest first.
+    queue: VecDeque<(Class, Job)>,
+    /// Jobs running, per class (indexed by [`Class::index`]).
+    running: [usize; 2],
+    /// The pool was dropped: its threads end.
+    closed: bool,
 }
 
 impl Argon2Pool {
-    /// Starts `threads` (at least one) threads, each `nice` steps below the process's priority;
-    /// they end when the pool is dropped.
-    pub(crate) fn new(threads: usize, queue_limit: usize, nice: u8) -> Argon2Pool {
-        let threads = threads.max(1);
-        let (jobs, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
-        for index in 0..threads {
-            let receiver = receiver.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("argon2-{index}"))
-                .spawn(move || {
-                    lower_priority(nice);
-                    loop {
-                        // Waiting threads queue on the mutex, so jobs are taken in order.
-                        let job = receiver
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(mpsc::RecvError) => break,
+    /// Starts `slots` (at least one) threads per class, the [`Class::Hash`] ones `nice` steps
+    /// below the process's priority; they end when the pool is dropped.
+    pub(crate) fn new(slots: usize, queue_limit: usize, nice: u8) -> Argon2Pool {
+        let slots = slots.max(1);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            slots,
+        });
+        for class in [Class::Verify, Class::Hash] {
+            for index in 0..slots {
+                let shared = shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("argon2-{}-{index}", class.name()))
+                    .spawn(move || {
+                        if class == Class::Hash {
+                            lower_priority(nice);
                         }
-                    }
-                });
-            if let Err(error) = spawned {
-                // Fewer threads only means a longer queue; the first one is required.
-                assert!(index > 0, "cannot start an argon2 thread: {error}");
-                tracing::warn!(%error, "started {index} argon2 threads instead of {threads}");
-                break;
+                        shared.work(class);
+                    });
+                if let Err(error) = spawned {
+                    // Fewer threads only means a longer queue; the first of each class is required.
+                    assert!(index > 0, "cannot start an argon2 thread: {error}");
+                    tracing::warn!(%error, "started {index} argon2 threads instead of {slots}");
+                    break;
+                }
             }
         }
         Argon2Pool {
-            jobs,
-            queued: Arc::new(AtomicUsize::new(0)),
+            shared,
             queue_limit,
-            threads,
         }
     }
 
     /// `max(1, cores - 1)`: cached requests always keep a core.
-    pub(crate) fn default_threads() -> usize {
+    pub(crate) fn default_slots() -> usize {
         std::thread::available_parallelism()
             .map_or(1, std::num::NonZeroUsize::get)
             .saturating_sub(1)
             .max(1)
     }
 
-    /// Runs `job` on an argon2 thread after the jobs queued before it, or refuses at once when
-    /// `queue_limit` jobs are already waiting.
+    /// Runs `job` on an argon2 thread of its class after the jobs queued before it (see
+    /// [`State::may_start`]), or refuses at once when `queue_limit` jobs are already waiting.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
+        class: Class,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let ahead = self.queued.fetch_add(1, Ordering::SeqCst);
-        if ahead >= self.queue_limit {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::Overloaded {
-                retry_after_secs: self.retry_after_secs(ahead),
-            });
-        }
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let queued = self.queued.clone();
-        let submitted = self.jobs.send(Box::new(move || {
-            queued.fetch_sub(1, Ordering::SeqCst);
-            if !sender.is_closed() {
-                // The receiver may go away meanwhile; nobody is left to tell then.
-                drop(sender.send(job()));
+        {
+            let mut state = self.shared.lock();
+            let ahead = state.queue.len();
+            if ahead >= self.queue_limit {
+                return Err(Error::Overloaded {
+                    retry_after_secs: self.retry_after_secs(ahead),
+                });
             }
-        }));
-        if submitted.is_err() {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::internal(
-                "argon2 threads stopped",
-                std::io::Error::other("argon2 pool closed"),
+            state.queue.push_back((
+                class,
+                Box::new(move || {
+                    if !sender.is_closed() {
+                        // The receiver may go away meanwhile; nobody is left to tell then.
+                        drop(sender.send(job()));
+                    }
+                }),
             ));
         }
+        self.shared.changed.notify_all();
         receiver
             .await
             .map_err(|error| Error::internal("argon2 job lost", error))
@@ -118,8 +146,92 @@ impl Argon2Pool {
 
     /// Whole seconds until the queue ahead of a caller should have drained.
     fn retry_after_secs(&self, ahead: usize) -> u64 {
-        let millis = ahead.saturating_mul(RUN_MILLIS) / self.threads;
+        let millis = ahead.saturating_mul(RUN_MILLIS) / self.shared.slots;
         u64::try_from(millis.div_ceil(1000).max(1)).unwrap_or(u64::MAX)
+    }
+}
+
+impl Drop for Argon2Pool {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+impl Class {
+    fn index(self) -> usize {
+        match self {
+            Class::Verify => 0,
+            Class::Hash => 1,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Class::Verify => "verify",
+            Class::Hash => "hash",
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One thread's loop: take the next job of `class` that may start, run it, repeat.
+    fn work(&self, class: Class) {
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                // Nobody waits for a queued job any more: every caller borrows the pool.
+                return;
+            }
+            if let Some(job) = state.start(class, self.slots) {
+                drop(state);
+                // A running hash may let a verification pass it.
+                self.changed.notify_all();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    // The caller sees its job lost; the slot must not be.
+                    tracing::error!("an argon2 job panicked");
+                }
+                state = self.lock();
+                state.running[class.index()] -= 1;
+                self.changed.notify_all();
+            } else {
+                state = self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+    }
+}
+
+impl State {
+    /// Takes the job a thread of `class` should run now, if any, counting it as running.
+    fn start(&mut self, class: Class, slots: usize) -> Option<Job> {
+        let position = self.may_start(class, slots)?;
+        let (_, job) = self.queue.remove(position)?;
+        self.running[class.index()] += 1;
+        Some(job)
+    }
+
+    /// The queue position of the job a thread of `class` should start now, if any.
+    ///
+    /// Jobs start oldest first. A verification may start while fewer than `slots`
+    /// verifications run; a hash while fewer than `slots` jobs of both classes run. The one
+    /// exception to the order: a verification may pass older hashes that cannot start, so a
+    /// login never waits for a slot a creation holds at a lower priority. A hash never passes
+    /// anything (an older verification could start whenever the hash could).
+    fn may_start(&self, class: Class, slots: usize) -> Option<usize> {
+        let [verifying, hashing] = self.running;
+        let position = self.queue.iter().position(|(queued, _)| *queued == class)?;
+        let start = match class {
+            Class::Verify => verifying < slots && (position == 0 || verifying + hashing >= slots),
+            Class::Hash => position == 0 && verifying + hashing < slots,
+        };
+        start.then_some(position)
     }
 }
 
@@ -149,31 +261,55 @@ fn lower_priority(nice: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
     use std::time::Duration;
+
+    /// A job that runs until the returned sender sends (or is dropped).
+    fn held() -> (mpsc::Sender<()>, impl FnOnce() + Send + 'static) {
+        let (release, hold) = mpsc::channel::<()>();
+        (release, move || hold.recv().unwrap_or_default())
+    }
+
+    /// Submits a job of `class` that runs `job`, and waits a moment so later submissions queue
+    /// behind it.
+    async fn submit<T: Send + 'static>(
+        pool: &Arc<Argon2Pool>,
+        class: Class,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<T, Error>> {
+        let pool = pool.clone();
+        let handle = tokio::spawn(async move { pool.run(class, job).await });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        handle
+    }
+
+    fn state(queued: &[Class], running: [usize; 2]) -> State {
+        State {
+            queue: queued
+                .iter()
+                .map(|class| (*class, Box::new(|| ()) as Job))
+                .collect(),
+            running,
+            closed: false,
+        }
+    }
 
     #[tokio::test]
     async fn jobs_run_in_order_and_past_the_limit_callers_are_refused_at_once() {
         let pool = Arc::new(Argon2Pool::new(1, 3, 0));
-        let (release, hold) = std::sync::mpsc::channel::<()>();
-        let hold = Arc::new(Mutex::new(hold));
         let order = Arc::new(Mutex::new(Vec::new()));
-        // The first job occupies the thread until released; three more may wait.
-        let blocker = {
-            let (pool, hold) = (pool.clone(), hold.clone());
-            tokio::spawn(
-                async move { pool.run(move || hold.lock().unwrap().recv().unwrap()).await },
-            )
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The first job occupies the slot until released; three more may wait.
+        let (release, hold) = held();
+        let blocker = submit(&pool, Class::Verify, hold).await;
         let mut waiting = Vec::new();
-        for index in 0..3 {
-            let (pool, order) = (pool.clone(), order.clone());
-            waiting.push(tokio::spawn(async move {
-                pool.run(move || order.lock().unwrap().push(index)).await
-            }));
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        for (index, class) in [Class::Hash, Class::Verify, Class::Hash]
+            .into_iter()
+            .enumerate()
+        {
+            let order = order.clone();
+            waiting.push(submit(&pool, class, move || order.lock().unwrap().push(index)).await);
         }
-        let refused = pool.run(|| ()).await;
+        let refused = pool.run(Class::Verify, || ()).await;
         assert!(
             matches!(refused, Err(Error::Overloaded { retry_after_secs }) if retry_after_secs >= 1),
             "a fourth waiting job is refused with a retry time"
@@ -185,26 +321,90 @@ mod tests {
         }
         assert_eq!(*order.lock().unwrap(), vec![0, 1, 2], "first in, first out");
         // The queue is empty again.
-        pool.run(|| ()).await.unwrap();
+        pool.run(Class::Hash, || ()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_verification_does_not_wait_for_a_slot_that_a_hash_holds() {
+        let pool = Arc::new(Argon2Pool::new(1, 8, 0));
+        let (release, hold) = held();
+        let creation = submit(&pool, Class::Hash, hold).await;
+        // Queued behind the running hash, and behind a second hash that cannot start yet.
+        let second_creation = submit(&pool, Class::Hash, || ()).await;
+
+        let login = tokio::time::timeout(Duration::from_secs(5), pool.run(Class::Verify, || 7))
+            .await
+            .expect("the verification ran while the hash held the slot");
+
+        assert_eq!(login.unwrap(), 7);
+        assert!(!second_creation.is_finished(), "hashes wait for the slot");
+        release.send(()).unwrap();
+        creation.await.unwrap().unwrap();
+        second_creation.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hash_waits_while_verifications_hold_every_slot() {
+        let pool = Arc::new(Argon2Pool::new(1, 8, 0));
+        let (release, hold) = held();
+        let login = submit(&pool, Class::Verify, hold).await;
+        let creation = submit(&pool, Class::Hash, || ()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        assert!(
+            !creation.is_finished(),
+            "the hash started beside a verification"
+        );
+        release.send(()).unwrap();
+        login.await.unwrap().unwrap();
+        creation.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_job_starts_oldest_first_within_its_slots() {
+        use Class::{Hash, Verify};
+        // Empty queue, or no job of the class: nothing to start.
+        assert_eq!(state(&[], [0, 0]).may_start(Verify, 1), None);
+        assert_eq!(state(&[Hash], [0, 0]).may_start(Verify, 1), None);
+        // The oldest job starts when a slot is free.
+        assert_eq!(state(&[Verify, Hash], [0, 0]).may_start(Verify, 1), Some(0));
+        assert_eq!(state(&[Hash, Verify], [0, 0]).may_start(Hash, 1), Some(0));
+        // A free slot goes to the oldest job, not to a younger one of the other class.
+        assert_eq!(state(&[Hash, Verify], [0, 0]).may_start(Verify, 1), None);
+        assert_eq!(state(&[Verify, Hash], [0, 0]).may_start(Hash, 2), None);
+        // Verifications pass hashes that cannot start, up to their own slots.
+        assert_eq!(state(&[Hash, Verify], [0, 1]).may_start(Verify, 1), Some(1));
+        assert_eq!(state(&[Hash, Verify], [1, 0]).may_start(Verify, 1), None);
+        assert_eq!(
+            state(&[Hash, Hash, Verify], [1, 1]).may_start(Verify, 2),
+            Some(2)
+        );
+        // A hash starts only under the total bound.
+        assert_eq!(state(&[Hash], [1, 0]).may_start(Hash, 1), None);
+        assert_eq!(state(&[Hash], [1, 0]).may_start(Hash, 2), Some(0));
+        assert_eq!(state(&[Hash], [0, 2]).may_start(Hash, 2), None);
     }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn the_threads_run_nicer_than_the_process_by_the_setting() {
+    async fn hash_threads_run_nicer_than_the_process_by_the_setting_and_verify_threads_do_not() {
         let own = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-        let niceness_in_pool = |nice: u8| async move {
+        let niceness_in_pool = |class: Class, nice: u8| async move {
             Argon2Pool::new(1, 3, nice)
-                .run(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
+                .run(class, || {
+                    rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+                })
                 .await
                 .unwrap()
                 .unwrap()
         };
-        assert_eq!(niceness_in_pool(0).await, own);
-        assert_eq!(niceness_in_pool(4).await, (own + 4).min(19));
+        assert_eq!(niceness_in_pool(Class::Hash, 0).await, own);
+        assert_eq!(niceness_in_pool(Class::Hash, 4).await, (own + 4).min(19));
         assert_eq!(
-            niceness_in_pool(19).await,
+            niceness_in_pool(Class::Hash, 19).await,
             19,
             "capped at Linux's lowest priority"
         );
+        assert_eq!(niceness_in_pool(Class::Verify, 10).await, own);
     }
 }

@@ -178,7 +178,7 @@ pub struct AppConfig {
     pub agent_token_failures_per_minute: u32,
     /// Callers waiting for argon2 beyond which new verifications are refused at once.
     pub argon2_queue_limit: usize,
-    /// How much nicer than the process the argon2 threads run (Linux only).
+    /// How much nicer than the process the threads that hash new secrets run (Linux only).
     pub argon2_nice: u8,
     /// How far ahead an agent token's `expires_at` may be; `None` for no limit.
     pub agent_token_max_lifetime: Option<std::time::Duration>,
@@ -277,7 +277,7 @@ impl App {
                 failure_audit: failure_audit::FailureAudit::default(),
                 usage: usage::TokenUsage::default(),
                 argon2: argon2_pool::Argon2Pool::new(
-                    argon2_pool::Argon2Pool::default_threads(),
+                    argon2_pool::Argon2Pool::default_slots(),
                     config.argon2_queue_limit,
                     config.argon2_nice,
                 ),
@@ -397,7 +397,7 @@ impl App {
         let secret = secret.clone();
         self.inner
             .argon2
-            .run(move || hasher.hash(&secret))
+            .run(argon2_pool::Class::Hash, move || hasher.hash(&secret))
             .await?
             .map_err(|error| Error::internal("hashing a secret failed", error))
     }
@@ -413,7 +413,9 @@ impl App {
         let secret = secret.clone();
         self.inner
             .argon2
-            .run(move || hasher.verify(&secret, &hash))
+            .run(argon2_pool::Class::Verify, move || {
+                hasher.verify(&secret, &hash)
+            })
             .await
     }
 
