@@ -183,6 +183,9 @@ async fn metrics_count_requests_by_route_and_report_the_inventory() {
         r#"agentreg_requests_total{protocol="grpc",route="/agentreg.v1.AgentService/ListAgents",status="0"} 1"#
     ));
     assert!(text.contains("agentreg_request_duration_seconds_bucket{"));
+    assert!(text.contains(
+        r#"agentreg_request_duration_seconds_count{protocol="rest",route="/api/v4/projects/{id}/cluster_agents",status="201"} 1"#
+    ), "{text}");
     assert!(text.contains("\nagentreg_agents 1\n"));
     assert!(text.contains("\nagentreg_active_agent_tokens 1\n"));
     assert!(text.contains("\nagentreg_url_configurations 0\n"));

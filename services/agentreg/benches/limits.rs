@@ -263,7 +263,7 @@ impl Bench {
         settings.root_token = Some(ROOT_TOKEN.to_owned().into());
         settings.kas_secret_file = Some(PathBuf::from(&kas_file));
         if let Ok(nice) = std::env::var("BENCH_ARGON2_NICE") {
-            settings.argon2_nice = nice.parse().expect("BENCH_ARGON2_NICE is 0 to 19");
+            settings.argon2_nice = nice.parse().expect("BENCH_ARGON2_NICE is idle or 0 to 19");
         }
         let application = Application::build(settings).await.unwrap();
         let agentreg_base = format!("http://{}/api/v4", application.http_addr().unwrap());

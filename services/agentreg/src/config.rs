@@ -189,12 +189,12 @@ pub struct ServeArgs {
     /// its own [default: 64]
     #[arg(long, env = "AGENTREG_ARGON2_QUEUE_LIMIT")]
     pub argon2_queue_limit: Option<usize>,
-    /// How much lower the scheduling priority of the threads that hash new secrets (token
-    /// creations) is than the process's (Linux niceness, 0 to 19), so that requests and logins
-    /// win contended cores from them; verifying a presented secret keeps the process's priority
-    /// [default: 10]
-    #[arg(long, env = "AGENTREG_ARGON2_NICE", value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_ARGON2_NICE)))]
-    pub argon2_nice: Option<u8>,
+    /// How the threads that hash new secrets (token creations) yield to requests and logins on
+    /// Linux: `idle` (SCHED_IDLE: a woken request worker takes their core at once, and a busy
+    /// process leaves them little), or 0 to 19 niceness steps below the process; verifying a
+    /// presented secret keeps the process's priority [default: idle]
+    #[arg(long, env = "AGENTREG_ARGON2_NICE")]
+    pub argon2_nice: Option<HashPriority>,
     /// Comma-separated CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are
     /// believed, e.g. 10.0.0.0/8,::1/128 [default: none]
     #[arg(long, env = "AGENTREG_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -282,8 +282,8 @@ pub struct Settings {
     pub agent_token_failures_per_minute: u32,
     /// Callers waiting for argon2 beyond which new ones are refused at once.
     pub argon2_queue_limit: usize,
-    /// How much nicer than the process the argon2 threads run.
-    pub argon2_nice: u8,
+    /// How the threads that hash new secrets yield to the rest of the process.
+    pub argon2_nice: HashPriority,
     /// Reverse proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
     /// How long instance audit events are kept; `None` keeps them forever.
@@ -322,7 +322,7 @@ pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 90;
 /// The default of `--argon2-queue-limit`.
 pub const DEFAULT_ARGON2_QUEUE_LIMIT: usize = 64;
 /// The default of `--argon2-nice`.
-pub const DEFAULT_ARGON2_NICE: u8 = 10;
+pub const DEFAULT_ARGON2_NICE: HashPriority = HashPriority::Idle;
 /// The largest `--argon2-nice`: Linux's lowest priority is niceness 19.
 pub(crate) const MAX_ARGON2_NICE: u8 = 19;
 
@@ -413,6 +413,64 @@ impl std::str::FromStr for Cidr {
     }
 }
 
+/// How the threads that hash new secrets are scheduled against the rest of the process (Linux;
+/// elsewhere they keep the process's priority). `--argon2-nice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashPriority {
+    /// Linux's `SCHED_IDLE`: any other thread of the process that wakes takes the core at once,
+    /// and while the process keeps the cores busy these threads get a minimal share of them.
+    Idle,
+    /// This many niceness steps below the process (0: the same priority), at most
+    /// [`MAX_ARGON2_NICE`].
+    Nice(u8),
+}
+
+impl std::str::FromStr for HashPriority {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<HashPriority, String> {
+        match text.trim() {
+            "idle" => Ok(HashPriority::Idle),
+            steps => steps
+                .parse::<u8>()
+                .ok()
+                .filter(|steps| *steps <= MAX_ARGON2_NICE)
+                .map(HashPriority::Nice)
+                .ok_or_else(|| {
+                    format!(
+                        "{text:?} is neither idle nor a niceness step from 0 to {MAX_ARGON2_NICE}"
+                    )
+                }),
+        }
+    }
+}
+
+impl std::fmt::Display for HashPriority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashPriority::Idle => f.write_str("idle"),
+            HashPriority::Nice(steps) => write!(f, "{steps}"),
+        }
+    }
+}
+
+/// `argon2_nice` as a config file writes it: `"idle"` or a number.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum HashPriorityValue {
+    Steps(i64),
+    Word(String),
+}
+
+impl std::fmt::Display for HashPriorityValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashPriorityValue::Steps(steps) => write!(f, "{steps}"),
+            HashPriorityValue::Word(word) => f.write_str(word),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cidr, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -439,7 +497,7 @@ struct FileSettings {
     auth_failures_per_minute: Option<u32>,
     agent_token_failures_per_minute: Option<u32>,
     argon2_queue_limit: Option<usize>,
-    argon2_nice: Option<u8>,
+    argon2_nice: Option<HashPriorityValue>,
     trusted_proxies: Option<Vec<Cidr>>,
     audit_retention_days: Option<u32>,
     max_connections: Option<usize>,
@@ -488,8 +546,8 @@ pub enum SettingsError {
     IncompleteTls,
     #[error("duration {0:?} must be a positive number followed by s, m, h or d")]
     Duration(String),
-    #[error("argon2_nice must be 0 to {max}, not {0}", max = MAX_ARGON2_NICE)]
-    Argon2Nice(u8),
+    #[error("argon2_nice must be idle or 0 to {max}, not {0}", max = MAX_ARGON2_NICE)]
+    Argon2Nice(String),
 }
 
 /// The shortest root token accepted from `AGENTREG_ROOT_TOKEN`.
@@ -592,11 +650,13 @@ impl Settings {
                 .argon2_queue_limit
                 .or(file.argon2_queue_limit)
                 .unwrap_or(DEFAULT_ARGON2_QUEUE_LIMIT),
-            argon2_nice: match args.argon2_nice.or(file.argon2_nice) {
-                Some(nice) if nice > MAX_ARGON2_NICE => {
-                    return Err(SettingsError::Argon2Nice(nice));
-                }
-                nice => nice.unwrap_or(DEFAULT_ARGON2_NICE),
+            argon2_nice: match (args.argon2_nice, file.argon2_nice) {
+                (Some(priority), _) => priority,
+                (None, Some(value)) => value
+                    .to_string()
+                    .parse()
+                    .map_err(|_| SettingsError::Argon2Nice(value.to_string()))?,
+                (None, None) => DEFAULT_ARGON2_NICE,
             },
             trusted_proxies: args
                 .trusted_proxies
@@ -776,32 +836,60 @@ mod tests {
     }
 
     #[test]
-    fn argon2_nice_comes_from_the_flag_or_the_file_and_stays_in_linux_range() {
+    fn argon2_nice_is_idle_or_a_linux_niceness_step_from_the_flag_or_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agentreg.toml");
-        std::fs::write(&path, "argon2_nice = 3\n").unwrap();
-        let from_file = ServeArgs {
-            config: Some(path.clone()),
-            ..ServeArgs::default()
+        let from_file = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Settings::resolve(
+                ServeArgs {
+                    config: Some(path.clone()),
+                    ..ServeArgs::default()
+                },
+                None,
+            )
+            .map(|settings| settings.argon2_nice)
         };
-        assert_eq!(Settings::resolve(from_file, None).unwrap().argon2_nice, 3);
+        assert_eq!(
+            from_file("argon2_nice = 3\n").unwrap(),
+            HashPriority::Nice(3)
+        );
+        assert_eq!(
+            from_file("argon2_nice = \"idle\"\n").unwrap(),
+            HashPriority::Idle
+        );
+        for refused in [
+            "argon2_nice = 20\n",
+            "argon2_nice = -1\n",
+            "argon2_nice = \"low\"\n",
+        ] {
+            assert!(
+                matches!(from_file(refused), Err(SettingsError::Argon2Nice(_))),
+                "{refused}"
+            );
+        }
         let flag = ServeArgs {
             config: Some(path.clone()),
-            argon2_nice: Some(0),
+            argon2_nice: Some(HashPriority::Nice(0)),
             ..ServeArgs::default()
         };
-        assert_eq!(Settings::resolve(flag, None).unwrap().argon2_nice, 0);
-        std::fs::write(&path, "argon2_nice = 20\n").unwrap();
-        let too_nice = ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
+        assert_eq!(
+            Settings::resolve(flag, None).unwrap().argon2_nice,
+            HashPriority::Nice(0),
+            "the flag beats the file"
+        );
+        let parse = |value: &str| {
+            Cli::try_parse_from(["agentreg", "serve", "--argon2-nice", value]).map(|cli| {
+                let Command::Serve(args) = cli.command else {
+                    unreachable!("parsed serve")
+                };
+                args.argon2_nice
+            })
         };
-        assert!(matches!(
-            Settings::resolve(too_nice, None),
-            Err(SettingsError::Argon2Nice(20))
-        ));
-        assert!(Cli::try_parse_from(["agentreg", "serve", "--argon2-nice", "20"]).is_err());
-        assert!(Cli::try_parse_from(["agentreg", "serve", "--argon2-nice", "19"]).is_ok());
+        assert_eq!(parse("19").unwrap(), Some(HashPriority::Nice(19)));
+        assert_eq!(parse("idle").unwrap(), Some(HashPriority::Idle));
+        assert!(parse("20").is_err());
+        assert!(parse("lowest").is_err());
     }
 
     #[test]

@@ -10,23 +10,34 @@
 //! Jobs come in two classes, each with `slots` threads of its own:
 //! - [`Class::Verify`] checks a presented secret: a caller waits to be let in. These threads
 //!   keep the process's priority.
-//! - [`Class::Hash`] hashes a new secret, for a token creation. On Linux these threads run
-//!   `--argon2-nice` steps (10 by default) below the process, so that while the cores are
-//!   contended the kernel gives them to requests and logins first. In the `limits` bench's
-//!   token storm that lifted GET throughput from about 0.6x idle to about 0.8x, and token
-//!   creations took about 45% longer.
+//! - [`Class::Hash`] hashes a new secret, for a token creation. On Linux these threads yield to
+//!   the rest of the process as `--argon2-nice` says. By default (`idle`) they take Linux's
+//!   `SCHED_IDLE` policy: a request worker that wakes takes their core at once, and while the
+//!   process keeps the cores busy they get a minimal share, so creations wait for requests
+//!   rather than requests for creations. A number instead runs them that many niceness steps
+//!   below the process: a woken worker then waits for the end of the hash's time slice, and
+//!   a busy process leaves them about a tenth of a core at 10.
+//!
+//!   In the `limits` bench's token storm (alternating runs of 5 rounds in one session), GET
+//!   throughput during the storm was 0.60-0.67x idle at the process's priority, 0.66-0.86x at
+//!   nice 10 and 0.83-0.98x with `idle`; its p99 was 1.7-2.0x, 1.8-2.4x and 1.2-1.6x idle; and
+//!   token create+revoke cycles per 3 s were about 75-120, 45-75 and 20-50.
 //!
 //! A hash starts only while fewer than `slots` jobs of both classes run. A verification starts
 //! while fewer than `slots` verifications run, passing queued hashes that cannot start: it
 //! never waits for a slot that a creation holds at a lower priority (no priority inversion). So
-//! at most `slots` verifications and `slots` hashes run at once, and a hash beyond the slots
-//! only ever runs at the lower priority, beside a verification that passed it.
+//! at most `slots` verifications and `slots` hashes run at once, and a run beyond the slots is
+//! a hash at the hashing threads' lower priority beside a verification that passed it (with
+//! `--argon2-nice 0`, at the process's priority: then it takes a core from requests for a run).
+//! A creation can wait long only while requests keep every core busy; the queue bound and the
+//! request timeout then answer it with a 503 instead of letting it wait without end.
 //!
 //! An earlier design ran every job at one lowered priority. It slowed first logins as much as
 //! creations while an attacker's flood of cheap requests kept the cores busy: a login during
 //! 400 forgeries once took over its 1 s bound.
 
 use super::Error;
+use crate::config::HashPriority;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -70,9 +81,9 @@ struct State {
 }
 
 impl Argon2Pool {
-    /// Starts `slots` (at least one) threads per class, the [`Class::Hash`] ones `nice` steps
-    /// below the process's priority; they end when the pool is dropped.
-    pub(crate) fn new(slots: usize, queue_limit: usize, nice: u8) -> Argon2Pool {
+    /// Starts `slots` (at least one) threads per class, the [`Class::Hash`] ones scheduled by
+    /// `hash_priority`; they end when the pool is dropped.
+    pub(crate) fn new(slots: usize, queue_limit: usize, hash_priority: HashPriority) -> Argon2Pool {
         let slots = slots.max(1);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -86,7 +97,7 @@ impl Argon2Pool {
                     .name(format!("argon2-{}-{index}", class.name()))
                     .spawn(move || {
                         if class == Class::Hash {
-                            lower_priority(nice);
+                            lower_priority(hash_priority);
                         }
                         shared.work(class);
                     });
@@ -235,26 +246,59 @@ impl State {
     }
 }
 
-/// Makes the calling thread `nice` steps nicer than it is (capped at Linux's lowest priority,
-/// [`crate::config::MAX_ARGON2_NICE`]). A failure only costs the priority, so it is logged, not
-/// fatal. Linux schedules each thread on its own, so this touches no other thread; elsewhere
-/// niceness is per process and this does nothing.
-fn lower_priority(nice: u8) {
-    if nice == 0 {
-        return;
-    }
+/// Makes the calling thread yield to the rest of the process as `priority` says. A failure
+/// only costs the priority, so it is logged, not fatal. Linux schedules each thread on its own,
+/// so this touches no other thread; elsewhere it does nothing.
+fn lower_priority(priority: HashPriority) {
     #[cfg(target_os = "linux")]
     {
-        let thread = Some(rustix::thread::gettid());
-        let lowered = rustix::process::getpriority_process(thread).and_then(|current| {
+        let lowered = match priority {
+            HashPriority::Nice(0) => return,
+            HashPriority::Nice(steps) => nicer_by(steps),
+            HashPriority::Idle => schedule_idle(),
+        };
+        if let Err(error) = lowered {
+            tracing::warn!(%error, %priority, "could not lower the priority of an argon2 thread");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
+}
+
+/// `steps` niceness steps nicer than the thread is, capped at Linux's lowest priority
+/// ([`crate::config::MAX_ARGON2_NICE`]).
+#[cfg(target_os = "linux")]
+fn nicer_by(steps: u8) -> Result<(), String> {
+    let thread = Some(rustix::thread::gettid());
+    rustix::process::getpriority_process(thread)
+        .and_then(|current| {
             rustix::process::setpriority_process(
                 thread,
-                (current + i32::from(nice)).min(i32::from(crate::config::MAX_ARGON2_NICE)),
+                (current + i32::from(steps)).min(i32::from(crate::config::MAX_ARGON2_NICE)),
             )
-        });
-        if let Err(error) = lowered {
-            tracing::warn!(%error, "could not lower the priority of an argon2 thread");
-        }
+        })
+        .map_err(|error| error.to_string())
+}
+
+/// Linux's `SCHED_IDLE` policy for the calling thread, which any thread may take without
+/// privileges.
+#[cfg(target_os = "linux")]
+fn schedule_idle() -> Result<(), String> {
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id, thread_schedule_policy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    match set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        idle,
+    ) {
+        Ok(()) => Ok(()),
+        // After the policy the crate sets the niceness to 0, which a process started nicer may
+        // not do; SCHED_IDLE ignores niceness, so the policy is what counts.
+        Err(_) if matches!(thread_schedule_policy(), Ok(policy) if policy == idle) => Ok(()),
+        Err(error) => Err(error.to_string()),
     }
 }
 
@@ -296,7 +340,7 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_in_order_and_past_the_limit_callers_are_refused_at_once() {
-        let pool = Arc::new(Argon2Pool::new(1, 3, 0));
+        let pool = Arc::new(Argon2Pool::new(1, 3, HashPriority::Nice(0)));
         let order = Arc::new(Mutex::new(Vec::new()));
         // The first job occupies the slot until released; three more may wait.
         let (release, hold) = held();
@@ -326,7 +370,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_verification_does_not_wait_for_a_slot_that_a_hash_holds() {
-        let pool = Arc::new(Argon2Pool::new(1, 8, 0));
+        let pool = Arc::new(Argon2Pool::new(1, 8, HashPriority::Nice(0)));
         let (release, hold) = held();
         let creation = submit(&pool, Class::Hash, hold).await;
         // Queued behind the running hash, and behind a second hash that cannot start yet.
@@ -345,7 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_waits_while_verifications_hold_every_slot() {
-        let pool = Arc::new(Argon2Pool::new(1, 8, 0));
+        let pool = Arc::new(Argon2Pool::new(1, 8, HashPriority::Nice(0)));
         let (release, hold) = held();
         let login = submit(&pool, Class::Verify, hold).await;
         let creation = submit(&pool, Class::Hash, || ()).await;
@@ -385,26 +429,54 @@ mod tests {
         assert_eq!(state(&[Hash], [0, 2]).may_start(Hash, 2), None);
     }
 
+    /// The scheduling policy and niceness of the thread a job of `class` runs on.
+    #[cfg(target_os = "linux")]
+    async fn scheduling_in_pool(
+        class: Class,
+        priority: HashPriority,
+    ) -> (thread_priority::unix::ThreadSchedulePolicy, i32) {
+        Argon2Pool::new(1, 3, priority)
+            .run(class, || {
+                (
+                    thread_priority::unix::thread_schedule_policy().unwrap(),
+                    rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap(),
+                )
+            })
+            .await
+            .unwrap()
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn hash_threads_run_nicer_than_the_process_by_the_setting_and_verify_threads_do_not() {
         let own = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-        let niceness_in_pool = |class: Class, nice: u8| async move {
-            Argon2Pool::new(1, 3, nice)
-                .run(class, || {
-                    rustix::process::getpriority_process(Some(rustix::thread::gettid()))
-                })
-                .await
-                .unwrap()
-                .unwrap()
+        let niceness = |class, steps| async move {
+            scheduling_in_pool(class, HashPriority::Nice(steps)).await.1
         };
-        assert_eq!(niceness_in_pool(Class::Hash, 0).await, own);
-        assert_eq!(niceness_in_pool(Class::Hash, 4).await, (own + 4).min(19));
+        assert_eq!(niceness(Class::Hash, 0).await, own);
+        assert_eq!(niceness(Class::Hash, 4).await, (own + 4).min(19));
         assert_eq!(
-            niceness_in_pool(Class::Hash, 19).await,
+            niceness(Class::Hash, 19).await,
             19,
             "capped at Linux's lowest priority"
         );
-        assert_eq!(niceness_in_pool(Class::Verify, 10).await, own);
+        assert_eq!(niceness(Class::Verify, 10).await, own);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn idle_hash_threads_take_sched_idle_and_verify_threads_do_not() {
+        use thread_priority::unix::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let own = thread_priority::unix::thread_schedule_policy().unwrap();
+
+        let (hashing, _) = scheduling_in_pool(Class::Hash, HashPriority::Idle).await;
+        let (verifying, _) = scheduling_in_pool(Class::Verify, HashPriority::Idle).await;
+
+        assert_eq!(
+            hashing,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+        );
+        assert_eq!(verifying, own);
+        assert_ne!(own, hashing);
     }
 }

@@ -504,7 +504,7 @@ mod tests {
                 auth_failures_per_minute: 30,
                 agent_token_failures_per_minute: 600,
                 argon2_queue_limit: 64,
-                argon2_nice: 0,
+                argon2_nice: crate::config::HashPriority::Nice(0),
                 agent_token_max_lifetime: None,
                 require_agent_token_expiry: false,
                 max_rotation_overlap: crate::config::DEFAULT_MAX_ROTATION_OVERLAP,

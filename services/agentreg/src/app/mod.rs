@@ -178,8 +178,8 @@ pub struct AppConfig {
     pub agent_token_failures_per_minute: u32,
     /// Callers waiting for argon2 beyond which new verifications are refused at once.
     pub argon2_queue_limit: usize,
-    /// How much nicer than the process the threads that hash new secrets run (Linux only).
-    pub argon2_nice: u8,
+    /// How the threads that hash new secrets yield to the rest of the process (Linux only).
+    pub argon2_nice: crate::config::HashPriority,
     /// How far ahead an agent token's `expires_at` may be; `None` for no limit.
     pub agent_token_max_lifetime: Option<std::time::Duration>,
     /// Refuse agent tokens without an `expires_at`.
