@@ -413,6 +413,13 @@ impl std::str::FromStr for Cidr {
     }
 }
 
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cidr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// How the threads that hash new secrets are scheduled against the rest of the process (Linux;
 /// elsewhere they keep the process's priority). `--argon2-nice`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,13 +475,6 @@ impl std::fmt::Display for HashPriorityValue {
             HashPriorityValue::Steps(steps) => write!(f, "{steps}"),
             HashPriorityValue::Word(word) => f.write_str(word),
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cidr, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
