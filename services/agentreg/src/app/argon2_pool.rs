@@ -314,16 +314,25 @@ mod tests {
         (release, move || hold.recv().unwrap_or_default())
     }
 
-    /// Submits a job of `class` that runs `job`, and waits a moment so later submissions queue
-    /// behind it.
+    /// Submits a job of `class` that runs `job`, and returns once it is queued, running or done,
+    /// so that later submissions queue behind it.
     async fn submit<T: Send + 'static>(
         pool: &Arc<Argon2Pool>,
         class: Class,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> tokio::task::JoinHandle<Result<T, Error>> {
-        let pool = pool.clone();
-        let handle = tokio::spawn(async move { pool.run(class, job).await });
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let jobs = |pool: &Argon2Pool| {
+            let state = pool.shared.lock();
+            state.queue.len() + state.running.iter().sum::<usize>()
+        };
+        let before = jobs(pool);
+        let handle = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(class, job).await })
+        };
+        while jobs(pool) <= before && !handle.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         handle
     }
 
@@ -342,16 +351,20 @@ mod tests {
     async fn jobs_run_in_order_and_past_the_limit_callers_are_refused_at_once() {
         let pool = Arc::new(Argon2Pool::new(1, 3, HashPriority::Nice(0)));
         let order = Arc::new(Mutex::new(Vec::new()));
-        // The first job occupies the slot until released; three more may wait.
+        // The first job occupies the slot until released; three more may wait. Hashes, because
+        // they run one at a time behind anything (a verification may run beside a hash, so the
+        // order in which two such jobs record themselves would be a race).
         let (release, hold) = held();
         let blocker = submit(&pool, Class::Verify, hold).await;
         let mut waiting = Vec::new();
-        for (index, class) in [Class::Hash, Class::Verify, Class::Hash]
-            .into_iter()
-            .enumerate()
-        {
+        for index in 0..3 {
             let order = order.clone();
-            waiting.push(submit(&pool, class, move || order.lock().unwrap().push(index)).await);
+            waiting.push(
+                submit(&pool, Class::Hash, move || {
+                    order.lock().unwrap().push(index)
+                })
+                .await,
+            );
         }
         let refused = pool.run(Class::Verify, || ()).await;
         assert!(
