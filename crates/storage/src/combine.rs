@@ -174,17 +174,18 @@ mod tests {
     #[tokio::test]
     async fn items_of_a_panicked_batch_are_abandoned_and_the_next_batch_runs() {
         let combiner = Arc::new(Combiner::<u64, Option<u64>>::default());
+        // Every caller passes the same `apply`, as in production: the worker that ran the first
+        // batch may still be running when the second item arrives, and then applies it with
+        // the `apply` it was started with.
+        let apply = || {
+            |items: Vec<u64>| {
+                assert!(!items.contains(&1), "apply failed");
+                items.into_iter().map(Some).collect()
+            }
+        };
 
-        let panicked = combiner
-            .submit(1, || |_| panic!("apply failed"), || None)
-            .await;
-        let next = combiner
-            .submit(
-                2,
-                || |items: Vec<u64>| items.into_iter().map(Some).collect(),
-                || None,
-            )
-            .await;
+        let panicked = combiner.submit(1, apply, || None).await;
+        let next = combiner.submit(2, apply, || None).await;
 
         assert_eq!(panicked, None);
         assert_eq!(next, Some(2));
