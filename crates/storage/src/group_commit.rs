@@ -326,23 +326,37 @@ mod tests {
             Ok(())
         );
 
-        let group = Arc::new(GroupCommit::default());
-        let (leader, release) = leader_in_flush(&group);
-        // Arrives while the first flush runs, so it needs the second, which fails; a third
-        // caller queued behind the same flush is told so too.
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let group = group.clone();
-                std::thread::spawn(move || group.commit(group.begin(), || Err(Failure::Own)))
-            })
-            .collect();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        release.send(()).unwrap();
-        assert_eq!(leader.join().unwrap(), Ok(()));
-        let mut outcomes: Vec<_> = waiters
-            .into_iter()
-            .map(|waiter| waiter.join().unwrap())
-            .collect();
+        // Two writes finish while the first flush runs, so both need the second, which fails:
+        // its leader is told the cause, the other caller that the shared flush failed. Their
+        // writes begin before the first flush and finish during it, so the second flush covers
+        // both however the threads are scheduled.
+        let group = &GroupCommit::default();
+        let mut outcomes = std::thread::scope(|scope| {
+            let writes = [group.begin(), group.begin()];
+            let (entered_sender, entered) = std::sync::mpsc::channel();
+            let (release, release_receiver) = std::sync::mpsc::channel::<()>();
+            let leader = scope.spawn(move || {
+                group.commit(group.begin(), || {
+                    entered_sender.send(()).unwrap();
+                    release_receiver.recv().unwrap();
+                    Ok::<(), Failure>(())
+                })
+            });
+            entered.recv().unwrap();
+            let waiters: Vec<_> = writes
+                .into_iter()
+                .map(|write| scope.spawn(move || group.commit(write, || Err(Failure::Own))))
+                .collect();
+            while group.lock().finished < 3 {
+                std::thread::yield_now();
+            }
+            release.send(()).unwrap();
+            assert_eq!(leader.join().unwrap(), Ok(()));
+            waiters
+                .into_iter()
+                .map(|waiter| waiter.join().unwrap())
+                .collect::<Vec<_>>()
+        });
         outcomes.sort_by_key(|outcome| format!("{outcome:?}"));
         assert_eq!(
             outcomes,
