@@ -830,7 +830,7 @@ async fn start_error(
     for _ in 0..100 {
         match agentreg::startup::Application::build(settings.clone()).await {
             Ok(_) => return String::new(),
-            Err(error) if format!("{error:#}").contains("could not acquire lock") => {
+            Err(error) if crate::helpers::is_locked(&error) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(error) => return format!("{error:#}"),

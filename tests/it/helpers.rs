@@ -380,7 +380,7 @@ impl Drop for TestApp {
 /// Whether an error says that a sled directory is still held by a store. A test that stops an
 /// instance and reopens its directory in the same process may see this for a moment, while the
 /// stopped instance's last tasks drop their handles.
-fn is_locked(error: &anyhow::Error) -> bool {
+pub(crate) fn is_locked(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
             .downcast_ref::<agentreg_storage::OpenError>()
